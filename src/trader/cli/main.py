@@ -1,0 +1,99 @@
+"""Entry point of the ``trader`` command."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trader import __version__
+from trader.cli import config_cmd, db, planned
+from trader.cli.output import error
+from trader.config import VAR_DIR
+from trader.errors import TraderError
+
+try:  # Typer >= 0.22 raises the exceptions of the click copy it vendors, not click's own
+    from typer._click import exceptions as cli_errors
+except ImportError:  # pragma: no cover - older Typer on top of click
+    from click import exceptions as cli_errors  # type: ignore[no-redef]
+
+app = typer.Typer(
+    name="trader",
+    help=(
+        "qlib-alpaca-trader: Qlib research to Alpaca execution, one code path for replay, paper and live.\n\n"
+        "Safe by default: DRY_RUN=true and the built-in paper broker. Configuration comes from the "
+        "environment and .env (see .env.example)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(config_cmd.app, name="config")
+planned.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"trader {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """qlib-alpaca-trader command line."""
+
+
+CRASH_LOG = VAR_DIR / "log" / "trader-errors.log"
+
+
+def _record_crash() -> Path:
+    CRASH_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with CRASH_LOG.open("a", encoding="utf-8") as handle:
+        handle.write(f"--- {datetime.now(UTC).isoformat()} trader {' '.join(sys.argv[1:])}\n")
+        handle.write(traceback.format_exc())
+    return CRASH_LOG
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0 ok, 1 failed, 2 bad usage/config, 3 not built yet."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = command.main(args=args, prog_name="trader", standalone_mode=False)
+    except cli_errors.NoArgsIsHelpError:
+        return 2  # the help text has been printed already
+    except cli_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "trader"
+        error(f"{exc.format_message()} (see '{where} --help')")
+        return 2
+    except typer.Abort:
+        error("aborted")
+        return 1
+    except cli_errors.ClickException as exc:
+        error(exc.format_message())
+        return exc.exit_code
+    except TraderError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except Exception as exc:
+        log = _record_crash()
+        error(f"internal error ({type(exc).__name__}: {exc}); details in {log}")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    sys.exit(run())

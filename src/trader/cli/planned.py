@@ -1,0 +1,97 @@
+"""Commands that are part of the interface but whose features are not built yet.
+
+Each one explains in ``--help`` what it will do and, when run, says that it is not built yet and exits
+with code 3 instead of printing anything that could be mistaken for a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+
+from trader.errors import NotBuiltError
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    help: str
+    arrives_with: str
+
+
+PLANNED: tuple[Planned, ...] = (
+    Planned(
+        "data",
+        "Ingest bars (Alpaca, CSV, synthetic), quality gate, quarantine, catalog queries.",
+        "the data-layer issue (#3)",
+    ),
+    Planned(
+        "research",
+        "Qlib export, train, backtest and walk-forward of strategies, tracked in MLflow.",
+        "the research issue (#5)",
+    ),
+    Planned(
+        "model",
+        "Model registry: list, promote (with release gates) and roll back models.",
+        "the research issue (#5)",
+    ),
+    Planned(
+        "signal",
+        "Compute target weights for a trading date from the production model.",
+        "the paper-trading issue (#6)",
+    ),
+    Planned(
+        "serve",
+        "Run a service: paper-broker, gateway, signal, reconciler.",
+        "the paper-broker issue (#4) and later",
+    ),
+    Planned(
+        "paper-run",
+        "Run a whole paper-trading day: ingest, signal, risk, orders, fills, P&L report.",
+        "the paper-trading issue (#6)",
+    ),
+    Planned(
+        "replay",
+        "Replay a recorded day through the same code in dry-run and report parity.",
+        "the paper-trading issue (#6)",
+    ),
+    Planned(
+        "report",
+        "Daily reports: blotter, P&L by symbol and strategy, equity curve.",
+        "the paper-trading issue (#6)",
+    ),
+    Planned(
+        "status",
+        "Positions, open orders, today's P&L, circuit-breaker state, last reconcile.",
+        "the safety issue (#7)",
+    ),
+    Planned("circuit", "Trip, approve and clear the circuit breakers.", "the safety issue (#7)"),
+    Planned(
+        "kill",
+        "Kill switch: cancel all orders, flatten all positions, block new signals.",
+        "the safety issue (#7)",
+    ),
+)
+
+
+def _not_built(item: Planned) -> NotBuiltError:
+    return NotBuiltError(f"'trader {item.name}' is not built yet; it arrives with {item.arrives_with}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add every planned command to ``app``.
+
+    Each is a plain command that accepts any arguments, so ``trader data ingest --source csv`` answers
+    "not built yet" rather than "no such command"; the issue that builds it replaces it with a group.
+    """
+    accept_anything = {"ignore_unknown_options": True, "allow_extra_args": True}
+    for item in PLANNED:
+        help_text = f"{item.help} [not built yet: arrives with {item.arrives_with}]"
+
+        def handler(ctx: typer.Context, _item: Planned = item) -> None:
+            if ctx.resilient_parsing:
+                return
+            raise _not_built(_item)
+
+        app.command(item.name, help=help_text, context_settings=accept_anything)(handler)

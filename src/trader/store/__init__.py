@@ -1,0 +1,1 @@
+"""Persistence: the SQLAlchemy schema, its Alembic migrations and the engine/session helpers."""
