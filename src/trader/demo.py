@@ -43,7 +43,7 @@ def main() -> int:
     console.print(f"database: {mask_url_password(settings.database_url)}")
     console.print(f"tables ({len(tables)}): {', '.join(tables)}")
     mode = "DRY_RUN (orders recorded, never sent)" if settings.dry_run else "orders are SENT"
-    console.print(f"broker: {settings.alpaca_base_url} - {mode}")
+    console.print(f"broker: {str(settings.alpaca_base_url).rstrip('/')} - {mode}")
     console.print(
         "\nThe paper-trading day (synthetic market -> model -> signals -> orders -> fills -> P&L) is "
         "not built yet; this demo grows with each issue. Next: 'uv run trader --help'."
