@@ -1,0 +1,96 @@
+"""The shapes of bar, corporate-action and listing tables shared by every stage of the data layer.
+
+Every stage takes and returns Polars DataFrames with exactly these columns and types, so a stage can
+be tested on a hand-made frame and sources can be swapped behind :class:`~trader.data.sources.BarSource`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+KEY = ("symbol", "date")
+
+#: A bar as a source delivers it: raw (unadjusted) daily prices, in the source's own words.
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+
+#: A raw bar as recorded: the source's row plus which source supplied it and when we received it.
+RAW_BAR_SCHEMA: dict[str, pl.DataType] = {
+    **BAR_SCHEMA,
+    "source": pl.String(),
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+#: A back-adjusted bar. ``factor`` = adjusted price / raw price (Qlib's convention), 1.0 after the last
+#: corporate action; volume is adjusted for splits only (``volume_raw * split ratios after the bar``).
+ADJ_BAR_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+    "factor": pl.Float64(),
+    "source": pl.String(),
+}
+
+#: Corporate actions: a 2-for-1 split has ``split_ratio`` 2.0 (1.0 = no split), a cash dividend is
+#: per share in dollars on the ex-date (0.0 = none). One row per symbol and ex-date.
+ACTION_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ex_date": pl.Date(),
+    "split_ratio": pl.Float64(),
+    "cash_dividend": pl.Float64(),
+    "source": pl.String(),
+}
+
+#: Point-in-time listing of a symbol: listed from ``start_date`` to ``end_date`` (null = still listed).
+LISTING_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "start_date": pl.Date(),
+    "end_date": pl.Date(),
+    "tradable": pl.Boolean(),
+    "sector": pl.String(),
+}
+
+#: A row the quality gate refused: the row's key, the rule it broke, a readable reason, the row itself.
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    "source": pl.String(),
+    "rule": pl.String(),
+    "reason": pl.String(),
+    "payload": pl.String(),  # the offending row as JSON, so nothing is lost
+}
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Select and cast ``frame`` to ``schema``'s columns, in order; missing columns are an error."""
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise ValueError(f"missing column(s) {missing}; expected {list(schema)}")
+    return frame.select(pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items())
+
+
+@dataclass
+class BarBatch:
+    """What a source delivers for one request: bars, the corporate actions it knows, listings."""
+
+    bars: pl.DataFrame
+    actions: pl.DataFrame = field(default_factory=lambda: empty(ACTION_SCHEMA))
+    listings: pl.DataFrame = field(default_factory=lambda: empty(LISTING_SCHEMA))

@@ -1,0 +1,84 @@
+"""The exchange calendar (NYSE by default): sessions, holidays, half days, the latest closed session."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+import polars as pl
+
+CALENDAR_START = "1990-01-01"
+CALENDAR_END = "2035-12-31"
+
+
+class TradingCalendar:
+    """Sessions of one exchange, as plain ``date`` values and UTC datetimes."""
+
+    def __init__(self, name: str = "XNYS") -> None:
+        self.name = name
+        self._cal = _load(name)
+        self._sessions = pl.Series("date", list(self._cal.sessions.date), dtype=pl.Date)
+
+    def sessions(self, start: date, end: date) -> pl.Series:
+        """Every session from ``start`` to ``end`` inclusive, as a Polars ``Date`` series."""
+        return self._sessions.filter((self._sessions >= start) & (self._sessions <= end))
+
+    def all_sessions(self) -> pl.Series:
+        return self._sessions
+
+    def is_session(self, day: date) -> bool:
+        return bool(self._cal.is_session(pd.Timestamp(day)))
+
+    def previous_session(self, day: date) -> date:
+        """The last session strictly before ``day`` (``day`` need not be a session)."""
+        earlier = self._sessions.filter(self._sessions < day)
+        if earlier.is_empty():
+            raise ValueError(f"no {self.name} session before {day} in the calendar")
+        return earlier[-1]  # type: ignore[no-any-return]
+
+    def next_session(self, day: date) -> date:
+        """The first session strictly after ``day``."""
+        later = self._sessions.filter(self._sessions > day)
+        if later.is_empty():
+            raise ValueError(f"no {self.name} session after {day} in the calendar")
+        return later[0]  # type: ignore[no-any-return]
+
+    def session_close(self, day: date) -> datetime:
+        """The close of session ``day`` in UTC (13:00 ET on half days)."""
+        close: datetime = self._cal.session_close(pd.Timestamp(day)).to_pydatetime()
+        return close.astimezone(UTC)
+
+    def session_open(self, day: date) -> datetime:
+        opened: datetime = self._cal.session_open(pd.Timestamp(day)).to_pydatetime()
+        return opened.astimezone(UTC)
+
+    def last_closed_session(self, now: datetime) -> date:
+        """The newest session whose close is at or before ``now``: the newest daily bar that can exist.
+
+        On a Monday morning that is the previous Friday (or Thursday when Friday was a holiday).
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        today = now.astimezone(UTC).date()
+        candidates = self._sessions.filter(self._sessions <= today)
+        for day in reversed(candidates.to_list()[-3:]):
+            if self.session_close(day) <= now:
+                return day  # type: ignore[no-any-return]
+        return self.previous_session(candidates[-3])
+
+    def sessions_between(self, after: date, until: date) -> int:
+        """How many sessions lie in (``after``, ``until``]."""
+        return int(((self._sessions > after) & (self._sessions <= until)).sum())
+
+
+@lru_cache(maxsize=4)
+def _load(name: str) -> xcals.ExchangeCalendar:
+    return xcals.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
+
+
+@lru_cache(maxsize=4)
+def trading_calendar(name: str = "XNYS") -> TradingCalendar:
+    """A shared calendar instance (building one takes a fraction of a second)."""
+    return TradingCalendar(name)
