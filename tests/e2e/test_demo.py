@@ -21,6 +21,11 @@ def test_demo_creates_the_schema_and_reports(tmp_path: Path) -> None:
     assert "upgraded: empty -> " in first.stdout
     assert f"tables ({len(Base.metadata.tables)})" in first.stdout
     assert "DRY_RUN (orders recorded, never sent)" in first.stdout
+    assert "freshness: every symbol is fresh" in first.stdout
+    assert "symbols: 50" in first.stdout
+    for rule in ("negative_volume", "non_positive_price", "ohlc_inconsistent", "outlier"):
+        assert rule in first.stdout
+    assert any((tmp_path / "data" / "adjusted" / "bars").rglob("*.parquet"))
     engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'trader.db'}")
     assert migrate.current_revision(engine) == migrate.head_revision()
     assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
@@ -31,6 +36,7 @@ def test_demo_creates_the_schema_and_reports(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout
+    assert "0 new, 70,994 already recorded" in again.stdout  # re-running ingests nothing twice
 
 
 def test_demo_stops_with_the_config_error(tmp_path: Path) -> None:

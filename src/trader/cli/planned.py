@@ -22,11 +22,6 @@ class Planned:
 
 PLANNED: tuple[Planned, ...] = (
     Planned(
-        "data",
-        "Ingest bars (Alpaca, CSV, synthetic), quality gate, quarantine, catalog queries.",
-        "the data-layer issue (#3)",
-    ),
-    Planned(
         "research",
         "Qlib export, train, backtest and walk-forward of strategies, tracked in MLflow.",
         "the research issue (#5)",

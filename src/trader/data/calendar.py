@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, date, datetime
 from functools import lru_cache
 
@@ -75,7 +76,11 @@ class TradingCalendar:
 
 @lru_cache(maxsize=4)
 def _load(name: str) -> xcals.ExchangeCalendar:
-    return xcals.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
+    with warnings.catch_warnings():
+        # exchange-calendars 4.13 still reads tz-aware Series.values, which pandas 3.1 deprecates; the
+        # values it reads are UTC either way. Remove once exchange-calendars no longer warns.
+        warnings.filterwarnings("ignore", message="Series.values returning")
+        return xcals.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,187 @@
+"""Data pipeline throughput: raw -> adjust -> validate -> Parquet on 500 symbols x 10 years of daily bars.
+
+The synthetic market (with its splits, dividends, bad ticks, gaps, IPOs and delistings) is generated
+once and saved as Parquet. Each run then happens in its own fresh process, so that its peak memory is
+its own: the process loads the input (not timed), then times one full ingest into an empty
+``DATA_DIR``. ``polars`` is :class:`trader.data.pipeline.DataPipeline` (which also computes calendar
+gaps and keeps the universe, and writes atomically); ``pandas`` is the straightforward implementation
+in :mod:`bench.pandas_baseline`. Target: at least 1,000,000 rows/s end to end and 5x the pandas one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bench.common import peak_rss_mb, write_result
+
+SYMBOLS, START, END, SEED = 500, date(2015, 1, 1), date(2024, 12, 31), 7
+REPEATS = 3
+TARGET_ROWS_PER_SECOND = 1_000_000
+TARGET_SPEEDUP = 5.0
+
+
+class _Frames:
+    """A :class:`~trader.data.sources.BarSource` over frames already in memory (no I/O in the timing)."""
+
+    name = "synthetic"
+
+    def __init__(self, bars: pl.DataFrame, actions: pl.DataFrame, listings: pl.DataFrame) -> None:
+        self.bars, self.actions, self.listings = bars, actions, listings
+
+    def health(self) -> Any:
+        from trader.data.sources import SourceHealth
+
+        return SourceHealth(source=self.name, ok=True)
+
+    def fetch(self, symbols: Sequence[str] | None, start: date, end: date) -> Any:
+        from trader.data.bars import BarBatch
+
+        return BarBatch(bars=self.bars, actions=self.actions, listings=self.listings)
+
+
+def _generate(folder: Path) -> int:
+    from trader.data.sources.synthetic import SyntheticConfig, SyntheticMarket
+
+    config = SyntheticConfig(symbols=SYMBOLS, start=START, end=END, seed=SEED)
+    batch = SyntheticMarket(config).generate().batch
+    batch.bars.write_parquet(folder / "bars.parquet")
+    batch.actions.write_parquet(folder / "actions.parquet")
+    batch.listings.write_parquet(folder / "listings.parquet")
+    return batch.bars.height
+
+
+def _worker(kind: str, inputs: Path, out: Path) -> dict[str, Any]:
+    """Runs in a child process: load (untimed), ingest once (timed), report time and memory."""
+    bars = pl.read_parquet(inputs / "bars.parquet")
+    actions = pl.read_parquet(inputs / "actions.parquet")
+    listings = pl.read_parquet(inputs / "listings.parquet")
+    if kind == "polars":
+        from trader.data.calendar import trading_calendar
+        from trader.data.paths import DataPaths
+        from trader.data.pipeline import DataPipeline
+
+        calendar = trading_calendar()  # built once per process; not part of an ingest
+        pipeline = DataPipeline(DataPaths(out), calendar=calendar)
+        source = _Frames(bars, actions, listings)
+        loaded_mb = peak_rss_mb()
+        start = time.perf_counter()
+        report = pipeline.ingest(source, None, START, END, now=datetime(2025, 1, 2, 14, tzinfo=UTC))
+        seconds = time.perf_counter() - start
+        counts = {"clean": report.clean_rows, "quarantined": report.quarantined_rows, "gaps": report.gaps}
+        stages = report.stage_seconds
+    else:
+        from bench.pandas_baseline import run
+        from trader.data.calendar import trading_calendar
+
+        sessions = trading_calendar().sessions(START, END).to_pandas()
+        bars_pd, actions_pd = bars.to_pandas(), actions.to_pandas()
+        bars_pd["source"] = "synthetic"
+        del bars, actions
+        import pandas as pd
+
+        session_index = pd.DatetimeIndex(pd.to_datetime(sessions))
+        loaded_mb = peak_rss_mb()
+        start = time.perf_counter()
+        counts = run(bars_pd, actions_pd, session_index, out)
+        seconds = time.perf_counter() - start
+        stages = {}
+    return {
+        "seconds": round(seconds, 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rss_before_run_mb": round(loaded_mb, 1),
+        "counts": counts,
+        "stage_seconds": stages,
+    }
+
+
+def _run_child(kind: str, inputs: Path, scratch: Path) -> dict[str, Any]:
+    out = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=scratch))
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.bench_data", "--worker", kind, str(inputs), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"{kind} run failed:\n{child.stderr}")
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _summary(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    seconds = [r["seconds"] for r in runs]
+    best = min(seconds)
+    return {
+        "runs": runs,
+        "best_seconds": best,
+        "median_seconds": round(statistics.median(seconds), 4),
+        "rows_per_second": round(rows / best),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_rss_over_input_mb": round(max(r["peak_rss_mb"] - r["rss_before_run_mb"] for r in runs), 1),
+    }
+
+
+def main() -> Path:
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+        scratch = Path(tmp)
+        inputs = scratch / "input"
+        inputs.mkdir()
+        rows = _generate(inputs)
+        print(f"   {rows:,} bars of {SYMBOLS} symbols, {START}..{END}")
+        results: dict[str, dict[str, Any]] = {}
+        for kind in ("polars", "pandas"):
+            runs = [_run_child(kind, inputs, scratch) for _ in range(REPEATS)]
+            results[kind] = _summary(runs, rows)
+            print(
+                f"   {kind:6s}: best {results[kind]['best_seconds']:.3f}s = "
+                f"{results[kind]['rows_per_second']:,} rows/s, peak RSS {results[kind]['peak_rss_mb']} MB"
+            )
+    same = results["polars"]["runs"][0]["counts"] == results["pandas"]["runs"][0]["counts"]
+    print(f"   same clean / quarantined / gap counts in both: {same}")
+    speedup = results["pandas"]["best_seconds"] / results["polars"]["best_seconds"]
+    polars_rate = results["polars"]["rows_per_second"]
+    verdict = {
+        "speedup_vs_pandas": round(speedup, 2),
+        "same_counts_in_both": same,
+        "meets_rows_per_second_target": polars_rate >= TARGET_ROWS_PER_SECOND,
+        "meets_speedup_target": speedup >= TARGET_SPEEDUP,
+    }
+    print(f"   speed-up vs pandas: {speedup:.1f}x; targets met: {verdict}")
+    return write_result(
+        "data",
+        {
+            "workload": {"symbols": SYMBOLS, "start": START, "end": END, "seed": SEED, "rows": rows},
+            "targets": {"rows_per_second": TARGET_ROWS_PER_SECOND, "speedup_vs_pandas": TARGET_SPEEDUP},
+            "polars_pipeline": results["polars"],
+            "pandas_baseline": results["pandas"],
+            **verdict,
+        },
+    )
+
+
+def _cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_data")
+    parser.add_argument("--worker", choices=["polars", "pandas"])
+    parser.add_argument("paths", nargs="*", type=Path)
+    args = parser.parse_args()
+    if args.worker:
+        inputs, out = args.paths
+        print(json.dumps(_worker(args.worker, inputs, out)))
+    else:
+        print(main())
+
+
+if __name__ == "__main__":
+    _cli()

@@ -1,0 +1,221 @@
+"""Back-adjustment of raw daily bars for splits and cash dividends.
+
+The newest bars keep their raw prices (``factor`` 1.0 after the last corporate action) and history is
+scaled so that a recorded corporate action never shows up as a jump in the adjusted series.
+
+For an action on ex-date ``D`` with split ratio ``s`` (2.0 = 2-for-1) and cash dividend ``d`` (dollars
+per share on ``D``), every bar strictly before ``D`` is multiplied by::
+
+    m = (1 / s) * (1 - d / (P / s))
+
+where ``P`` is the *raw* close of the last bar before ``D``. The dividend is paid per share held on
+the ex-date, i.e. per *post-split* share, so it is compared with the previous close expressed in
+post-split terms (``P / s``); for a dividend alone this is the usual ``1 - d / P``. The adjusted
+return across ``D`` is then ``A / (P / s - d)`` for an anchor close ``A``: the price drop that the
+split and the dividend explain is removed, nothing else.
+
+``factor`` of a bar is the product of ``m`` over every action with an ex-date after the bar, so
+``adjusted price = raw price * factor`` (Qlib's convention). Volume is adjusted for splits only:
+``volume_adj = volume_raw * product of s over splits after the bar``.
+
+The function is pure: when a new action arrives, history is re-adjusted by calling :func:`adjust`
+again with all actions.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from trader.data.bars import PRICE_COLUMNS
+
+#: Columns :func:`adjust` needs in ``bars`` (extra columns such as ``ingested_at`` are ignored).
+REQUIRED_BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume", "source")
+#: Columns :func:`adjust` needs in ``actions``.
+REQUIRED_ACTION_COLUMNS = ("symbol", "ex_date", "split_ratio", "cash_dividend")
+
+
+def action_dates(actions: pl.DataFrame) -> pl.DataFrame:
+    """The distinct ``(symbol, date)`` ex-dates of the actions that change prices, sorted.
+
+    An action row with ``split_ratio`` 1.0 and ``cash_dividend`` 0.0 is no corporate action at all, so
+    it is left out (the quality gate must not excuse a jump because of it).
+    """
+    return (
+        _normalise_actions(actions)
+        .select("symbol", pl.col("ex_date").alias("date"))
+        .unique()
+        .sort("symbol", "date")
+    )
+
+
+def adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    """Back-adjust raw ``bars`` for the splits and cash dividends in ``actions``.
+
+    ``bars`` needs at least ``symbol, date, open, high, low, close, volume, source`` (raw prices, as in
+    :data:`~trader.data.bars.RAW_BAR_SCHEMA`); ``actions`` has
+    :data:`~trader.data.bars.ACTION_SCHEMA`'s columns. Returns
+    :data:`~trader.data.bars.ADJ_BAR_SCHEMA`, sorted by symbol and date, with one row per input row:
+    nothing is dropped or de-duplicated here (bad rows are the quality gate's business).
+
+    - An action whose ex-date is not a bar date (a missing day, a halt) still applies to every bar
+      before it; the previous close is that of the last bar before the ex-date.
+    - An action after a symbol's last bar changes nothing (it has not happened in our data yet), and
+      one before its first bar has no bar to change.
+    - Several rows for one symbol and ex-date are combined (splits multiplied, dividends added, in
+      post-split terms), after dropping rows that repeat the same action (e.g. from two sources).
+    - The previous close is taken from the last earlier bar with a usable (finite, positive) close,
+      so a row the gate will refuse does not poison the dividend ratio.
+
+    Raises ``ValueError`` for an invalid action (split ratio not positive, negative dividend) and for
+    a dividend at least as large as the previous (post-split) close, which would make ``m <= 0``.
+    """
+    missing = [name for name in REQUIRED_BAR_COLUMNS if name not in bars.columns]
+    if missing:
+        raise ValueError(f"bars lack column(s) {missing}; expected at least {list(REQUIRED_BAR_COLUMNS)}")
+    frame = bars.select(
+        pl.col("symbol").cast(pl.String),
+        pl.col("date").cast(pl.Date),
+        *(pl.col(name).cast(pl.Float64) for name in (*PRICE_COLUMNS, "volume")),
+        pl.col("source").cast(pl.String),
+    ).sort("symbol", "date", maintain_order=True, nulls_last=True)  # stable: repeats keep input order
+
+    events = _effective_actions(frame, _normalise_actions(actions))
+    # Cumulative products from the newest action backwards: a bar takes the cumulative values of the
+    # first action strictly after it, i.e. the product over every action after it.
+    cumulative = events.sort("symbol", "ex_date").select(
+        "symbol",
+        "ex_date",
+        pl.col("m").cum_prod(reverse=True).over("symbol").alias("factor"),
+        pl.col("split_ratio").cum_prod(reverse=True).over("symbol").alias("split_factor"),
+    )
+
+    keyed = frame.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
+    joined = keyed.join_asof(
+        cumulative,
+        left_on="date",
+        right_on="ex_date",
+        by="symbol",
+        strategy="forward",
+        allow_exact_matches=False,  # an action on D applies to bars strictly before D
+        check_sortedness=False,  # sorted by (symbol, date) above; Polars cannot check within groups
+    )
+    # Rows without a symbol or date cannot be placed in history; they pass through unadjusted and the
+    # quality gate quarantines them (nothing is dropped here).
+    unkeyed = frame.filter(pl.col("symbol").is_null() | pl.col("date").is_null())
+    if unkeyed.height:
+        joined = pl.concat(
+            [joined, unkeyed.with_columns(ex_date=pl.lit(None, pl.Date), factor=None, split_factor=None)],
+            how="diagonal_relaxed",
+        )
+
+    factor = pl.col("factor").fill_null(1.0)
+    split_factor = pl.col("split_factor").fill_null(1.0)
+    return joined.select(
+        "symbol",
+        "date",
+        *((pl.col(name) * factor).alias(name) for name in PRICE_COLUMNS),
+        (pl.col("volume") * split_factor).alias("volume"),
+        factor.alias("factor"),
+        "source",
+    )
+
+
+def _normalise_actions(actions: pl.DataFrame) -> pl.DataFrame:
+    """Validated actions, one row per (symbol, ex_date), without rows that change nothing."""
+    missing = [name for name in REQUIRED_ACTION_COLUMNS if name not in actions.columns]
+    if missing:
+        raise ValueError(
+            f"actions lack column(s) {missing}; expected at least {list(REQUIRED_ACTION_COLUMNS)}"
+        )
+    frame = actions.select(
+        pl.col("symbol").cast(pl.String),
+        pl.col("ex_date").cast(pl.Date),
+        # An absent value means "no such action" (a dividend-only row has no split and vice versa).
+        pl.col("split_ratio").cast(pl.Float64).fill_null(1.0),
+        pl.col("cash_dividend").cast(pl.Float64).fill_null(0.0),
+    )
+    bad = frame.filter(
+        pl.col("symbol").is_null()
+        | pl.col("ex_date").is_null()
+        | ~pl.col("split_ratio").is_finite()
+        | (pl.col("split_ratio") <= 0)
+        | ~pl.col("cash_dividend").is_finite()
+        | (pl.col("cash_dividend") < 0)
+    )
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise ValueError(
+            f"{bad.height} invalid corporate action(s), e.g. symbol={first['symbol']} "
+            f"ex_date={first['ex_date']} split_ratio={first['split_ratio']} "
+            f"cash_dividend={first['cash_dividend']} (need a symbol, an ex-date, split_ratio > 0, "
+            "cash_dividend >= 0)"
+        )
+    return (
+        # The same action reported twice (two sources, two files) must count once.
+        frame.unique(maintain_order=True)
+        .group_by("symbol", "ex_date")
+        .agg(pl.col("split_ratio").product(), pl.col("cash_dividend").sum())
+        .filter((pl.col("split_ratio") != 1.0) | (pl.col("cash_dividend") != 0.0))
+    )
+
+
+def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    """The actions that fall inside each symbol's bars, with their price multiplier ``m``.
+
+    ``bars`` is sorted by (symbol, date).
+    """
+    if actions.is_empty():
+        return actions.with_columns(m=pl.lit(None, pl.Float64))
+    bar_dates = bars.select("symbol", "date").filter(
+        pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
+    )
+    # The previous close comes from the last earlier bar with a usable close; of a repeated date the
+    # first version counts, as the gate keeps the first of identical repeats. ``bars`` is sorted with
+    # repeats in input order, so "first" is "key differs from the row before" (cheaper than a hash).
+    usable = bars.select("symbol", "date", "close").filter(
+        pl.col("symbol").is_not_null()
+        & pl.col("date").is_not_null()
+        & pl.col("close").is_finite()
+        & (pl.col("close") > 0)
+    )
+    closes = usable.filter(
+        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
+        | (pl.col("date") != pl.col("date").shift(1)).fill_null(True)
+    )
+    ordered = actions.sort("symbol", "ex_date")
+    anchored = ordered.join_asof(
+        bar_dates.rename({"date": "anchor"}),
+        left_on="ex_date",
+        right_on="anchor",
+        by="symbol",
+        strategy="forward",  # the first bar on or after the ex-date
+        check_sortedness=False,
+    ).join_asof(
+        closes.rename({"date": "prev_date", "close": "prev_close"}),
+        left_on="ex_date",
+        right_on="prev_date",
+        by="symbol",
+        strategy="backward",
+        allow_exact_matches=False,  # strictly before the ex-date
+        check_sortedness=False,
+    )
+    # No bar on or after the ex-date: the action has not reached our data, so it changes nothing.
+    effective = anchored.filter(pl.col("anchor").is_not_null())
+    split = pl.col("split_ratio")
+    # Without a usable earlier close there is no earlier valid bar for the dividend to change.
+    dividend_ratio = (
+        pl.when((pl.col("cash_dividend") > 0) & pl.col("prev_close").is_not_null())
+        .then(1.0 - pl.col("cash_dividend") / (pl.col("prev_close") / split))
+        .otherwise(1.0)
+    )
+    effective = effective.with_columns(m=(1.0 / split) * dividend_ratio)
+    impossible = effective.filter(pl.col("m") <= 0)
+    if impossible.height:
+        first = impossible.row(0, named=True)
+        post_split = first["prev_close"] / first["split_ratio"]
+        raise ValueError(
+            f"cash dividend {first['cash_dividend']} of {first['symbol']} on {first['ex_date']} is not "
+            f"below the previous close {first['prev_close']} (post-split {post_split:.6g}, on "
+            f"{first['prev_date']}): the adjustment factor would be <= 0"
+        )
+    return effective.select("symbol", "ex_date", "split_ratio", "m")

@@ -1,0 +1,126 @@
+"""``trader data``: synth, ingest, sql and status from the command line (SQLite under a temp dir)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from trader.cli.main import run
+
+SMALL = ["--symbols", "6", "--start", "2023-01-03", "--end", "2023-12-29", "--seed", "3"]
+AFTER = "2024-01-02T14:00:00Z"
+
+
+def test_synth_then_status_sql_and_idempotent_rerun(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(["data", "synth", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "clean rows" in out
+    assert (tmp_path / "data" / "raw" / "bars").is_dir()
+    assert (tmp_path / "var" / "trader.db").is_file()  # the quarantine and universe tables live there
+
+    assert run(["data", "status", "--now", AFTER, "--all"]) == 0
+    status = capsys.readouterr().out
+    assert "SYN000" in status and "SYN005" in status
+    assert "freshness: every symbol is fresh" in status
+
+    assert (
+        run(["data", "sql", "select symbol, count(*) as n from bars_adj group by 1 order by 1", "--csv"]) == 0
+    )
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert rows[0] == ["symbol", "n"]
+    assert [r[0] for r in rows[1:]] == [f"SYN00{i}" for i in range(6)]
+    assert all(int(r[1]) > 100 for r in rows[1:])
+
+    assert run(["data", "synth", *SMALL]) == 0
+    assert "0 new" in capsys.readouterr().out
+
+
+def test_status_is_stale_when_judged_later(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "synth", *SMALL]) == 0
+    capsys.readouterr()
+    assert run(["data", "status", "--now", "2024-01-10T22:00:00Z", "--symbols", "SYN001"]) == 0
+    out = capsys.readouterr().out
+    assert "stale (7 behind)" in out
+    assert "STALE for 1 symbol(s): SYN001" in out
+
+
+def test_status_of_an_empty_store_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "status"]) == 1
+    assert "no clean bars stored" in capsys.readouterr().out
+
+
+def test_csv_ingest_with_aliases_and_require_fresh(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bars = tmp_path / "in.csv"
+    bars.write_text(
+        "Ticker,Date,Open,High,Low,Close,Volume,Adj Close\n"
+        "abc,2024-01-02,10,11,9,10.5,1000,99\n"
+        "abc,2024-01-03,10.5,11,10,10.8,1200,99\n"
+        "abc,2024-01-04,10.8,10,11,10.9,900,99\n"  # high below low: quarantined
+    )
+    assert (
+        run(
+            [
+                "data",
+                "ingest",
+                "--source",
+                "csv",
+                "--path",
+                str(bars),
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-05",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "ohlc_inconsistent 1" in out
+    assert run(["data", "sql", "select symbol, date, reason from quarantine", "--csv"]) == 0
+    assert "ABC,2024-01-04," in capsys.readouterr().out.upper()
+
+    code = run(
+        [
+            "data",
+            "ingest",
+            "--source",
+            "csv",
+            "--path",
+            str(bars),
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-05",
+            "--require-fresh",
+        ]
+    )
+    assert code == 1
+    assert "stale data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data", "ingest", "--source", "csv"], "--path is required with --source csv"),
+        (["data", "ingest", "--source", "csv", "--path", "nope.csv"], "--path: nope.csv does not exist"),
+        (["data", "ingest", "--source", "ftp"], "'ftp' is not one of"),
+        (["data", "synth", "--start", "2024-13-01"], "--start: '2024-13-01' is not a date"),
+        (["data", "synth", "--start", "2024-02-01", "--end", "2024-01-01"], "must be before --end"),
+        (["data", "synth", "--symbols", "0"], "--symbols"),
+        (["data", "status", "--now", "yesterday"], "--now: 'yesterday' is not an ISO 8601 time"),
+        (["data", "sql", "drop table bars_adj"], "QUERY:"),
+    ],
+)
+def test_bad_arguments_name_the_flag_and_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,0 +1,247 @@
+"""The whole ingest pipeline on real files and a real database (SQLite and PostgreSQL).
+
+Known answers come from the synthetic market, which lists every defect it injected: every injected bad
+tick must end in quarantine under the rule it breaks, and no other row may.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import Engine, func, select
+
+from tests.support.services import RedisKeySpace
+from trader.data.bars import ADJ_BAR_SCHEMA, BarBatch
+from trader.data.features import latest_features
+from trader.data.freshness import StalenessError
+from trader.data.online import OnlineStore
+from trader.data.paths import DataPaths
+from trader.data.pipeline import DataPipeline
+from trader.data.sources import SourceError, SourceHealth
+from trader.data.sources.csv_source import CsvSource
+from trader.data.sources.failover import FailoverSource
+from trader.data.sources.synthetic import SyntheticConfig, SyntheticData, SyntheticSource
+from trader.data.store import AdjustedStore, QuarantineStore
+from trader.store.models import Event, Quarantine, Universe
+
+START, END = date(2021, 1, 4), date(2023, 12, 29)
+AFTER_END = datetime(2024, 1, 2, 14, 0, tzinfo=UTC)  # New Year's Day is a holiday: 2023-12-29 is fresh
+RULE_OF = {
+    "bad_tick_spike": "outlier",
+    "bad_tick_ohlc": "ohlc_inconsistent",
+    "bad_tick_negative_price": "non_positive_price",
+    "bad_tick_negative_volume": "negative_volume",
+}
+# Enough defects to hit every kind in a small market.
+DENSE = {"bad_tick_rate": 0.003, "missing_day_rate": 0.002, "split_rate": 0.3, "halt_rate": 0.3}
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticSource:
+    return SyntheticSource(SyntheticConfig(symbols=24, start=START, end=END, seed=11, **DENSE))
+
+
+def key_set(frame: pl.DataFrame, *extra: str) -> set[tuple[object, ...]]:
+    return set(frame.select("symbol", "date", *extra).iter_rows())
+
+
+def count(engine: Engine, model: type[Quarantine] | type[Universe] | type[Event]) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_every_injected_bad_tick_is_quarantined_and_no_clean_row_is(
+    market: SyntheticSource, migrated_engine: Engine, tmp_path: Path
+) -> None:
+    data: SyntheticData = market.data
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"), engine=migrated_engine)
+
+    report = pipeline.ingest(market, None, START, END, now=AFTER_END)
+
+    injected = data.injected
+    bad_ticks = injected.filter(pl.col("kind").is_in(list(RULE_OF)))
+    assert set(bad_ticks.get_column("kind").unique()) == set(RULE_OF)  # the test covers every kind
+    expected = {(s, d, RULE_OF[k]) for s, d, k in bad_ticks.iter_rows()}
+    quarantined = pipeline.quarantine.read()
+    assert key_set(quarantined, "rule") == expected
+
+    clean = pipeline.adjusted.read()
+    assert clean.height == data.batch.bars.height - len(expected)
+    assert not key_set(clean) & {(s, d) for s, d, _ in expected}
+    assert clean.select("symbol", "date").is_duplicated().sum() == 0
+
+    # Missing days and halts are the only sessions without any bar; quarantined bars are gaps too.
+    gaps = pipeline.gaps.read()
+    missing = injected.filter(pl.col("kind").is_in(["missing_day", "halt"]))
+    assert key_set(gaps.filter(pl.col("reason") == "no bar for this session")) == key_set(missing)
+    assert key_set(gaps.filter(pl.col("reason").str.starts_with("bar quarantined"))) == {
+        (s, d) for s, d, _ in expected
+    }
+
+    assert report.rows_received == report.raw_new_rows == data.batch.bars.height
+    assert report.clean_rows == clean.height
+    assert report.quarantined_by_rule == dict(
+        sorted(bad_ticks.with_columns(pl.col("kind").replace(RULE_OF)).group_by("kind").len().iter_rows())
+    )
+    assert report.fresh is True
+    assert count(migrated_engine, Quarantine) == len(expected)
+    assert count(migrated_engine, Universe) == data.batch.listings.height
+    with migrated_engine.connect() as connection:
+        event = connection.execute(select(Event).where(Event.kind == "data_ingested")).one()
+    assert event.correlation_id == report.ingest_id
+    assert event.payload["clean_rows"] == clean.height
+
+
+def test_re_ingesting_the_same_data_changes_nothing(
+    market: SyntheticSource, migrated_engine: Engine, tmp_path: Path
+) -> None:
+    paths = DataPaths(tmp_path / "data")
+    pipeline = DataPipeline(paths, engine=migrated_engine)
+    first = pipeline.ingest(market, None, START, END, now=AFTER_END)
+    files_before = {p: p.stat().st_mtime_ns for p in sorted(paths.root.rglob("*.parquet"))}
+    adjusted_before = pipeline.adjusted.read()
+
+    again = pipeline.ingest(market, None, START, END, now=AFTER_END)
+
+    assert again.raw_new_rows == 0 and again.raw_skipped_rows == first.rows_received
+    assert {p: p.stat().st_mtime_ns for p in sorted(paths.root.rglob("*.parquet"))} == files_before
+    assert pipeline.adjusted.read().equals(adjusted_before)
+    assert pipeline.quarantine.read().height == first.quarantined_rows
+    assert count(migrated_engine, Quarantine) == first.quarantined_rows
+    assert count(migrated_engine, Event) == 2  # each run is journaled, even when it changed nothing
+
+
+def test_a_late_split_re_adjusts_the_whole_history(sqlite_url: str, tmp_path: Path) -> None:
+    """Before the split is known the halving is an outlier; once it arrives history is re-adjusted."""
+    from trader.store.db import make_engine
+    from trader.store.migrate import upgrade
+
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    sessions = pl.date_range(date(2024, 3, 1), date(2024, 3, 29), eager=True).filter(
+        pl.Series([d.weekday() < 5 for d in pl.date_range(date(2024, 3, 1), date(2024, 3, 29), eager=True)])
+    )
+    sessions = sessions.filter(sessions != date(2024, 3, 29))  # Good Friday
+    split_day = date(2024, 3, 15)
+    raw_close = [100.0 if d < split_day else 50.0 for d in sessions]
+    bars_csv = tmp_path / "bars.csv"
+    pl.DataFrame(
+        {
+            "Ticker": "ACME",
+            "Date": sessions,
+            "Open": raw_close,
+            "High": [c * 1.01 for c in raw_close],
+            "Low": [c * 0.99 for c in raw_close],
+            "Close": raw_close,
+            "Volume": [1000.0 if d < split_day else 2000.0 for d in sessions],
+        }
+    ).write_csv(bars_csv)
+    actions_csv = tmp_path / "actions.csv"
+    actions_csv.write_text("symbol,ex_date,split_ratio,cash_dividend\nACME,2024-03-15,2,0\n")
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"), engine=engine)
+
+    before = pipeline.ingest(CsvSource(bars_csv), None, sessions[0], sessions[-1])
+    assert before.quarantined_by_rule == {"outlier": 1}
+    assert split_day not in pipeline.adjusted.read().get_column("date").to_list()
+
+    after = pipeline.ingest(CsvSource(bars_csv, actions_path=actions_csv), None, sessions[0], sessions[-1])
+    adjusted = pipeline.adjusted.read()
+    assert after.raw_new_rows == 0  # the bars were already recorded; only the action is new
+    assert adjusted.height == len(sessions)  # the split day is clean now
+    assert adjusted.get_column("close").to_list() == [50.0] * len(sessions)
+    assert adjusted.get_column("volume").to_list() == [2000.0] * len(sessions)
+    assert adjusted.filter(pl.col("date") < split_day).get_column("factor").unique().to_list() == [0.5]
+    assert adjusted.filter(pl.col("date") >= split_day).get_column("factor").unique().to_list() == [1.0]
+    assert pipeline.universe.read().row(0)[:3] == ("ACME", sessions[0], None)  # derived listing
+    engine.dispose()
+
+
+def test_csv_export_of_the_market_ends_in_the_same_adjusted_store(
+    market: SyntheticSource, tmp_path: Path
+) -> None:
+    batch = market.data.batch
+    bars_csv, actions_csv = tmp_path / "bars.csv.gz", tmp_path / "actions.csv"
+    with_gzip = batch.bars.write_csv().encode()
+    import gzip
+
+    bars_csv.write_bytes(gzip.compress(with_gzip))
+    batch.actions.drop("source").write_csv(actions_csv)
+    from_synthetic = DataPipeline(DataPaths(tmp_path / "a"))
+    from_csv = DataPipeline(DataPaths(tmp_path / "b"))
+
+    from_synthetic.ingest(market, None, START, END, now=AFTER_END)
+    from_csv.ingest(CsvSource(bars_csv, actions_path=actions_csv), None, START, END, now=AFTER_END)
+
+    columns = [c for c in ADJ_BAR_SCHEMA if c != "source"]
+    a, b = from_synthetic.adjusted.read().select(columns), from_csv.adjusted.read().select(columns)
+    assert a.height == b.height > 0
+    assert a.equals(b)
+    assert from_csv.adjusted.read().get_column("source").unique().to_list() == ["csv"]
+    drop = ["source", "payload"]
+    assert from_synthetic.quarantine.read().drop(drop).equals(from_csv.quarantine.read().drop(drop))
+
+
+def test_require_fresh_refuses_a_stale_batch_before_anything_downstream(
+    market: SyntheticSource, tmp_path: Path
+) -> None:
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    later = datetime(2024, 1, 10, 22, 0, tzinfo=UTC)
+
+    with pytest.raises(StalenessError) as raised:
+        pipeline.ingest(market, None, START, END, now=later, require_fresh=True)
+
+    assert raised.value.latest == END and raised.value.expected == date(2024, 1, 10)
+    assert raised.value.sessions_behind == 7  # Jan 2, 3, 4, 5, 8, 9, 10
+    assert pipeline.raw.read().height == market.data.batch.bars.height  # raw keeps what arrived
+    assert AdjustedStore(pipeline.paths).files() == []
+    assert QuarantineStore(pipeline.paths).files() == []
+    report = pipeline.ingest(market, None, START, END, now=later)  # without the flag: reported only
+    assert report.fresh is False and "7 session(s) behind" in report.freshness
+
+
+class _Down:
+    name = "alpaca"
+
+    def health(self) -> SourceHealth:
+        return SourceHealth(source="alpaca", ok=False, detail="connection refused")
+
+    def fetch(self, symbols: object, start: date, end: date) -> BarBatch:
+        raise SourceError("connection refused")
+
+
+def test_failover_records_which_source_supplied_each_row(market: SyntheticSource, tmp_path: Path) -> None:
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    report = pipeline.ingest(FailoverSource([_Down(), market]), ["SYN000", "SYN001"], START, END)
+
+    assert report.source == "synthetic"
+    assert pipeline.raw.read().get_column("source").unique().to_list() == ["synthetic"]
+    assert pipeline.adjusted.symbols() == ["SYN000", "SYN001"]
+
+
+def test_nothing_from_the_source_is_an_error(market: SyntheticSource, tmp_path: Path) -> None:
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    with pytest.raises(SourceError, match="returned no bars for NOPE"):
+        pipeline.ingest(market, ["NOPE"], START, END)
+    assert pipeline.raw.files() == []
+
+
+@pytest.mark.redis
+def test_online_store_gets_the_same_features_as_the_offline_path(
+    market: SyntheticSource, redis_keyspace: RedisKeySpace, tmp_path: Path
+) -> None:
+    online = OnlineStore(redis_keyspace.client, prefix=redis_keyspace.prefix)
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"), online=online)
+    symbols = ["SYN002", "SYN003", "SYN004"]
+    pipeline.ingest(market, symbols, START, END)
+
+    assert sorted(online.symbols()) == symbols
+    offline = latest_features(pipeline.adjusted.read(symbols))
+    for row in offline.iter_rows(named=True):
+        stored = online.features(row["symbol"])
+        for name, value in row.items():
+            if name in {"symbol", "date"}:
+                continue
+            assert stored[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name

@@ -1,0 +1,277 @@
+"""Back-adjustment for splits and cash dividends: hand-made cases with known answers, and a property."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trader.data.adjust import action_dates, adjust
+from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, RAW_BAR_SCHEMA
+
+DAYS = [date(2024, 1, day) for day in (2, 3, 4, 5, 8, 9, 10, 11, 12)]
+
+
+def raw_bars(
+    closes: list[float],
+    *,
+    symbol: str = "AAA",
+    days: list[date] | None = None,
+    volumes: list[float] | None = None,
+) -> pl.DataFrame:
+    """Raw bars with open = close, high = close + 1, low = close - 1 (so every price column is checked)."""
+    days = days or DAYS[: len(closes)]
+    volumes = volumes or [1000.0] * len(closes)
+    return pl.DataFrame(
+        {
+            "symbol": [symbol] * len(closes),
+            "date": days,
+            "open": closes,
+            "high": [c + 1 for c in closes],
+            "low": [c - 1 for c in closes],
+            "close": closes,
+            "volume": volumes,
+            "source": ["test"] * len(closes),
+            "ingested_at": [None] * len(closes),
+        },
+        schema=RAW_BAR_SCHEMA,
+    )
+
+
+def actions(*rows: tuple[str, date, float, float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(symbol, ex_date, split, dividend, "test") for symbol, ex_date, split, dividend in rows],
+        schema=ACTION_SCHEMA,
+        orient="row",
+    )
+
+
+NO_ACTIONS = actions()
+
+
+def column(frame: pl.DataFrame, name: str) -> list[float]:
+    return frame.get_column(name).to_list()
+
+
+def test_two_for_one_split_halves_prices_before_and_doubles_volume() -> None:
+    bars = raw_bars([100.0, 102.0, 51.0, 52.0], volumes=[1000.0, 1000.0, 2000.0, 2000.0])
+    out = adjust(bars, actions(("AAA", DAYS[2], 2.0, 0.0)))
+
+    assert column(out, "close") == [50.0, 51.0, 51.0, 52.0]
+    assert column(out, "open") == [50.0, 51.0, 51.0, 52.0]
+    assert column(out, "high") == [50.5, 51.5, 52.0, 53.0]
+    assert column(out, "low") == [49.5, 50.5, 50.0, 51.0]
+    assert column(out, "volume") == [2000.0, 2000.0, 2000.0, 2000.0]
+    assert column(out, "factor") == [0.5, 0.5, 1.0, 1.0]
+
+
+def test_one_dollar_dividend_on_a_hundred_dollar_close() -> None:
+    bars = raw_bars([98.0, 100.0, 99.0, 99.5])
+    out = adjust(bars, actions(("AAA", DAYS[2], 1.0, 1.0)))
+
+    assert column(out, "factor") == pytest.approx([0.99, 0.99, 1.0, 1.0], rel=1e-15)
+    assert column(out, "close") == pytest.approx([97.02, 99.0, 99.0, 99.5], rel=1e-12)
+    # A dividend does not change the number of shares: volume is untouched.
+    assert column(out, "volume") == [1000.0] * 4
+
+
+def test_split_and_dividend_on_the_same_day_compare_the_dividend_with_the_post_split_close() -> None:
+    bars = raw_bars([100.0, 100.0, 49.0, 49.5], volumes=[10.0, 10.0, 20.0, 20.0])
+    # 2-for-1 and $1 per (new) share: m = 1/2 * (1 - 1 / (100 / 2)) = 0.49.
+    one_row = adjust(bars, actions(("AAA", DAYS[2], 2.0, 1.0)))
+    two_rows = adjust(bars, actions(("AAA", DAYS[2], 2.0, 0.0), ("AAA", DAYS[2], 1.0, 1.0)))
+
+    assert column(one_row, "factor") == pytest.approx([0.49, 0.49, 1.0, 1.0], rel=1e-15)
+    assert column(one_row, "close") == pytest.approx([49.0, 49.0, 49.0, 49.5], rel=1e-12)
+    assert column(one_row, "volume") == [20.0, 20.0, 20.0, 20.0]
+    assert one_row.equals(two_rows)
+
+
+def test_multiple_splits_compound() -> None:
+    bars = raw_bars([600.0, 300.0, 100.0, 100.0], volumes=[1.0, 2.0, 6.0, 6.0])
+    out = adjust(bars, actions(("AAA", DAYS[1], 2.0, 0.0), ("AAA", DAYS[2], 3.0, 0.0)))
+
+    assert column(out, "factor") == pytest.approx([1 / 6, 1 / 3, 1.0, 1.0], rel=1e-15)
+    assert column(out, "close") == pytest.approx([100.0, 100.0, 100.0, 100.0], rel=1e-12)
+    assert column(out, "volume") == [6.0, 6.0, 6.0, 6.0]
+
+
+def test_several_dividends_each_use_their_own_previous_close() -> None:
+    bars = raw_bars([50.0, 100.0, 99.0, 50.0, 49.5])
+    out = adjust(bars, actions(("AAA", DAYS[2], 1.0, 1.0), ("AAA", DAYS[4], 1.0, 0.5)))
+    # Second dividend: 1 - 0.5/50 = 0.99; first: 1 - 1/100 = 0.99 on top of it.
+    assert column(out, "factor") == pytest.approx([0.9801, 0.9801, 0.99, 0.99, 1.0], rel=1e-14)
+
+
+def test_action_on_a_missing_day_applies_to_the_bars_before_it() -> None:
+    days = [DAYS[0], DAYS[1], DAYS[3], DAYS[4]]  # no bar on DAYS[2] (a halt)
+    bars = raw_bars([100.0, 100.0, 49.0, 50.0], days=days)
+    out = adjust(bars, actions(("AAA", DAYS[2], 2.0, 1.0)))
+
+    # The previous close is DAYS[1]'s, the first bar on or after the ex-date is DAYS[3].
+    assert column(out, "factor") == pytest.approx([0.49, 0.49, 1.0, 1.0], rel=1e-15)
+
+
+def test_actions_outside_the_bars_change_nothing() -> None:
+    bars = raw_bars([100.0, 101.0, 102.0])
+    out = adjust(
+        bars,
+        actions(
+            ("AAA", date(2023, 6, 1), 2.0, 0.0),  # before the first bar
+            ("AAA", date(2023, 6, 2), 1.0, 5.0),
+            ("AAA", DAYS[3], 4.0, 0.0),  # after the last bar: not in our data yet
+            ("AAA", DAYS[5], 1.0, 1.0),
+        ),
+    )
+    assert column(out, "factor") == [1.0, 1.0, 1.0]
+    assert column(out, "close") == [100.0, 101.0, 102.0]
+    assert column(out, "volume") == [1000.0, 1000.0, 1000.0]
+
+
+def test_actions_only_touch_their_own_symbol() -> None:
+    bars = pl.concat([raw_bars([100.0, 50.0], symbol="BBB"), raw_bars([100.0, 100.0], symbol="AAA")])
+    out = adjust(bars, actions(("BBB", DAYS[1], 2.0, 0.0)))
+
+    assert out.get_column("symbol").to_list() == ["AAA", "AAA", "BBB", "BBB"]  # sorted by symbol, date
+    assert column(out, "factor") == [1.0, 1.0, 0.5, 1.0]
+
+
+def test_the_same_action_from_two_sources_counts_once() -> None:
+    bars = raw_bars([100.0, 50.0])
+    twice = pl.concat([actions(("AAA", DAYS[1], 2.0, 0.0)), actions(("AAA", DAYS[1], 2.0, 0.0))])
+    twice = twice.with_columns(source=pl.Series(["csv", "alpaca"]))
+    assert column(adjust(bars, twice), "factor") == [0.5, 1.0]
+
+
+def test_readjusting_with_a_new_action_is_calling_adjust_again() -> None:
+    bars = raw_bars([100.0, 100.0, 50.0, 50.0, 49.5])
+    before = bars.clone()
+    first = adjust(bars, actions(("AAA", DAYS[2], 2.0, 0.0)))
+    assert column(first, "factor") == [0.5, 0.5, 1.0, 1.0, 1.0]
+
+    both = adjust(bars, actions(("AAA", DAYS[2], 2.0, 0.0), ("AAA", DAYS[4], 1.0, 0.5)))
+    assert column(both, "factor") == pytest.approx([0.495, 0.495, 0.99, 0.99, 1.0], rel=1e-15)
+    assert bars.equals(before)  # the input is not modified
+
+
+def test_output_has_the_adjusted_schema_and_keeps_every_row() -> None:
+    bars = pl.concat([raw_bars([100.0, 50.0]), raw_bars([100.0]), raw_bars([float("nan")])])
+    out = adjust(bars.reverse(), actions(("AAA", DAYS[1], 2.0, 0.0)))
+
+    assert out.schema == pl.Schema(ADJ_BAR_SCHEMA)
+    assert out.height == bars.height  # repeats and bad rows are the quality gate's business
+    assert out.get_column("date").to_list() == [DAYS[0], DAYS[0], DAYS[0], DAYS[1]]
+
+
+def test_rows_without_a_symbol_or_date_pass_through_unadjusted() -> None:
+    bars = pl.concat([raw_bars([100.0, 50.0]), raw_bars([7.0]).with_columns(date=None)])
+    out = adjust(bars, actions(("AAA", DAYS[1], 2.0, 0.0)))
+    assert out.height == 3
+    assert out.row(2, named=True)["close"] == 7.0
+    assert out.row(2, named=True)["factor"] == 1.0
+
+
+def test_a_dividend_not_below_the_previous_close_is_refused() -> None:
+    bars = raw_bars([10.0, 10.0, 1.0])
+    with pytest.raises(ValueError, match=r"AAA on 2024-01-04"):
+        adjust(bars, actions(("AAA", DAYS[2], 1.0, 10.0)))
+    # In post-split terms: a 2-for-1 with a $5 dividend on a $10 close leaves nothing either.
+    with pytest.raises(ValueError, match=r"AAA on 2024-01-04"):
+        adjust(bars, actions(("AAA", DAYS[2], 2.0, 5.0)))
+
+
+@pytest.mark.parametrize(("split", "dividend"), [(0.0, 0.0), (-2.0, 0.0), (float("nan"), 0.0), (1.0, -1.0)])
+def test_invalid_actions_are_refused(split: float, dividend: float) -> None:
+    with pytest.raises(ValueError, match="invalid corporate action"):
+        adjust(raw_bars([100.0, 50.0]), actions(("AAA", DAYS[1], split, dividend)))
+
+
+def test_missing_columns_are_refused() -> None:
+    with pytest.raises(ValueError, match="source"):
+        adjust(raw_bars([100.0]).drop("source"), NO_ACTIONS)
+
+
+def test_action_dates_leave_out_rows_that_change_nothing() -> None:
+    dates = action_dates(
+        actions(("BBB", DAYS[3], 1.0, 0.0), ("AAA", DAYS[2], 1.0, 0.25), ("AAA", DAYS[1], 2.0, 0.0))
+    )
+    assert dates.rows() == [("AAA", DAYS[1]), ("AAA", DAYS[2])]
+
+
+# --- property: back-adjustment never creates a jump at a recorded corporate action -------------------
+
+SPLITS = st.sampled_from([1.0, 1.0, 2.0, 3.0, 1.5, 0.5, 0.1, 10.0])
+
+
+@st.composite
+def market(draw: st.DrawFn) -> tuple[list[date], list[float], list[tuple[int, int, float, float]]]:
+    """Bar dates with gaps, an economic (total-return) close path, and actions ``(anchor, days before
+    the anchor, split ratio, dividend as a fraction of the previous post-split close)``."""
+    n = draw(st.integers(min_value=2, max_value=40))
+    steps = draw(st.lists(st.integers(1, 4), min_size=n - 1, max_size=n - 1))
+    days = [date(2020, 1, 1)]
+    for step in steps:
+        days.append(days[-1] + timedelta(days=step))
+    returns = draw(st.lists(st.floats(-0.25, 0.25), min_size=n - 1, max_size=n - 1))
+    economic = [draw(st.floats(1.0, 500.0))]
+    for ret in returns:
+        economic.append(economic[-1] * (1 + ret))
+    anchors = draw(st.lists(st.integers(1, n - 1), unique=True, max_size=6))
+    acts = []
+    for anchor in anchors:
+        gap = (days[anchor] - days[anchor - 1]).days
+        offset = draw(st.integers(0, gap - 1))  # 0: ex-date is a bar date; else a day with no bar
+        split = draw(SPLITS)
+        dividend = draw(st.sampled_from([0.0, 0.0, 0.001, 0.02, 0.3, 0.9]))
+        if split == 1.0 and dividend == 0.0:
+            dividend = 0.05
+        acts.append((anchor, offset, split, dividend))
+    return days, economic, acts
+
+
+@settings(max_examples=100, deadline=None)
+@given(market())
+def test_adjustment_never_creates_a_jump_at_a_corporate_action(
+    case: tuple[list[date], list[float], list[tuple[int, int, float, float]]],
+) -> None:
+    days, economic, acts = case
+    n = len(days)
+    # Build raw prices backwards from the newest bar (raw = economic while no action follows): across
+    # an action with split s and dividend d, the previous raw close P satisfies P / s - d = the
+    # economic close in post-split terms, i.e. the drop the split and the dividend explain.
+    raw = [0.0] * n
+    raw_volume = [0.0] * n
+    factor = 1.0  # adjusted / raw for the segment being filled
+    shares = 1.0  # product of splits after the segment
+    segment_end = n
+    rows = []
+    for anchor, offset, split, fraction in sorted(acts, reverse=True):
+        for i in range(anchor, segment_end):
+            raw[i] = economic[i] / factor
+            raw_volume[i] = 1000.0 / shares
+        post_split_prev = economic[anchor - 1] / factor
+        dividend = fraction * post_split_prev
+        prev_close = split * (post_split_prev + dividend)
+        factor *= (1 / split) * (1 - dividend / (prev_close / split))
+        shares *= split
+        segment_end = anchor
+        rows.append(("AAA", days[anchor] - timedelta(days=offset), split, dividend))
+    for i in range(segment_end):
+        raw[i] = economic[i] / factor
+        raw_volume[i] = 1000.0 / shares
+    # Actions outside the bars must not matter.
+    rows.append(("AAA", days[0] - timedelta(days=3), 2.0, 1.0))
+    rows.append(("AAA", days[-1] + timedelta(days=1), 3.0, 0.5))
+
+    bars = raw_bars(raw, days=days, volumes=raw_volume)
+    out = adjust(bars, actions(*rows))
+
+    closes = column(out, "close")
+    for i in range(1, n):
+        assert math.isclose(closes[i] / closes[i - 1], economic[i] / economic[i - 1], rel_tol=1e-9)
+    assert column(out, "factor")[-1] == 1.0
+    assert column(out, "volume") == pytest.approx([1000.0] * n, rel=1e-12)

@@ -1,0 +1,169 @@
+"""The DuckDB catalog: views over the stores' Parquet files, read-only queries, table and CSV output."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from trader.data.bars import (
+    ACTION_SCHEMA,
+    ADJ_BAR_SCHEMA,
+    LISTING_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RAW_BAR_SCHEMA,
+)
+from trader.data.catalog import Catalog, CatalogError, format_table
+from trader.data.paths import DataPaths
+from trader.data.raw import RECORD_SCHEMA, RawRecorder
+from trader.data.store import GAP_SCHEMA, ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
+
+VIEWS = {
+    "bars_raw": RAW_BAR_SCHEMA,
+    "bars_adj": ADJ_BAR_SCHEMA,
+    "corporate_actions": ACTION_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+    "universe": LISTING_SCHEMA,
+    "gaps": GAP_SCHEMA,
+}
+T1 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> DataPaths:
+    return DataPaths(tmp_path / "data")
+
+
+@pytest.fixture
+def filled(paths: DataPaths) -> DataPaths:
+    """A data directory with a few rows in every store."""
+    bars = pl.DataFrame(
+        [
+            ("AAA", date(2024, 1, 31), 10.0, 11.0, 9.0, 10.5, 1000.0, "csv"),
+            ("AAA", date(2024, 2, 1), 10.5, 11.5, 10.0, 11.0, 1200.0, "csv"),
+            ("BBB", date(2024, 2, 1), 20.0, 21.0, 19.0, 20.5, 500.0, "csv"),
+        ],
+        schema=RECORD_SCHEMA,
+        orient="row",
+    )
+    RawRecorder(paths).record(bars, T1)
+    RawRecorder(paths).record(bars.head(1).with_columns(close=pl.lit(10.6)), T1.replace(hour=13))
+    AdjustedStore(paths).replace_symbols(bars.with_columns(factor=pl.lit(0.5)))
+    ActionStore(paths).merge(
+        pl.DataFrame([("AAA", date(2024, 2, 1), 2.0, 0.0, "csv")], schema=ACTION_SCHEMA, orient="row")
+    )
+    UniverseStore(paths).merge(
+        pl.DataFrame([("AAA", date(2010, 1, 4), None, True, "tech")], schema=LISTING_SCHEMA, orient="row")
+    )
+    QuarantineStore(paths).append(
+        pl.DataFrame(
+            [("BBB", date(2024, 2, 2), "csv", "ohlc", "low above high", json.dumps({"low": 30.0}))],
+            schema=QUARANTINE_SCHEMA,
+            orient="row",
+        ),
+        "ingest-1",
+    )
+    GapStore(paths).merge(
+        pl.DataFrame([("BBB", date(2024, 1, 31), "missing session")], schema=GAP_SCHEMA, orient="row")
+    )
+    return paths
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_views_over_an_empty_data_dir_are_empty_with_their_columns(paths: DataPaths, view: str) -> None:
+    frame = Catalog(paths).query(f"SELECT * FROM {view}")
+
+    assert frame.is_empty()
+    assert frame.schema == pl.Schema(VIEWS[view])
+
+
+def test_bars_adj_has_the_documented_columns(paths: DataPaths) -> None:
+    columns = Catalog(paths).query("SELECT * FROM bars_adj").columns
+    assert columns[:8] == ["symbol", "date", "open", "high", "low", "close", "volume", "factor"]
+
+
+def test_queries_return_what_the_stores_hold(filled: DataPaths) -> None:
+    catalog = Catalog(filled)
+
+    assert_frame_equal(
+        catalog.query("SELECT * FROM bars_raw ORDER BY symbol, date, source, ingested_at"),
+        RawRecorder(filled).read(latest_only=False),
+    )
+    assert_frame_equal(
+        catalog.query("SELECT * FROM bars_adj ORDER BY symbol, date"), AdjustedStore(filled).read()
+    )
+    assert_frame_equal(catalog.query("SELECT * FROM corporate_actions"), ActionStore(filled).read())
+    assert_frame_equal(catalog.query("SELECT * FROM universe"), UniverseStore(filled).read())
+    assert_frame_equal(catalog.query("SELECT * FROM quarantine"), QuarantineStore(filled).read())
+    assert_frame_equal(catalog.query("SELECT * FROM gaps"), GapStore(filled).read())
+    counts = catalog.query("SELECT reason, count(*) AS n FROM quarantine GROUP BY reason")
+    assert counts.rows() == [("low above high", 1)]
+
+
+def test_views_see_files_written_after_the_catalog_opened(paths: DataPaths) -> None:
+    catalog = Catalog(paths)
+    assert catalog.query("SELECT count(*) AS n FROM bars_adj").item() == 0
+
+    bars = pl.DataFrame(
+        [("AAA", date(2024, 2, 1), 10.0, 11.0, 9.0, 10.5, 100.0, 1.0, "csv")],
+        schema=ADJ_BAR_SCHEMA,
+        orient="row",
+    )
+    AdjustedStore(paths).replace_symbols(bars)
+
+    assert catalog.query("SELECT count(*) AS n FROM bars_adj").item() == 1
+
+
+def test_views_do_not_copy_data(filled: DataPaths) -> None:
+    catalog = Catalog(filled)
+    tables = catalog.query("SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name")
+    assert tables.rows() == sorted((name, "VIEW") for name in VIEWS)
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELEC 1", "Parser Error"),
+        ("SELECT * FROM no_such_view", "Catalog Error"),
+        ("SELECT nope FROM bars_adj", "Binder Error"),
+        ("COPY (SELECT 1) TO 'out.csv'", "read-only"),
+        ("CREATE TABLE t AS SELECT 1", "read-only"),
+        ("SELECT 1; SELECT 2", "one SQL statement"),
+        ("", "one SQL statement"),
+    ],
+)
+def test_bad_or_writing_sql_raises_a_one_line_catalog_error(paths: DataPaths, sql: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message) as caught:
+        Catalog(paths).query(sql)
+    assert isinstance(caught.value, ValueError)
+    assert "\n" not in str(caught.value)
+    assert not Path("out.csv").exists()
+
+
+def test_format_table_csv_has_a_header_row() -> None:
+    frame = pl.DataFrame({"symbol": ["AAA", "BBB"], "close": [10.5, None]})
+
+    assert format_table(frame, csv=True) == "symbol,close\nAAA,10.5\nBBB,\n"
+    assert format_table(frame.head(0), csv=True) == "symbol,close\n"
+
+
+def test_format_table_aligns_columns_and_never_truncates() -> None:
+    frame = pl.DataFrame(
+        {"symbol": ["AAA", "LONGNAME"], "close": [10.5, None], "date": [date(2024, 2, 1)] * 2}
+    )
+
+    assert format_table(frame, csv=False).splitlines() == [
+        "symbol    close  date",
+        "--------  -----  ----------",
+        "AAA        10.5  2024-02-01",
+        "LONGNAME   NULL  2024-02-01",
+        "(2 rows)",
+    ]
+    wide = pl.DataFrame({f"column_{i:02d}": [f"value_{i:02d}_with_a_long_text"] for i in range(20)})
+    text = format_table(wide, csv=False)
+    assert all(f"column_{i:02d}" in text and f"value_{i:02d}_with_a_long_text" in text for i in range(20))
+    assert format_table(frame.head(0), csv=False).splitlines()[-1] == "(0 rows)"

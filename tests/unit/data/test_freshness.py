@@ -1,0 +1,144 @@
+"""Freshness is measured in exchange sessions: weekends and holidays are never staleness."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+
+from trader.data.bars import LISTING_SCHEMA
+from trader.data.calendar import TradingCalendar, trading_calendar
+from trader.data.freshness import STALE_SCHEMA, StalenessError, check_freshness, stale_symbols
+
+ET = ZoneInfo("America/New_York")
+FRIDAY = date(2024, 11, 15)
+
+
+@pytest.fixture(scope="module")
+def calendar() -> TradingCalendar:
+    return trading_calendar()
+
+
+def et(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ET)
+
+
+def test_a_friday_bar_is_fresh_on_monday_morning(calendar: TradingCalendar) -> None:
+    check_freshness(FRIDAY, et(2024, 11, 18, 9), calendar)
+    check_freshness(FRIDAY, et(2024, 11, 16, 12), calendar)  # and all weekend
+
+
+def test_a_friday_bar_is_stale_once_monday_has_closed(calendar: TradingCalendar) -> None:
+    with pytest.raises(StalenessError) as raised:
+        check_freshness(FRIDAY, et(2024, 11, 18, 16, 5), calendar)
+    assert raised.value.sessions_behind == 1
+    assert raised.value.expected == date(2024, 11, 18)
+
+
+def test_a_friday_bar_is_two_sessions_stale_on_tuesday_after_the_close(calendar: TradingCalendar) -> None:
+    with pytest.raises(StalenessError) as raised:
+        check_freshness(FRIDAY, et(2024, 11, 19, 17), calendar, symbol="AAPL")
+    error = raised.value
+    assert (error.latest, error.expected, error.sessions_behind, error.symbol) == (
+        FRIDAY,
+        date(2024, 11, 19),
+        2,
+        "AAPL",
+    )
+    assert str(error) == (
+        "stale data: AAPL: newest bar is 2024-11-15, 2 session(s) behind the last closed session "
+        "2024-11-19 (allowed: 0)"
+    )
+    # Allowing two sessions of delay makes the same bar acceptable.
+    check_freshness(FRIDAY, et(2024, 11, 19, 17), calendar, max_sessions_behind=2)
+
+
+def test_the_independence_day_holiday_is_not_a_gap(calendar: TradingCalendar) -> None:
+    # 2024-07-04 (Thursday) is a holiday and 2024-07-03 a half day closing at 13:00 ET.
+    check_freshness(date(2024, 7, 3), et(2024, 7, 4, 20), calendar)
+    check_freshness(date(2024, 7, 3), et(2024, 7, 5, 9), calendar)  # the morning after the holiday
+    with pytest.raises(StalenessError) as raised:
+        check_freshness(date(2024, 7, 3), et(2024, 7, 5, 16, 30), calendar)
+    assert raised.value.sessions_behind == 1  # Friday 5th only, not the 4th
+
+
+def test_a_half_day_counts_from_its_early_close(calendar: TradingCalendar) -> None:
+    # 2024-11-29, the day after Thanksgiving, closes at 13:00 ET; Thanksgiving itself is a holiday.
+    wednesday = date(2024, 11, 27)
+    check_freshness(wednesday, et(2024, 11, 29, 12, 59), calendar)
+    with pytest.raises(StalenessError) as raised:
+        check_freshness(wednesday, et(2024, 11, 29, 13, 0), calendar)
+    assert raised.value.expected == date(2024, 11, 29)
+    assert raised.value.sessions_behind == 1
+
+
+def test_a_bar_newer_than_the_last_closed_session_is_fresh(calendar: TradingCalendar) -> None:
+    check_freshness(date(2024, 11, 18), et(2024, 11, 18, 12), calendar)
+
+
+def test_a_naive_now_is_refused(calendar: TradingCalendar) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        check_freshness(FRIDAY, datetime(2024, 11, 18, 9), calendar)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        stale_symbols(
+            pl.DataFrame(schema={"symbol": pl.String, "date": pl.Date}), datetime(2024, 1, 2), calendar
+        )
+
+
+def test_staleness_error_survives_pickling() -> None:
+    error = StalenessError(FRIDAY, date(2024, 11, 19), 2, "AAPL")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.latest, copy.sessions_behind, copy.symbol, str(copy)) == (
+        FRIDAY,
+        2,
+        "AAPL",
+        str(error),
+    )
+
+
+def test_stale_symbols_lists_only_lagging_listed_symbols(calendar: TradingCalendar) -> None:
+    bars = pl.DataFrame(
+        {
+            "symbol": ["FRESH", "FRESH", "LAG", "GONE", "GAPPY", "UNLISTED"],
+            "date": [
+                date(2024, 11, 14),
+                FRIDAY,
+                date(2024, 11, 13),
+                date(2024, 11, 8),  # delisted after that day
+                date(2024, 11, 6),  # delisted on the 8th but bars stop on the 6th
+                date(2024, 11, 14),
+            ],
+        }
+    )
+    listings = pl.DataFrame(
+        [
+            ("FRESH", date(2000, 1, 1), None, True, "tech"),
+            ("LAG", date(2000, 1, 1), None, True, "tech"),
+            ("GONE", date(2000, 1, 1), date(2024, 11, 8), False, "tech"),
+            ("GAPPY", date(2000, 1, 1), date(2024, 11, 9), False, "tech"),  # a Saturday
+        ],
+        schema=LISTING_SCHEMA,
+        orient="row",
+    )
+    monday_morning = et(2024, 11, 18, 9)
+    stale = stale_symbols(bars, monday_morning, calendar, listings=listings)
+
+    assert stale.schema == pl.Schema(STALE_SCHEMA)
+    assert stale.rows() == [
+        ("GAPPY", date(2024, 11, 6), date(2024, 11, 8), 2),
+        ("LAG", date(2024, 11, 13), FRIDAY, 2),
+        ("UNLISTED", date(2024, 11, 14), FRIDAY, 1),
+    ]
+    # Without listings a delisted symbol cannot be told apart from a lagging one.
+    assert stale_symbols(bars, monday_morning, calendar).get_column("symbol").to_list() == [
+        "GAPPY",
+        "GONE",
+        "LAG",
+        "UNLISTED",
+    ]
+    assert stale_symbols(bars, monday_morning, calendar, max_sessions_behind=1, listings=listings).get_column(
+        "symbol"
+    ).to_list() == ["GAPPY", "LAG"]

@@ -1,0 +1,340 @@
+"""The quality gate: one hand-made case per rule, spikes versus jumps, gaps, and nothing silently dropped."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import polars as pl
+import pytest
+
+from trader.data.adjust import adjust
+from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, LISTING_SCHEMA, QUARANTINE_SCHEMA
+from trader.data.calendar import TradingCalendar, trading_calendar
+from trader.data.quality import GAP_SCHEMA, GateConfig, GateResult, validate
+
+# Ten NYSE sessions; 2024-01-15 (Martin Luther King Jr. Day) is a holiday between the 9th and 10th.
+SESSIONS = [date(2024, 1, day) for day in (2, 3, 4, 5, 8, 9, 10, 11, 12, 16)]
+CLOSES = [100.0, 101.0, 99.5, 100.5, 102.0, 101.0, 103.0, 102.5, 104.0, 103.5]
+NO_ACTIONS = pl.DataFrame(schema=ACTION_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def calendar() -> TradingCalendar:
+    return trading_calendar()
+
+
+def bars(
+    closes: list[float] | None = None, *, symbol: str = "AAA", days: list[date] | None = None
+) -> pl.DataFrame:
+    """Adjusted bars with consistent OHLC: open = previous close, high/low 1 % outside the body."""
+    closes = closes or CLOSES
+    days = days or SESSIONS[: len(closes)]
+    opens = [closes[0], *closes[:-1]]
+    return pl.DataFrame(
+        {
+            "symbol": [symbol] * len(closes),
+            "date": days,
+            "open": opens,
+            "high": [max(o, c) * 1.01 for o, c in zip(opens, closes, strict=True)],
+            "low": [min(o, c) * 0.99 for o, c in zip(opens, closes, strict=True)],
+            "close": closes,
+            "volume": [1000.0] * len(closes),
+            "factor": [1.0] * len(closes),
+            "source": ["test"] * len(closes),
+        },
+        schema=ADJ_BAR_SCHEMA,
+    )
+
+
+def with_row(frame: pl.DataFrame, index: int, **values: Any) -> pl.DataFrame:
+    """``frame`` with row ``index`` changed."""
+    rows = frame.rows(named=True)
+    rows[index] = {**rows[index], **values}
+    return pl.DataFrame(rows, schema=ADJ_BAR_SCHEMA)
+
+
+def quarantined(result: GateResult) -> list[tuple[date, str]]:
+    return [(row["date"], row["rule"]) for row in result.quarantined.iter_rows(named=True)]
+
+
+def assert_accounted_for(frame: pl.DataFrame, result: GateResult) -> None:
+    """Every input row is in exactly one of clean and quarantined."""
+    assert result.clean.height + result.quarantined.height == frame.height
+    assert result.clean.schema == pl.Schema(ADJ_BAR_SCHEMA)
+    assert result.quarantined.schema == pl.Schema(QUARANTINE_SCHEMA)
+    assert result.gaps.schema == pl.Schema(GAP_SCHEMA)
+    assert not result.clean.select(pl.struct("symbol", "date").is_duplicated().any()).item()
+
+
+def test_clean_data_passes_untouched(calendar: TradingCalendar) -> None:
+    frame = bars()
+    result = validate(frame.reverse(), NO_ACTIONS, calendar)
+
+    assert result.clean.equals(frame)  # sorted by symbol and date
+    assert result.quarantined.is_empty()
+    assert result.gaps.is_empty()  # the MLK holiday is not a gap
+
+
+@pytest.mark.parametrize(
+    ("change", "rule", "words"),
+    [
+        ({"close": None}, "missing_value", "close is null"),
+        ({"volume": float("nan")}, "missing_value", "volume is NaN"),
+        ({"high": float("inf")}, "missing_value", "high is inf"),
+        ({"low": 0.0}, "non_positive_price", "low=0.0"),
+        ({"open": -1.0, "low": -2.0}, "non_positive_price", "open=-1.0, low=-2.0"),
+        ({"volume": -5.0}, "negative_volume", "negative volume -5.0"),
+        ({"high": 100.0}, "ohlc_inconsistent", "high 100.0 below max(open 99.5, close 100.5)"),
+        ({"low": 100.0}, "ohlc_inconsistent", "low 100.0 above min(open 99.5, close 100.5)"),
+        ({"low": 200.0, "high": 150.0}, "ohlc_inconsistent", "low 200.0 above high 150.0"),
+    ],
+)
+def test_each_row_rule_quarantines_only_the_bad_row(
+    calendar: TradingCalendar, change: dict[str, Any], rule: str, words: str
+) -> None:
+    frame = with_row(bars(), 3, **change)
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[3], rule)]
+    assert words in result.quarantined.item(0, "reason")
+    # The neighbours stay clean: returns skip the refused row instead of jumping to or from it.
+    assert result.clean.get_column("date").to_list() == SESSIONS[:3] + SESSIONS[4:]
+    assert result.gaps.rows() == [("AAA", SESSIONS[3], f"bar quarantined ({rule})")]
+    assert_accounted_for(frame, result)
+
+
+def test_a_row_breaking_several_rules_is_recorded_once_under_the_first(calendar: TradingCalendar) -> None:
+    frame = with_row(bars(), 2, volume=None, low=-3.0, high=1.0, date=date(2024, 1, 6))
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert [rule for _, rule in quarantined(result)] == ["missing_value"]
+    assert_accounted_for(frame, result)
+
+
+def test_a_date_that_is_not_a_session_is_quarantined(calendar: TradingCalendar) -> None:
+    saturday = bars([100.0], days=[date(2024, 1, 6)])
+    holiday = bars([100.0], days=[date(2024, 1, 15)])
+    frame = pl.concat([bars(), saturday, holiday])
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(date(2024, 1, 6), "not_a_session"), (date(2024, 1, 15), "not_a_session")]
+    assert result.quarantined.item(0, "reason") == "2024-01-06 is a Saturday and not a XNYS session"
+    assert result.clean.height == len(SESSIONS)
+    assert result.gaps.is_empty()
+    assert_accounted_for(frame, result)
+
+
+def test_identical_repeats_keep_the_first_occurrence(calendar: TradingCalendar) -> None:
+    frame = pl.concat([bars(), bars().slice(4, 1), bars().slice(4, 1).with_columns(source=pl.lit("csv"))])
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[4], "duplicate"), (SESSIONS[4], "duplicate")]
+    assert result.clean.equals(bars())
+    assert result.clean.item(4, "source") == "test"  # the first occurrence is the one kept
+    assert "identical repeat" in result.quarantined.item(0, "reason")
+    assert result.gaps.is_empty()
+    assert_accounted_for(frame, result)
+
+
+def test_conflicting_versions_are_all_quarantined(calendar: TradingCalendar) -> None:
+    other = with_row(bars(), 4, close=102.5, source="alpaca").slice(4, 1)
+    frame = pl.concat([bars(), other])
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[4], "conflicting_duplicate")] * 2
+    assert "102.0 (test), 102.5 (alpaca)" in result.quarantined.item(0, "reason")
+    assert SESSIONS[4] not in result.clean.get_column("date").to_list()
+    assert result.gaps.rows() == [("AAA", SESSIONS[4], "bar quarantined (conflicting_duplicate)")]
+    assert_accounted_for(frame, result)
+
+
+def test_a_duplicate_with_a_bad_version_keeps_the_good_one(calendar: TradingCalendar) -> None:
+    broken = with_row(bars(), 4, close=float("nan")).slice(4, 1)
+    frame = pl.concat([bars(), broken])
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[4], "missing_value")]
+    assert result.clean.equals(bars())
+
+
+def test_a_one_day_spike_quarantines_only_the_spike(calendar: TradingCalendar) -> None:
+    closes = CLOSES.copy()
+    closes[5] = 505.0  # a bad tick: +400 % in, -80 % out
+    frame = bars(closes)
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[5], "outlier")]
+    reason = result.quarantined.item(0, "reason")
+    assert "1-day spike" in reason
+    assert "+395.1% in" in reason
+    assert "-79.6% out" in reason
+    assert SESSIONS[6] in result.clean.get_column("date").to_list()  # the bar after it is fine
+    assert_accounted_for(frame, result)
+
+
+def test_a_downward_spike_quarantines_only_the_spike(calendar: TradingCalendar) -> None:
+    closes = CLOSES.copy()
+    closes[5] = 1.01  # a price in dollars where cents were meant
+    result = validate(bars(closes), NO_ACTIONS, calendar)
+    assert quarantined(result) == [(SESSIONS[5], "outlier")]
+
+
+def test_a_persistent_jump_quarantines_only_the_jump_row(calendar: TradingCalendar) -> None:
+    closes = CLOSES[:5] + [c * 1.5 for c in CLOSES[5:]]
+    frame = bars(closes)
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[5], "outlier")]
+    assert result.quarantined.item(0, "reason") == (
+        "close-to-close return +48.5% with no corporate action "
+        "(close 102.0 on 2024-01-08, 151.5 on 2024-01-09)"
+    )
+    assert_accounted_for(frame, result)
+
+
+def test_a_spike_on_the_last_bar_is_quarantined(calendar: TradingCalendar) -> None:
+    closes = CLOSES.copy()
+    closes[-1] = 300.0
+    result = validate(bars(closes), NO_ACTIONS, calendar)
+    assert quarantined(result) == [(SESSIONS[-1], "outlier")]
+
+
+def test_moves_within_the_threshold_pass_and_the_threshold_is_configurable(calendar: TradingCalendar) -> None:
+    closes = CLOSES[:5] + [c * 1.25 for c in CLOSES[5:]]
+    assert validate(bars(closes), NO_ACTIONS, calendar).quarantined.is_empty()
+
+    strict = validate(bars(closes), NO_ACTIONS, calendar, config=GateConfig(outlier_threshold=0.2))
+    assert quarantined(strict) == [(SESSIONS[5], "outlier")]
+
+
+def test_an_earlier_bad_row_does_not_create_a_false_outlier(calendar: TradingCalendar) -> None:
+    frame = with_row(bars(), 5, close=0.0, low=0.0)
+    result = validate(frame, NO_ACTIONS, calendar)
+    # Without rule ordering the bar after the zero close would show an infinite return.
+    assert quarantined(result) == [(SESSIONS[5], "non_positive_price")]
+
+
+def test_no_outlier_on_a_correctly_adjusted_split(calendar: TradingCalendar) -> None:
+    raw = bars(CLOSES[:5] + [c / 4 for c in CLOSES[5:]]).drop("factor")
+    split = pl.DataFrame([("AAA", SESSIONS[5], 4.0, 0.0, "test")], schema=ACTION_SCHEMA, orient="row")
+    adjusted = adjust(raw, split)
+    result = validate(adjusted, split, calendar)
+
+    assert result.quarantined.is_empty()
+    assert result.clean.get_column("factor").to_list() == [0.25] * 5 + [1.0] * 5
+    # The same data unadjusted is a -75 % jump, but an action was recorded that day: not an outlier.
+    assert validate(raw.with_columns(factor=pl.lit(1.0)), split, calendar).quarantined.is_empty()
+    assert quarantined(validate(raw.with_columns(factor=pl.lit(1.0)), NO_ACTIONS, calendar)) == [
+        (SESSIONS[5], "outlier")
+    ]
+
+
+def test_an_action_on_a_missing_day_excuses_the_next_bar(calendar: TradingCalendar) -> None:
+    days = SESSIONS[:5] + SESSIONS[6:]
+    closes = CLOSES[:5] + [c / 2 for c in CLOSES[6:]]
+    split = pl.DataFrame([("AAA", SESSIONS[5], 2.0, 0.0, "test")], schema=ACTION_SCHEMA, orient="row")
+    result = validate(bars(closes, days=days), split, calendar)
+    assert result.quarantined.is_empty()
+    assert result.gaps.rows() == [("AAA", SESSIONS[5], "no bar for this session")]
+
+
+def test_returns_run_across_gaps_and_symbols_are_separate(calendar: TradingCalendar) -> None:
+    days = SESSIONS[:3] + SESSIONS[6:]
+    closes = CLOSES[:3] + [c * 2 for c in CLOSES[6:]]
+    other = bars([c * 10 for c in CLOSES], symbol="BBB")  # a different price level is no jump
+    frame = pl.concat([other, bars(closes, days=days)])
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(SESSIONS[6], "outlier")]
+    assert result.gaps.rows() == [
+        *(("AAA", day, "no bar for this session") for day in SESSIONS[3:6]),
+        ("AAA", SESSIONS[6], "bar quarantined (outlier)"),
+    ]
+
+
+def test_longer_spikes_when_configured(calendar: TradingCalendar) -> None:
+    closes = CLOSES.copy()
+    closes[4], closes[5] = 510.0, 505.0  # a two-day bad excursion
+    frame = bars(closes)
+
+    one_day = validate(frame, NO_ACTIONS, calendar)
+    # Read as two jumps, the way back wrongly quarantines a clean bar: the default knows no better.
+    assert quarantined(one_day) == [(SESSIONS[4], "outlier"), (SESSIONS[6], "outlier")]
+
+    two_days = validate(frame, NO_ACTIONS, calendar, config=GateConfig(max_spike_days=2))
+    assert quarantined(two_days) == [(SESSIONS[4], "outlier"), (SESSIONS[5], "outlier")]
+    assert all("2-day spike" in reason for reason in two_days.quarantined.get_column("reason"))
+
+
+def test_gaps_follow_the_listing_dates(calendar: TradingCalendar) -> None:
+    frame = pl.concat([bars(CLOSES[2:7], days=SESSIONS[2:7]), bars(symbol="BBB"), bars(symbol="CCC")])
+    listings = pl.DataFrame(
+        [
+            ("AAA", date(2023, 1, 1), None, True, "tech"),  # listed before the data starts
+            ("BBB", date(2024, 1, 3), date(2024, 1, 12), True, "tech"),
+            ("ZZZ", date(2020, 1, 1), None, True, "tech"),  # no bars: not checked
+        ],
+        schema=LISTING_SCHEMA,
+        orient="row",
+    )
+    result = validate(frame, NO_ACTIONS, calendar, listings=listings)
+
+    # AAA: from the first date of the data to the last; BBB and CCC have all their sessions.
+    assert result.gaps.rows() == [
+        ("AAA", SESSIONS[0], "no bar for this session"),
+        ("AAA", SESSIONS[1], "no bar for this session"),
+        ("AAA", SESSIONS[7], "no bar for this session"),
+        ("AAA", SESSIONS[8], "no bar for this session"),
+        ("AAA", SESSIONS[9], "no bar for this session"),
+    ]
+    assert validate(frame, NO_ACTIONS, calendar).gaps.is_empty()  # without listings: own range
+
+
+def test_payload_keeps_the_row(calendar: TradingCalendar) -> None:
+    frame = with_row(bars(), 3, volume=-5.0)
+    payload = json.loads(validate(frame, NO_ACTIONS, calendar).quarantined.item(0, "payload"))
+    assert payload == {**frame.row(3, named=True), "date": "2024-01-05"}
+
+
+def test_nothing_is_silently_dropped(calendar: TradingCalendar) -> None:
+    base = pl.concat([bars(), bars([c * 3 for c in CLOSES], symbol="BBB")])
+    rows = base.rows(named=True)
+    rows[1]["close"] = None
+    rows[2]["low"] = -1.0
+    rows[4]["volume"] = -1.0
+    rows[6]["high"] = 1.0
+    rows[12]["close"] = rows[12]["high"] = 9999.0
+    rows[15]["date"] = date(2024, 1, 15)
+    frame = pl.DataFrame(
+        [*rows, rows[17], {**rows[18], "close": rows[18]["close"] * 1.001}, {**rows[0], "symbol": None}],
+        schema=ADJ_BAR_SCHEMA,
+    )
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert_accounted_for(frame, result)
+    assert result.counts() == {
+        "missing_value": 2,
+        "non_positive_price": 1,
+        "negative_volume": 1,
+        "ohlc_inconsistent": 1,
+        "outlier": 1,
+        "not_a_session": 1,
+        "duplicate": 1,
+        "conflicting_duplicate": 2,
+    }
+
+
+def test_empty_input(calendar: TradingCalendar) -> None:
+    result = validate(pl.DataFrame(schema=ADJ_BAR_SCHEMA), NO_ACTIONS, calendar)
+    assert result.clean.is_empty()
+    assert result.quarantined.is_empty()
+    assert result.gaps.is_empty()
+
+
+def test_gate_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="outlier_threshold"):
+        GateConfig(outlier_threshold=0.0)
+    with pytest.raises(ValueError, match="max_spike_days"):
+        GateConfig(max_spike_days=0)
