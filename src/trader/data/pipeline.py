@@ -26,7 +26,7 @@ from trader.data.freshness import StalenessError, check_freshness
 from trader.data.online import OnlineStore
 from trader.data.paths import DataPaths
 from trader.data.quality import GateConfig, validate
-from trader.data.raw import RECORD_SCHEMA, RawRecorder
+from trader.data.raw import RECORD_SCHEMA, RawRecorder, newest_arrival
 from trader.data.sources import BarSource, SourceError
 from trader.data.store import ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
 from trader.store.db import session_factory, transaction
@@ -135,7 +135,7 @@ class DataPipeline:
                     ingested_at=pl.lit(now.astimezone(UTC), dtype=RAW_BAR_SCHEMA["ingested_at"])
                 )
             else:
-                history = _newest_arrival(self.raw.scan(affected).collect())
+                history = newest_arrival(self.raw.scan(affected).collect())
             actions = self.actions.read(affected)
             adjusted = adjust(history, actions)
 
@@ -243,19 +243,6 @@ def _newest_date(bars: pl.DataFrame) -> date:
 
 def _verdict(newest: date, stale: StalenessError | None) -> str:
     return str(stale) if stale else f"fresh: newest bar {newest} is the last closed session or later"
-
-
-def _newest_arrival(history: pl.DataFrame) -> pl.DataFrame:
-    """One arrival per (symbol, date): the newest, whichever source delivered it.
-
-    The raw record keeps every source's version; downstream, the most recent delivery of a bar wins
-    (a re-fetch from the primary after a fallback day replaces the fallback's bar). Rows of the same
-    arrival all stay, so a conflict inside one delivery still reaches the quality gate.
-    """
-    if history.get_column("ingested_at").n_unique() <= 1:
-        return history  # one arrival: nothing to choose between (the common case, and cheap to see)
-    newest = pl.col("ingested_at") == pl.col("ingested_at").max().over("symbol", "date")
-    return history.filter(newest | pl.col("symbol").is_null() | pl.col("date").is_null())
 
 
 def _derived_listings(history: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:

@@ -193,3 +193,16 @@ class RawRecorder:
         """
         lazy = self.scan(symbols, start, end, latest_only)
         return lazy.sort([*ROW_KEY, "ingested_at"], nulls_last=True).collect()
+
+
+def newest_arrival(history: pl.DataFrame) -> pl.DataFrame:
+    """One arrival per (symbol, date): the newest, whichever source delivered it.
+
+    The raw record keeps every source's version; downstream, the most recent delivery of a bar wins
+    (a re-fetch from the primary after a fallback day replaces the fallback's bar). Rows of the same
+    arrival all stay, so a conflict inside one delivery still reaches the quality gate.
+    """
+    if history.get_column("ingested_at").n_unique() <= 1:
+        return history  # one arrival: nothing to choose between (the common case, and cheap to see)
+    newest = pl.col("ingested_at") == pl.col("ingested_at").max().over("symbol", "date")
+    return history.filter(newest | pl.col("symbol").is_null() | pl.col("date").is_null())

@@ -63,43 +63,15 @@ def test_csv_ingest_with_aliases_and_require_fresh(
         "abc,2024-01-03,10.5,11,10,10.8,1200,99\n"
         "abc,2024-01-04,10.8,10,11,10.9,900,99\n"  # high below low: quarantined
     )
-    assert (
-        run(
-            [
-                "data",
-                "ingest",
-                "--source",
-                "csv",
-                "--path",
-                str(bars),
-                "--start",
-                "2024-01-01",
-                "--end",
-                "2024-01-05",
-            ]
-        )
-        == 0
-    )
+    ingest = ["data", "ingest", "--source", "csv", "--path", str(bars), "--start", "2024-01-01"]
+    ingest += ["--end", "2024-01-05"]
+    assert run(ingest) == 0
     out = capsys.readouterr().out
     assert "ohlc_inconsistent 1" in out
     assert run(["data", "sql", "select symbol, date, reason from quarantine", "--csv"]) == 0
     assert "ABC,2024-01-04," in capsys.readouterr().out.upper()
 
-    code = run(
-        [
-            "data",
-            "ingest",
-            "--source",
-            "csv",
-            "--path",
-            str(bars),
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-05",
-            "--require-fresh",
-        ]
-    )
+    code = run([*ingest, "--require-fresh"])
     assert code == 1
     assert "stale data" in capsys.readouterr().err
 
