@@ -37,11 +37,6 @@ PLANNED: tuple[Planned, ...] = (
         "the paper-trading issue (#6)",
     ),
     Planned(
-        "serve",
-        "Run a service: paper-broker, gateway, signal, reconciler.",
-        "the paper-broker issue (#4) and later",
-    ),
-    Planned(
         "paper-run",
         "Run a whole paper-trading day: ingest, signal, risk, orders, fills, P&L report.",
         "the paper-trading issue (#6)",

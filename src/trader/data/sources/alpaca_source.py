@@ -262,7 +262,11 @@ class AlpacaSource:
             return empty(ACTION_SCHEMA)
         frames: list[pl.DataFrame] = []
         for chunk in _chunks(symbols, self.chunk_size):
-            request = CorporateActionsRequest(symbols=chunk, types=_ACTION_TYPES, start=start, end=end)
+            # limit=None: the request's default (1000) would silently cap the actions of a chunk;
+            # without a limit the SDK follows next_page_token to the end.
+            request = CorporateActionsRequest(
+                symbols=chunk, types=_ACTION_TYPES, start=start, end=end, limit=None
+            )
             with self._wrap(f"corporate actions for {len(chunk)} symbols ({chunk[0]}...)"):
                 found = self.actions_client.get_corporate_actions(request)
                 if not isinstance(found, CorporateActionsSet):

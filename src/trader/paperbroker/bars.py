@@ -1,0 +1,166 @@
+"""``GET /v2/stocks/bars`` and ``GET /v2/stocks/{symbol}/bars``: daily stock bars, Alpaca-shaped.
+
+- Only ``1Day``/``1D`` is served; any other valid timeframe is a 422 ``unsupported timeframe``.
+- ``t`` is 00:00 New York time of the session in UTC (``2023-01-03T05:00:00Z``).
+- ``v`` is the volume rounded to an integer. The store knows neither the trade count nor the VWAP:
+  ``n`` is ``0`` (unknown) and ``vw`` is the typical price ``(h + l + c) / 3`` rounded to 6 decimals.
+- ``limit`` (1-10000, default 1000) counts bars across all symbols; results are sorted by symbol,
+  then time (``sort=desc`` reverses time within each symbol). ``next_page_token`` is an opaque token
+  holding the last returned (symbol, date), or ``null`` on the last page.
+- ``feed``, ``asof`` and ``currency`` are accepted and ignored (one feed, no renames, USD only).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+import polars as pl
+from fastapi import APIRouter, Query, Request
+
+from trader.paperbroker.errors import invalid
+from trader.paperbroker.market import MarketData
+from trader.paperbroker.params import (
+    Sort,
+    bar_time,
+    check_timeframe,
+    decode_token,
+    encode_token,
+    first_session_on_or_after,
+    last_session_on_or_before,
+    parse_adjustment,
+    parse_list,
+    parse_sort,
+    parse_time,
+)
+
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 1000
+
+router = APIRouter()
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Text = Annotated[str | None, Query()]
+
+
+def _market(request: Request) -> MarketData:
+    market = request.app.state.market
+    assert isinstance(market, MarketData)
+    return market
+
+
+def bar_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One bar row (``symbol, date, open, high, low, close, volume``) as Alpaca's bar object."""
+    high, low, close = float(row["high"]), float(row["low"]), float(row["close"])
+    stamp: date = row["date"]
+    return {
+        "t": bar_time(stamp).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "o": float(row["open"]),
+        "h": high,
+        "l": low,
+        "c": close,
+        "v": round(float(row["volume"])),
+        "n": 0,
+        "vw": round((high + low + close) / 3, 6),
+    }
+
+
+def _page(
+    market: MarketData,
+    symbols: list[str],
+    timeframe: str,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    page_token: str | None,
+    sort: str | None,
+    adjustment: str | None,
+) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """One page of bars per symbol and the next page token."""
+    check_timeframe(timeframe)
+    order = parse_sort(sort)
+    adjust_for = parse_adjustment(adjustment)
+    begin = parse_time(start, "start")
+    finish = parse_time(end, "end")
+    if begin is not None and finish is not None and finish < begin:
+        raise invalid("end should not be before start")
+    after = decode_token(page_token, 2)
+    if not symbols:
+        raise invalid("missing required parameter: symbols")
+
+    first = None if begin is None else first_session_on_or_after(begin)
+    last = None if finish is None else last_session_on_or_before(finish)
+    frame = market.bars(symbols, first, last, adjust_for)
+    descending = order is Sort.DESC
+    frame = frame.sort(["symbol", "date"], descending=[False, descending])
+    if after is not None:
+        symbol, day_text = after
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise invalid("invalid page_token") from None
+        later = pl.col("date") < day if descending else pl.col("date") > day
+        frame = frame.filter((pl.col("symbol") > symbol) | ((pl.col("symbol") == symbol) & later))
+    chunk = frame.head(limit + 1)
+    rows = chunk.head(limit).to_dicts()
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(str(row["symbol"]), []).append(bar_json(row))
+    token = None
+    if chunk.height > limit and rows:
+        final = rows[-1]
+        token = encode_token([str(final["symbol"]), final["date"].isoformat()])
+    return grouped, token
+
+
+@router.get("/v2/stocks/bars")
+def stock_bars(
+    request: Request,
+    symbols: Annotated[str, Query()],
+    timeframe: Annotated[str, Query()],
+    start: Text = None,
+    end: Text = None,
+    limit: Limit = DEFAULT_LIMIT,
+    page_token: Text = None,
+    sort: Text = None,
+    adjustment: Text = None,
+    feed: Text = None,
+    asof: Text = None,
+    currency: Text = None,
+) -> dict[str, Any]:
+    """Bars of several symbols: ``{"bars": {"SYM": [bar, ...]}, "next_page_token": str | null}``."""
+    grouped, token = _page(
+        _market(request),
+        parse_list(symbols, upper=True),
+        timeframe,
+        start,
+        end,
+        limit,
+        page_token,
+        sort,
+        adjustment,
+    )
+    return {"bars": grouped, "next_page_token": token}
+
+
+@router.get("/v2/stocks/{symbol}/bars")
+def stock_bars_single(
+    request: Request,
+    symbol: str,
+    timeframe: Annotated[str, Query()],
+    start: Text = None,
+    end: Text = None,
+    limit: Limit = DEFAULT_LIMIT,
+    page_token: Text = None,
+    sort: Text = None,
+    adjustment: Text = None,
+    feed: Text = None,
+    asof: Text = None,
+    currency: Text = None,
+) -> dict[str, Any]:
+    """Bars of one symbol: ``{"bars": [bar, ...], "symbol": "SYM", "next_page_token": str | null}``."""
+    name = symbol.strip().upper()
+    grouped, token = _page(
+        _market(request), [name], timeframe, start, end, limit, page_token, sort, adjustment
+    )
+    return {"bars": grouped.get(name, []), "symbol": name, "next_page_token": token}
