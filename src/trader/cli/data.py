@@ -90,6 +90,8 @@ def _run_ingest(
                 on_stage=lambda stage: status.update(f"ingest: {stage} ..."),
             )
     _print_report(report, settings.data_dir)
+    if report.online_error:
+        console.print(f"[yellow]warning: {report.online_error}[/yellow]")
     return report
 
 
@@ -106,9 +108,9 @@ def _print_report(report: IngestReport, data_dir: Path) -> None:
                 "raw rows recorded": (
                     f"{report.raw_new_rows:,} new, {report.raw_skipped_rows:,} already recorded"
                 ),
-                "clean rows": f"{report.clean_rows:,}",
-                "quarantined": f"{report.quarantined_rows:,} ({rules})",
-                "gaps (missing sessions)": f"{report.gaps:,}",
+                "clean rows (whole history)": f"{report.clean_rows:,}",
+                "quarantined (whole history)": f"{report.quarantined_rows:,} ({rules})",
+                "gaps (whole history)": f"{report.gaps:,}",
                 "corporate actions": f"{report.actions:,}",
                 "newest bar": str(report.newest_bar),
                 "freshness": report.freshness,
@@ -192,6 +194,8 @@ def _make_source(
         return AlpacaSource.from_settings(settings)
     from trader.data.sources.synthetic import SyntheticConfig, SyntheticSource
 
+    if start >= end:
+        raise UsageError(f"--start {start} must be before --end {end} for --source synthetic")
     return SyntheticSource(SyntheticConfig(symbols=50, start=start, end=end, seed=seed))
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from trader.data.adjust import adjust
@@ -29,10 +30,15 @@ from trader.data.quality import GateConfig, validate
 from trader.data.raw import RECORD_SCHEMA, RawRecorder, newest_arrival
 from trader.data.sources import BarSource, SourceError
 from trader.data.store import ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
+from trader.errors import TraderError
 from trader.store.db import session_factory, transaction
 from trader.store.models import Event
 
 StageCallback = Callable[[str], None]
+
+
+class DataError(TraderError):
+    """An ingest refused its input as a whole (e.g. an impossible corporate action)."""
 
 
 @dataclass
@@ -55,6 +61,7 @@ class IngestReport:
     freshness: str
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    online_error: str | None = None
 
     def as_payload(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -118,7 +125,6 @@ class DataPipeline:
         with timer("raw"):
             first_ingest = not self.raw.files()
             recorded = self.raw.record(bars.select([*BAR_SCHEMA, "source"]), ingested_at=now)
-            self.actions.merge(batch.actions)
             self.universe.merge(batch.listings)
         # The raw files' id names the ingest; when nothing was new, a hash of the batch does.
         ingest_id = recorded.ingest_id or _ingest_id(now, bars)
@@ -136,8 +142,13 @@ class DataPipeline:
                 )
             else:
                 history = newest_arrival(self.raw.scan(affected).collect())
-            actions = self.actions.read(affected)
-            adjusted = adjust(history, actions)
+                # Rows without a symbol cannot be found by symbol in the raw record: take this
+                # batch's, so the gate quarantines them (they are recorded in raw above).
+                history = pl.concat([history, _unkeyed(bars, now)])
+            actions = self.actions.read_merged(batch.actions, affected)
+            adjusted = _adjust_or_refuse(history, actions)
+            # Stored only once they proved usable: a bad action must not block the symbol forever.
+            self.actions.merge(batch.actions)
 
         with timer("validate"):
             self.universe.merge(_derived_listings(history, self.universe.read()))
@@ -152,10 +163,15 @@ class DataPipeline:
                 self.quarantine.record_in_db(self.engine, result.quarantined)
                 self.universe.sync_to_db(self.engine)
 
+        online_error = None
         if self.online is not None:
             with timer("online"):
-                self.online.push_bars(result.clean)
-                self.online.update_features(affected)
+                try:
+                    self.online.push_bars(result.clean)
+                    self.online.update_features(affected)
+                except RedisError as exc:
+                    # The stores are written; a Redis outage must not turn the ingest into a failure.
+                    online_error = f"online store not updated: {type(exc).__name__}: {exc}"
 
         by_rule = _count_by_rule(result.quarantined)
         report = IngestReport(
@@ -175,6 +191,7 @@ class DataPipeline:
             freshness=_verdict(newest, stale),
             seconds=timer.total,
             stage_seconds=timer.stages,
+            online_error=online_error,
         )
         if self.engine is not None:
             self._journal(report)
@@ -253,13 +270,30 @@ def _derived_listings(history: pl.DataFrame, known: pl.DataFrame) -> pl.DataFram
     """
     described = known.get_column("symbol").unique().implode()
     return (
-        history.filter(pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(described))
+        history.filter(
+            pl.col("symbol").is_not_null() & pl.col("date").is_not_null() & ~pl.col("symbol").is_in(described)
+        )
         .group_by("symbol")
         .agg(pl.col("date").min().alias("start_date"))
         .with_columns(end_date=pl.lit(None, pl.Date), tradable=pl.lit(True), sector=pl.lit(None, pl.String))
         .select(*LISTING_SCHEMA)
         .sort("symbol")
     )
+
+
+def _unkeyed(bars: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    return (
+        conform(bars, RECORD_SCHEMA)
+        .filter(pl.col("symbol").is_null())
+        .with_columns(ingested_at=pl.lit(now.astimezone(UTC), dtype=RAW_BAR_SCHEMA["ingested_at"]))
+    )
+
+
+def _adjust_or_refuse(history: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    try:
+        return adjust(history, actions)
+    except ValueError as exc:
+        raise DataError(f"corporate actions refused, nothing adjusted or stored: {exc}") from None
 
 
 def _count_by_rule(quarantined: pl.DataFrame) -> dict[str, int]:

@@ -4,8 +4,8 @@ Layout: ``raw/bars/month=YYYY-MM/<ingest-id>.parquet``, one file per month per :
 call. Files are immutable: published under a name no other file has and never rewritten or deleted,
 so the raw record is what ``trader replay`` replays and what every derived store is rebuilt from.
 
-Idempotent: a row identical to what is already recorded for its (symbol, date, source) is skipped,
-so re-ingesting the same data writes nothing. A row whose values differ is a correction and is
+Idempotent: a row identical to the newest recorded arrival of its (symbol, date) is skipped, so
+re-ingesting the same data writes nothing. A row whose values differ is a correction and is
 appended; :meth:`RawRecorder.read` with ``latest_only`` returns the newest version of each row.
 """
 
@@ -92,9 +92,10 @@ class RawRecorder:
     def record(self, bars: pl.DataFrame, ingested_at: datetime) -> RecordResult:
         """Append ``bars`` (:data:`BAR_SCHEMA` + ``source``) with ``ingested_at`` (aware, stored in UTC).
 
-        A row equal in every value to the newest recorded version of its (symbol, date, source) is
-        skipped; any other row is appended, so a correction is recorded and an old value a source
-        returns to is recorded again as the newest. Only the month partitions the batch touches are
+        A row equal in every value (source included) to the newest recorded arrival of its (symbol,
+        date) is skipped; any other row is appended, so a correction is recorded, and an old value a
+        source returns to, or a source's bar that another source's delivery replaced in between, is
+        recorded again as the newest. Only the month partitions the batch touches are
         read. Writes one new file per touched month; nothing existing is modified.
         """
         at = _utc(ingested_at)
@@ -107,7 +108,10 @@ class RawRecorder:
         folders = [self.root / month_folder(m) for m in months]
         new = frame
         if any(folder.is_dir() for folder in folders):
-            recorded = self._scan_folders(folders, latest_only=True).select(VALUE_COLUMNS).collect()
+            # Compared with what downstream uses (the newest arrival of each symbol and date, from any
+            # source): a source re-delivering a bar another source replaced in between is recorded again.
+            recorded = newest_arrival(self._scan_folders(folders, latest_only=True).collect())
+            recorded = recorded.select(VALUE_COLUMNS)
             new = frame.join(recorded, on=list(VALUE_COLUMNS), how="anti", nulls_equal=True)
         skipped = frame.height - new.height
         if new.is_empty():

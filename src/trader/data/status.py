@@ -162,7 +162,8 @@ def render_status(status: DataStatus, console: Console, limit: int | None = None
     """Print the per-symbol table (stale symbols first when ``limit`` cuts it) and the summary."""
     rows = status.symbols
     if limit is not None and rows.height > limit:
-        rows = rows.sort(pl.col("sessions_behind") == 0, "symbol").head(limit)
+        fine = (pl.col("sessions_behind") == 0) & (pl.col("bars") > 0)
+        rows = rows.sort(fine, "symbol").head(limit)
     table = Table(
         title=f"Data status as of {status.as_of:%Y-%m-%d %H:%M %Z}",
         title_justify="left",

@@ -444,6 +444,18 @@ class ActionStore(_KeyedFile):
         """Stored actions, optionally of ``symbols`` only, sorted by symbol and ex_date."""
         return _symbol_filter(self._read_all().lazy(), symbols).collect()
 
+    def read_merged(self, actions: pl.DataFrame, symbols: Sequence[str] | None = None) -> pl.DataFrame:
+        """What :meth:`read` would return after ``merge(actions)``, without writing anything.
+
+        Lets the pipeline check new actions (by adjusting with them) before they are stored.
+        """
+        incoming = self._prepare(actions)
+        kept = self._read_all().join(
+            incoming.select(self.key), on=list(self.key), how="anti", nulls_equal=True
+        )
+        merged = pl.concat([kept, incoming]).sort(list(self.key))
+        return _symbol_filter(merged.lazy(), symbols).collect()
+
 
 class UniverseStore(_KeyedFile):
     """Point-in-time listings (:data:`LISTING_SCHEMA`) in ``reference/universe.parquet``.
@@ -561,7 +573,9 @@ class GapStore(_KeyedFile):
 # Quarantine
 # --------------------------------------------------------------------------------------------------
 
-_QUARANTINE_PARQUET_KEY = ("symbol", "date", "rule", "payload")
+#: Same key in Parquet and the table: a row whose adjusted values change (a new dividend moves its
+#: factor) is the same refused bar, not a new one.
+_QUARANTINE_PARQUET_KEY = ("symbol", "date", "rule", "source")
 _QUARANTINE_DB_KEY = ("symbol", "date", "rule", "source")
 
 
@@ -599,7 +613,7 @@ class QuarantineStore:
     def append(self, quarantined: pl.DataFrame, ingest_id: str) -> int:
         """Append ``quarantined`` (:data:`QUARANTINE_SCHEMA`) as one new file per year; returns rows added.
 
-        A row already quarantined with the same symbol, date, rule and payload is skipped, as are
+        A row already quarantined with the same symbol, date, rule and source is skipped, as are
         repeats inside ``quarantined``.
         """
         if not ingest_id or "/" in ingest_id or ingest_id.startswith("."):

@@ -85,6 +85,10 @@ def test_csv_ingest_with_aliases_and_require_fresh(
         (["data", "synth", "--start", "2024-13-01"], "--start: '2024-13-01' is not a date"),
         (["data", "synth", "--start", "2024-02-01", "--end", "2024-01-01"], "must be before --end"),
         (["data", "synth", "--symbols", "0"], "--symbols"),
+        (
+            ["data", "ingest", "--source", "synthetic", "--start", "2024-01-02", "--end", "2024-01-02"],
+            "must be before --end 2024-01-02 for --source synthetic",
+        ),
         (["data", "status", "--now", "yesterday"], "--now: 'yesterday' is not an ISO 8601 time"),
         (["data", "sql", "drop table bars_adj"], "QUERY:"),
     ],

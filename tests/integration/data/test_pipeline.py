@@ -28,6 +28,7 @@ from trader.data.store import AdjustedStore, QuarantineStore
 from trader.store.models import Event, Quarantine, Universe
 
 START, END = date(2021, 1, 4), date(2023, 12, 29)
+JANUARY = (date(2024, 1, 1), date(2024, 1, 31))
 AFTER_END = datetime(2024, 1, 2, 14, 0, tzinfo=UTC)  # New Year's Day is a holiday: 2023-12-29 is fresh
 RULE_OF = {
     "bad_tick_spike": "outlier",
@@ -245,3 +246,90 @@ def test_online_store_gets_the_same_features_as_the_offline_path(
             if name in {"symbol", "date"}:
                 continue
             assert stored[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+
+
+def _csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("symbol,date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_row_without_symbol_is_quarantined_on_a_later_ingest_too(tmp_path: Path) -> None:
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    pipeline.ingest(CsvSource(_csv(tmp_path / "a.csv", ["ABC,2024-01-04,10,11,9,10,100"])), None, *JANUARY)
+
+    later = _csv(tmp_path / "b.csv", ["ABC,2024-01-05,10,11,9,10,100", ",2024-01-05,10,11,9,10,100"])
+    report = pipeline.ingest(CsvSource(later), None, *JANUARY)
+
+    assert report.quarantined_by_rule == {"missing_value": 1}
+    assert pipeline.quarantine.read().filter(pl.col("symbol").is_null()).height == 1
+
+
+def test_the_newest_delivery_wins_even_when_a_source_repeats_itself(
+    market: SyntheticSource, tmp_path: Path
+) -> None:
+    """alpaca on day 1, csv fallback with other values on day 2, alpaca again on day 3: alpaca's bar."""
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    primary = _csv(tmp_path / "p.csv", ["ABC,2024-01-04,10,11,9,10,100"])
+    fallback = _csv(tmp_path / "f.csv", ["ABC,2024-01-04,10,11,9,10.5,100"])
+
+    class Named(CsvSource):
+        def __init__(self, path: Path, name: str) -> None:
+            super().__init__(path)
+            self._name = name
+
+        @property
+        def name(self) -> str:
+            return self._name
+
+    def close_after(source: CsvSource, day: int) -> float:
+        moment = datetime(2024, 1, day, 23, tzinfo=UTC)
+        pipeline.ingest(source, None, date(2024, 1, 4), date(2024, 1, 4), now=moment)
+        return float(pipeline.adjusted.read().get_column("close").item())
+
+    assert close_after(Named(primary, "alpaca"), 4) == 10.0
+    assert close_after(Named(fallback, "csv"), 5) == 10.5
+    assert close_after(Named(primary, "alpaca"), 6) == 10.0
+    assert pipeline.raw.read(latest_only=False).height == 3
+
+
+def test_an_impossible_corporate_action_is_refused_and_not_stored(tmp_path: Path) -> None:
+    from trader.data.pipeline import DataError
+
+    bars = _csv(tmp_path / "b.csv", ["ABC,2024-01-02,10,11,9,10,100", "ABC,2024-01-03,10,11,9,10,100"])
+    actions = tmp_path / "a.csv"
+    actions.write_text("symbol,ex_date,split_ratio,cash_dividend\nABC,2024-01-03,1,12\n")  # > close
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+
+    with pytest.raises(DataError, match="corporate actions refused"):
+        pipeline.ingest(CsvSource(bars, actions_path=actions), None, *JANUARY)
+
+    assert pipeline.actions.read().is_empty()
+    report = pipeline.ingest(CsvSource(bars), None, *JANUARY)  # the symbol is not blocked
+    assert report.clean_rows == 2
+
+
+def test_a_symbol_whose_dates_are_all_unreadable_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _csv(folder / "abc.csv", ["ABC,2024-01-02,10,11,9,10,100"])
+    _csv(folder / "xyz.csv", ["XYZ,01/02/2024,10,11,9,10,100"])
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+
+    report = pipeline.ingest(CsvSource(folder), None, *JANUARY)
+
+    assert report.quarantined_by_rule == {"missing_value": 1}
+    assert pipeline.universe.read().get_column("symbol").to_list() == ["ABC"]
+
+
+def test_a_redis_outage_is_a_warning_after_the_stores_are_written(
+    market: SyntheticSource, tmp_path: Path
+) -> None:
+    import redis
+
+    dead = OnlineStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"), online=dead)
+
+    report = pipeline.ingest(market, ["SYN001"], START, END)
+
+    assert report.online_error is not None and "ConnectionError" in report.online_error
+    assert pipeline.adjusted.symbols() == ["SYN001"]
