@@ -75,6 +75,21 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def listing_spans(listings: pl.DataFrame) -> pl.DataFrame:
+    """One row per symbol of ``listings`` (:data:`LISTING_SCHEMA`): ``symbol, listed_from, listed_until``.
+
+    ``listed_from`` is the earliest start; ``listed_until`` the latest end, or null when any listing
+    row of the symbol is open-ended (still listed wins over an older end date).
+    """
+    return listings.group_by("symbol").agg(
+        pl.col("start_date").min().alias("listed_from"),
+        pl.when(pl.col("end_date").is_null().any())
+        .then(pl.lit(None, pl.Date))
+        .otherwise(pl.col("end_date").max())
+        .alias("listed_until"),
+    )
+
+
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 

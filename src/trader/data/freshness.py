@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 import polars as pl
 
+from trader.data.bars import listing_spans
 from trader.data.calendar import TradingCalendar
 from trader.errors import TraderError
 
@@ -106,18 +107,9 @@ def stale_symbols(
         .with_columns(expected=pl.lit(expected_now, pl.Date))
     )
     if listings is not None and not listings.is_empty():
-        ended = (
-            listings.group_by("symbol")
-            # A symbol with any open-ended listing row is still listed.
-            .agg(
-                pl.when(pl.col("end_date").is_null().any())
-                .then(pl.lit(None, pl.Date))
-                .otherwise(pl.col("end_date").max())
-                .alias("end_date")
-            )
-        )
+        ended = listing_spans(listings).select("symbol", "listed_until")
         latest = latest.join(ended, on="symbol", how="left").with_columns(
-            expected=pl.min_horizontal("expected", "end_date")
+            expected=pl.min_horizontal("expected", "listed_until")
         )
     sessions = calendar.all_sessions()
     # Sessions up to and including a date = its insertion point on the right; an end date that is not

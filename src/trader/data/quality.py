@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from trader.data.adjust import action_dates
-from trader.data.bars import ADJ_BAR_SCHEMA, PRICE_COLUMNS, QUARANTINE_SCHEMA, conform, empty
+from trader.data.bars import ADJ_BAR_SCHEMA, PRICE_COLUMNS, QUARANTINE_SCHEMA, conform, empty, listing_spans
 from trader.data.calendar import TradingCalendar
 
 #: Stable rule names, in the order they are checked.
@@ -459,15 +459,7 @@ def _gaps(
     )
     first_day, last_day = placed.get_column("date").min(), placed.get_column("date").max()
     if listings is not None and not listings.is_empty():
-        listed = listings.group_by("symbol").agg(
-            pl.lit(True).alias("listed"),
-            pl.col("start_date").min().alias("listed_from"),
-            # Still listed (a null end) wins over an older end date.
-            pl.when(pl.col("end_date").is_null().any())
-            .then(pl.lit(None, pl.Date))
-            .otherwise(pl.col("end_date").max())
-            .alias("listed_until"),
-        )
+        listed = listing_spans(listings).with_columns(listed=pl.lit(True))
         ranges = ranges.join(listed, on="symbol", how="left").select(
             "symbol",
             # A bound the listings do not give comes from the symbol's own bars.

@@ -16,7 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from trader.data.bars import ADJ_BAR_SCHEMA, QUARANTINE_SCHEMA
+from trader.data.bars import ADJ_BAR_SCHEMA, QUARANTINE_SCHEMA, listing_spans
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.freshness import stale_symbols
 from trader.data.paths import DataPaths
@@ -81,13 +81,7 @@ def data_status(
     names = pl.concat(
         [coverage.select("symbol"), listings.select("symbol"), quarantine.select("symbol").drop_nulls()]
     ).unique()
-    listed = listings.group_by("symbol").agg(
-        pl.col("start_date").min().alias("listed_from"),
-        pl.when(pl.col("end_date").is_null().any())
-        .then(pl.lit(None, pl.Date))
-        .otherwise(pl.col("end_date").max())
-        .alias("listed_until"),
-    )
+    listed = listing_spans(listings)
     stale = stale_symbols(
         coverage.select("symbol", pl.col("last_bar").alias("date")), as_of, calendar, listings=listings
     )
