@@ -9,7 +9,6 @@ database, the online store refreshed when Redis is configured, and one ``data_in
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,13 +20,14 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from trader.data.adjust import adjust
-from trader.data.bars import BAR_SCHEMA, LISTING_SCHEMA, RAW_BAR_SCHEMA, conform
+from trader.data.bars import BAR_SCHEMA, LISTING_SCHEMA
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.freshness import StalenessError, check_freshness
 from trader.data.online import OnlineStore
 from trader.data.paths import DataPaths
 from trader.data.quality import GateConfig, validate
-from trader.data.raw import RECORD_SCHEMA, RawRecorder, newest_arrival
+from trader.data.raw import RawRecorder, as_recorded, newest_arrival
+from trader.data.raw import ingest_id as raw_ingest_id
 from trader.data.sources import BarSource, SourceError
 from trader.data.store import ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
 from trader.errors import TraderError
@@ -127,7 +127,7 @@ class DataPipeline:
             recorded = self.raw.record(bars.select([*BAR_SCHEMA, "source"]), ingested_at=now)
             self.universe.merge(batch.listings)
         # The raw files' id names the ingest; when nothing was new, a hash of the batch does.
-        ingest_id = recorded.ingest_id or _ingest_id(now, bars)
+        ingest_id = recorded.ingest_id or raw_ingest_id(now, bars)
 
         newest = _newest_date(bars)
         stale = self._staleness(newest, now)
@@ -137,9 +137,7 @@ class DataPipeline:
         with timer("adjust"):
             if first_ingest:
                 # The raw record is exactly this batch: use it rather than read back what was just written.
-                history = conform(bars, RECORD_SCHEMA).with_columns(
-                    ingested_at=pl.lit(now.astimezone(UTC), dtype=RAW_BAR_SCHEMA["ingested_at"])
-                )
+                history = as_recorded(bars, now)
             else:
                 history = newest_arrival(self.raw.scan(affected).collect())
                 # Rows without a symbol cannot be found by symbol in the raw record: take this
@@ -246,11 +244,6 @@ class _Stage:
         self.timer.stages[self.name] = round(time.perf_counter() - self.start, 4)
 
 
-def _ingest_id(now: datetime, bars: pl.DataFrame) -> str:
-    digest = hashlib.sha256(bars.hash_rows().to_numpy().tobytes()).hexdigest()[:10]
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%S}-{digest}"
-
-
 def _newest_date(bars: pl.DataFrame) -> date:
     newest = bars.get_column("date").max()
     if not isinstance(newest, date):
@@ -282,11 +275,7 @@ def _derived_listings(history: pl.DataFrame, known: pl.DataFrame) -> pl.DataFram
 
 
 def _unkeyed(bars: pl.DataFrame, now: datetime) -> pl.DataFrame:
-    return (
-        conform(bars, RECORD_SCHEMA)
-        .filter(pl.col("symbol").is_null())
-        .with_columns(ingested_at=pl.lit(now.astimezone(UTC), dtype=RAW_BAR_SCHEMA["ingested_at"]))
-    )
+    return as_recorded(bars, now).filter(pl.col("symbol").is_null())
 
 
 def _adjust_or_refuse(history: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:

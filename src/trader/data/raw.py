@@ -59,9 +59,16 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _ingest_id(at: datetime, rows: pl.DataFrame) -> str:
+def ingest_id(at: datetime, rows: pl.DataFrame) -> str:
+    """``<UTC time>-<content hash>``: names the files of one ingest (``at`` must be aware)."""
     digest = hashlib.sha256(rows.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()[:10]
-    return f"{at:%Y%m%dT%H%M%S%fZ}-{digest}"
+    return f"{_utc(at):%Y%m%dT%H%M%S%fZ}-{digest}"
+
+
+def as_recorded(bars: pl.DataFrame, ingested_at: datetime) -> pl.DataFrame:
+    """``bars`` (:data:`RECORD_SCHEMA`) as the recorder stores them: with ``ingested_at`` in UTC."""
+    at = pl.lit(_utc(ingested_at), dtype=RAW_BAR_SCHEMA["ingested_at"])
+    return conform(bars, RECORD_SCHEMA).with_columns(ingested_at=at)
 
 
 def _latest(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -118,7 +125,7 @@ class RawRecorder:
             return RecordResult(new_rows=0, skipped_rows=skipped)
 
         new = new.with_columns(ingested_at=pl.lit(at, dtype=RAW_BAR_SCHEMA["ingested_at"]))
-        ingest_id = _ingest_id(at, new.drop("_month"))
+        file_id = ingest_id(at, new.drop("_month"))
         parts = sorted(
             ((month, part) for (month,), part in new.partition_by("_month", as_dict=True).items()),
             key=lambda item: str(item[0]),
@@ -133,12 +140,12 @@ class RawRecorder:
             rows = part.select(RAW_BAR_SCHEMA.keys())
             if not presorted:
                 rows = rows.sort(["symbol", "date", "source"])
-            return write_new(rows, self.root / month_folder(month), ingest_id)
+            return write_new(rows, self.root / month_folder(month), file_id)
 
         # Encoding Parquet and fsync release the GIL, so a few threads overlap the per-month files.
         with ThreadPoolExecutor(max_workers=WRITERS) as pool:
             written = list(pool.map(publish, parts))
-        return RecordResult(new_rows=new.height, skipped_rows=skipped, files=written, ingest_id=ingest_id)
+        return RecordResult(new_rows=new.height, skipped_rows=skipped, files=written, ingest_id=file_id)
 
     def _scan_folders(
         self, folders: Sequence[Path], latest_only: bool, where: pl.Expr | None = None
