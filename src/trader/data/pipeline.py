@@ -171,7 +171,7 @@ class DataPipeline:
                     # The stores are written; a Redis outage must not turn the ingest into a failure.
                     online_error = f"online store not updated: {type(exc).__name__}: {exc}"
 
-        by_rule = _count_by_rule(result.quarantined)
+        by_rule = dict(sorted(result.counts().items()))
         report = IngestReport(
             ingest_id=ingest_id,
             source=_supplying_sources(bars),
@@ -283,13 +283,6 @@ def _adjust_or_refuse(history: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFr
         return adjust(history, actions)
     except ValueError as exc:
         raise DataError(f"corporate actions refused, nothing adjusted or stored: {exc}") from None
-
-
-def _count_by_rule(quarantined: pl.DataFrame) -> dict[str, int]:
-    if quarantined.is_empty():
-        return {}
-    counts = quarantined.group_by("rule").len().sort("rule")
-    return dict(zip(counts.get_column("rule").to_list(), counts.get_column("len").to_list(), strict=True))
 
 
 def _supplying_sources(bars: pl.DataFrame) -> str:
