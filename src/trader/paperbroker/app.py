@@ -2,35 +2,88 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from trader import __version__
 from trader.data.paths import DataPaths
-from trader.paperbroker import bars, corporate_actions
+from trader.paperbroker import admin, bars, corporate_actions, stream, trading
 from trader.paperbroker.auth import install_auth
+from trader.paperbroker.clock import MarketHours, SimClock
+from trader.paperbroker.engine import Engine
 from trader.paperbroker.errors import install_error_handlers
+from trader.paperbroker.events import EventHub
+from trader.paperbroker.faults import FaultInjector, check, install_faults
 from trader.paperbroker.market import MarketData
+from trader.paperbroker.prices import PriceBook
 from trader.paperbroker.settings import PaperBrokerSettings
+from trader.paperbroker.state import StateStore
+
+#: How often open orders are matched against the moving clock (seconds of real time).
+TICK_SECONDS = 0.2
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: PaperBrokerSettings) -> FastAPI:
-    """An Alpaca-compatible paper broker serving ``settings.data_dir`` (no I/O until a request).
+    """An Alpaca-compatible paper broker: Trading API v2 subset, ``/stream`` trade updates, Market
+    Data v2 daily bars and ``/v1/corporate-actions``, plus ``/admin`` for the clock and faults.
 
-    Routes: ``GET /v2/stocks/bars``, ``GET /v2/stocks/{symbol}/bars``, ``GET /v1/corporate-actions``.
     Every route needs the configured ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` pair; every error
-    is JSON in Alpaca's shape.
+    is JSON in Alpaca's shape. State is loaded from ``settings.database_url`` (in memory when
+    ``None``) when the app is created; a background task matches open orders while it runs.
     """
+    check(settings.faults)
+    hub = EventHub()
+    clock = SimClock(settings.start_at)
+    market = MarketData(DataPaths(settings.data_dir), settings.synthetic_seed)
+    prices = PriceBook(market, MarketHours())
+    store = StateStore(settings.database_url)
+    engine = Engine(settings, prices, clock, store, hub.publish)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ticker = asyncio.create_task(_tick_forever(engine))
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            store.close()
+
     app = FastAPI(
         title="trader paper broker",
         version=__version__,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        lifespan=lifespan,
     )
+    faults = FaultInjector(settings.faults)
     app.state.settings = settings
-    app.state.market = MarketData(DataPaths(settings.data_dir), settings.synthetic_seed)
+    app.state.market = market
+    app.state.engine = engine
+    app.state.clock = clock
+    app.state.hub = hub
+    app.state.faults = faults
     install_error_handlers(app)
+    install_faults(app, faults)
     install_auth(app, settings.api_key_id, settings.api_secret_key)
-    app.include_router(bars.router)
-    app.include_router(corporate_actions.router)
+    for module in (bars, corporate_actions, trading, stream, admin):
+        app.include_router(module.router)
     return app
+
+
+async def _tick_forever(engine: Engine) -> None:
+    """Match open orders as the clock moves (fills, the open, day-order expiry)."""
+    while True:
+        await asyncio.sleep(TICK_SECONDS)
+        try:
+            await run_in_threadpool(engine.tick)
+        except Exception:  # a bad tick must not stop matching for good
+            log.exception("paper broker: matching tick failed")

@@ -24,17 +24,19 @@ class AlpacaError(Exception):
     ``code`` ``None`` leaves the code out, as Alpaca does for some errors.
     """
 
-    def __init__(self, status: int, message: str, code: int | None = None) -> None:
+    def __init__(self, status: int, message: str, code: int | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        #: Further keys of the body, e.g. ``buying_power`` on an insufficient-buying-power 403.
+        self.extra = extra
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the answer."""
         if self.code is None:
-            return {"message": self.message}
-        return {"code": self.code, "message": self.message}
+            return {"message": self.message, **self.extra}
+        return {"code": self.code, "message": self.message, **self.extra}
 
 
 def invalid(message: str) -> AlpacaError:

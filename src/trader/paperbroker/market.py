@@ -57,21 +57,23 @@ class MarketData:
                 self._synthetic = source.data
             return self._synthetic
 
-    def raw_bars(self, symbols: Sequence[str], first: date | None, last: date | None) -> pl.DataFrame:
-        """Raw bars of ``symbols`` dated ``first``..``last`` (``None``: unbounded), one per symbol+date.
+    def raw_bars(self, symbols: Sequence[str] | None, first: date | None, last: date | None) -> pl.DataFrame:
+        """Raw bars of ``symbols`` (``None``: all) dated ``first``..``last`` (``None``: unbounded), one
+        per symbol+date.
 
         Columns: :data:`~trader.data.bars.BAR_SCHEMA` plus ``source``.
         """
         recorder = self._recorder()
         if recorder is None:
             bars = self.synthetic().batch.bars.with_columns(source=pl.lit("synthetic"))
-            wanted = pl.col("symbol").is_in(list(symbols))
+            wanted = pl.lit(True) if symbols is None else pl.col("symbol").is_in(list(symbols))
             if first is not None:
                 wanted &= pl.col("date") >= first
             if last is not None:
                 wanted &= pl.col("date") <= last
             return bars.filter(wanted).select(list(RECORD_SCHEMA))
-        history = newest_arrival(recorder.scan(list(symbols), first, last).collect())
+        chosen = None if symbols is None else list(symbols)
+        history = newest_arrival(recorder.scan(chosen, first, last).collect())
         return history.select(list(RECORD_SCHEMA))
 
     def actions(self, symbols: Sequence[str] | None = None) -> pl.DataFrame:

@@ -1,0 +1,688 @@
+"""The paper broker's matching engine: accepts, checks, fills, cancels, replaces and expires orders,
+keeps positions and cash, and publishes ``trade_updates`` events.
+
+One lock serialises every use case, and each use case writes its changes in one transaction
+(:class:`StateStore.save`), so the order, its fill, the position and the cash change together.
+
+Matching rules (documented in docs/paper-broker.md): market orders fill at the path price
+(:mod:`trader.paperbroker.prices`) plus ``slippage_bps`` against the taker; limit orders fill when the
+path crosses the limit (at the limit, or at the better first price when already marketable); stop
+orders trigger when the path reaches the stop and fill like market orders; orders submitted while the
+market is closed are ``accepted`` and trade from the next open; ``day`` orders expire at the close.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from trader.domain.enums import OrderSide, OrderType, TimeInForce
+from trader.paperbroker.clock import MarketHours, Session, SimClock
+from trader.paperbroker.errors import AlpacaError, invalid
+from trader.paperbroker.order_requests import NewOrder, Replacement, bad_request, check_price
+from trader.paperbroker.prices import PRICE_STEP, PriceBook, asset_id
+from trader.paperbroker.serialize import iso, order_json, text
+from trader.paperbroker.settings import PaperBrokerSettings
+from trader.paperbroker.state import Account, Fill, Position, SimOrder, StateStore, new_id
+
+#: Market buys hold buying power at this much above the current price (Alpaca: 2.5-4 %).
+MARKET_BUY_BUFFER = Decimal("1.03")
+#: Reg-T initial margin (50 %): buying power is twice the excess equity.
+INITIAL_MARGIN = Decimal("0.5")
+MAINTENANCE_MARGIN = Decimal("0.3")
+_QTY_STEP = Decimal("0.000000001")
+_FORBIDDEN = 40310000
+
+
+@dataclass
+class Changes:
+    """What one use case changed: written in one transaction, then its events published."""
+
+    orders: dict[str, SimOrder] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+    positions: dict[str, Position] = field(default_factory=dict)
+    account: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def forbidden(message: str, **extra: Any) -> AlpacaError:
+    """403 with code 40310000 and extra keys, as Alpaca reports buying-power and quantity problems."""
+    return AlpacaError(403, message, _FORBIDDEN, **extra)
+
+
+def _qty_message(requested: Decimal, available: Decimal) -> str:
+    detail = f"requested: {text(requested)}, available: {text(available)}"
+    return f"insufficient qty available for order ({detail})"
+
+
+def not_found(what: str) -> AlpacaError:
+    return AlpacaError(404, what, 40410000)
+
+
+class Engine:
+    """Every trading use case of the paper broker."""
+
+    def __init__(
+        self,
+        settings: PaperBrokerSettings,
+        prices: PriceBook,
+        clock: SimClock,
+        store: StateStore,
+        publish: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.settings = settings
+        self.prices = prices
+        self.hours: MarketHours = prices.hours
+        self.clock = clock
+        self.store = store
+        self.publish = publish
+        self._lock = threading.RLock()
+        self._rng = random.Random(settings.faults.seed)  # noqa: S311 - simulation, not security
+        snapshot = store.load()
+        now = clock.now()
+        self.account = snapshot.account or Account(
+            id=new_id(),
+            account_number="PA" + new_id().replace("-", "")[:10].upper(),
+            cash=settings.initial_cash,
+            created_at=now,
+            last_equity=settings.initial_cash,
+        )
+        if snapshot.account is None:
+            store.save(account=self.account)
+        self.orders: dict[str, SimOrder] = {order.id: order for order in snapshot.orders}
+        self.by_client_id = {order.client_order_id: order.id for order in snapshot.orders}
+        self.fills: list[Fill] = snapshot.fills
+        self.positions: dict[str, Position] = {p.symbol: p for p in snapshot.positions}
+
+    # --- queries ----------------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def order(self, order_id: str) -> SimOrder:
+        with self._lock:
+            found = self.orders.get(order_id)
+            if found is None:
+                raise not_found(f"order not found for {order_id}")
+            return replace(found)
+
+    def order_by_client_id(self, client_order_id: str) -> SimOrder:
+        with self._lock:
+            order_id = self.by_client_id.get(client_order_id)
+            if order_id is None:
+                raise not_found(f"order not found for {client_order_id}")
+            return replace(self.orders[order_id])
+
+    def all_orders(self) -> list[SimOrder]:
+        with self._lock:
+            return [replace(order) for order in self.orders.values()]
+
+    def all_fills(self) -> list[Fill]:
+        with self._lock:
+            return list(self.fills)
+
+    def mark(self, symbol: str, moment: datetime) -> Decimal:
+        """The price positions and buying power are valued at (the entry price when none is known)."""
+        price = self.prices.price(symbol, moment)
+        if price is None:
+            position = self.positions.get(symbol)
+            return position.avg_entry_price if position else Decimal(0)
+        return price
+
+    def position_rows(self) -> list[tuple[Position, Decimal, Decimal]]:
+        """Open positions with their current and previous-session prices, by symbol."""
+        now = self.now()
+        with self._lock:
+            rows = []
+            for symbol in sorted(self.positions):
+                position = replace(self.positions[symbol])
+                price = self.mark(symbol, now)
+                lastday = self.prices.previous_close(symbol, now) or price
+                rows.append((position, price, lastday))
+            return rows
+
+    def account_values(self) -> dict[str, Decimal]:
+        """Cash, market values, equity, margins and buying power now."""
+        with self._lock:
+            now = self.now()
+            self._roll_last_equity(now)
+            values = self._values(now)
+            values["last_equity"] = self.account.last_equity
+            return values
+
+    def _values(self, now: datetime) -> dict[str, Decimal]:
+        long_value = short_value = Decimal(0)
+        for symbol, position in self.positions.items():
+            worth = position.qty * self.mark(symbol, now)
+            if worth > 0:
+                long_value += worth
+            else:
+                short_value += worth
+        equity = self.account.cash + long_value + short_value
+        gross = long_value - short_value
+        buying_power = self._buying_power(now)
+        return {
+            "cash": self.account.cash,
+            "long_market_value": long_value,
+            "short_market_value": short_value,
+            "equity": equity,
+            "initial_margin": gross * INITIAL_MARGIN,
+            "maintenance_margin": gross * MAINTENANCE_MARGIN,
+            "buying_power": buying_power,
+            "non_marginable_buying_power": max(min(self.account.cash, buying_power), Decimal(0)),
+        }
+
+    def _buying_power(self, now: datetime, ignore: str | None = None) -> Decimal:
+        """Reg-T buying power: twice the equity above initial margin, less what open orders hold
+        (except order ``ignore``, which is being replaced)."""
+        equity = self.account.cash
+        gross = Decimal(0)
+        for symbol, position in self.positions.items():
+            worth = position.qty * self.mark(symbol, now)
+            equity += worth
+            gross += abs(worth)
+        excess = max(equity - gross * INITIAL_MARGIN, Decimal(0))
+        return max(excess * 2 - self._held_for_orders(now, ignore), Decimal(0))
+
+    def _held_for_orders(self, now: datetime, ignore: str | None = None) -> Decimal:
+        """Buying power held by open orders that open or add to a position (buys and short sells)."""
+        held = Decimal(0)
+        for order in self.orders.values():
+            if not order.open or order.id == ignore:
+                continue
+            position = self.positions.get(order.symbol)
+            existing = position.qty if position else Decimal(0)
+            opening = (order.side == OrderSide.BUY and existing >= 0) or (
+                order.side == OrderSide.SELL and existing <= 0
+            )
+            if opening:
+                held += self._order_cost(order, now)
+        return held
+
+    def _order_cost(self, order: SimOrder | NewOrder, now: datetime) -> Decimal:
+        if order.notional is not None:
+            return order.notional
+        quantity = order.qty if isinstance(order, NewOrder) else order.remaining()
+        assert quantity is not None
+        if order.limit_price is not None:
+            return quantity * order.limit_price
+        return quantity * self.mark(order.symbol, now) * MARKET_BUY_BUFFER
+
+    def _roll_last_equity(self, now: datetime) -> None:
+        """Take ``last_equity`` at the newest close before ``now`` (once per close)."""
+        try:
+            previous = self.hours.calendar.previous_session(now.astimezone(UTC).date() + timedelta(days=1))
+        except ValueError:
+            return
+        close = self.hours.calendar.session_close(previous)
+        if close > now:
+            previous = self.hours.calendar.previous_session(previous)
+            close = self.hours.calendar.session_close(previous)
+        taken = self.account.last_equity_at
+        if taken is not None and taken >= close:
+            return
+        self.account.last_equity = self._values(close)["equity"]
+        self.account.last_equity_at = close
+        self.store.save(account=self.account)
+
+    # --- orders -------------------------------------------------------------------------------
+    def submit(self, request: NewOrder) -> dict[str, Any]:
+        """Check and accept an order; returns its JSON as accepted (fills follow, as on Alpaca)."""
+        with self._lock:
+            now = self.now()
+            self.tick(now)
+            order = self._accept(request, now)
+            changes = Changes()
+            self._touch(changes, order)
+            self._activate(order, now, changes)
+            accepted = order_json(order)
+            self._commit(changes)
+            self._match_one(order, now)
+            return accepted
+
+    def _accept(self, request: NewOrder, now: datetime, replaces: SimOrder | None = None) -> SimOrder:
+        client_order_id = request.client_order_id or new_id()
+        if client_order_id in self.by_client_id:
+            raise bad_request("client_order_id must be unique")
+        asset = self.prices.asset(request.symbol, now.date())
+        if asset is None:
+            raise invalid(f'asset "{request.symbol}" not found')
+        if not asset.active:
+            raise bad_request(f"asset {asset.symbol} is not active")
+        request = replace(request, symbol=asset.symbol)
+        if self.prices.price(request.symbol, now) is None:
+            raise invalid(f"asset {request.symbol} has no price to trade at")
+        self._check_wash_trade(request, replaces)
+        self._check_position(request, now, replaces)
+        session = self.hours.next_session(now)
+        active_from = max(now, session.open)
+        expires = session.close if request.time_in_force == TimeInForce.DAY else None
+        order = SimOrder(
+            id=new_id(),
+            client_order_id=client_order_id,
+            symbol=request.symbol,
+            side=request.side.value,
+            type=request.type.value,
+            time_in_force=request.time_in_force.value,
+            qty=request.qty,
+            notional=request.notional,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            extended_hours=request.extended_hours,
+            status="accepted",
+            created_at=now,
+            updated_at=now,
+            submitted_at=now,
+            active_from=active_from,
+            expires_at=expires,
+            evaluated_at=active_from,
+            replaces=replaces.id if replaces else None,
+        )
+        self.orders[order.id] = order
+        self.by_client_id[order.client_order_id] = order.id
+        return order
+
+    def _check_wash_trade(self, request: NewOrder, replaces: SimOrder | None) -> None:
+        for order in self.orders.values():
+            if (
+                order.open
+                and order.symbol == request.symbol
+                and order.side != request.side.value
+                and order.type in (OrderType.MARKET, OrderType.STOP)
+                and (replaces is None or order.id != replaces.id)
+            ):
+                raise forbidden(
+                    "potential wash trade detected. use complex orders",
+                    reject_reason="opposite side market/stop order exists",
+                )
+
+    def _check_position(self, request: NewOrder, now: datetime, replaces: SimOrder | None) -> None:
+        """Selling more than is held (or covering more than is short) is refused; opening or adding
+        needs buying power. A position cannot flip side in one order (close it first)."""
+        position = self.positions.get(request.symbol)
+        existing = position.qty if position else Decimal(0)
+        reducing = (request.side == OrderSide.SELL and existing > 0) or (
+            request.side == OrderSide.BUY and existing < 0
+        )
+        ignore = replaces.id if replaces else None
+        if reducing:
+            self._check_available(request, existing, now, ignore)
+            return
+        if request.side == OrderSide.SELL and request.fractional:
+            raise invalid("fractional orders cannot be sold short")
+        cost = self._order_cost(request, now)
+        available = self._buying_power(now, ignore)
+        if cost > available:
+            raise forbidden(
+                "insufficient buying power",
+                buying_power=text(available.quantize(PRICE_STEP)),
+                cost_basis=text(cost.quantize(PRICE_STEP)),
+            )
+
+    def _check_available(
+        self, request: NewOrder, existing: Decimal, now: datetime, ignore: str | None
+    ) -> None:
+        related = [
+            order
+            for order in self.orders.values()
+            if order.open
+            and order.symbol == request.symbol
+            and order.side == request.side.value
+            and order.id != ignore
+        ]
+        held = sum((order.remaining() or Decimal(0) for order in related), Decimal(0))
+        available = abs(existing) - held
+        wanted = request.qty
+        if wanted is None:
+            assert request.notional is not None
+            wanted = (request.notional / self.mark(request.symbol, now)).quantize(_QTY_STEP, ROUND_DOWN)
+        if wanted > available:
+            raise forbidden(
+                _qty_message(wanted, available),
+                available=text(available),
+                existing_qty=text(abs(existing)),
+                held_for_orders=text(held),
+                related_orders=[order.id for order in related],
+                symbol=request.symbol,
+            )
+
+    def cancel(self, order_id: str) -> None:
+        """Cancel an open order now (``canceled`` event); 422 when it is already final."""
+        with self._lock:
+            now = self.now()
+            self.tick(now)
+            order = self.orders.get(order_id)
+            if order is None:
+                raise not_found(f"order not found for {order_id}")
+            if not order.open:
+                raise invalid(f'order is already in "{order.status}" state')
+            changes = Changes()
+            self._finish(order, "canceled", now, changes)
+            self._commit(changes)
+
+    def cancel_all(self) -> list[dict[str, Any]]:
+        """Cancel every open order; one ``{"id", "status"}`` item per order (207 body)."""
+        with self._lock:
+            now = self.now()
+            self.tick(now)
+            changes = Changes()
+            results = []
+            for order in list(self.orders.values()):
+                if order.open:
+                    self._finish(order, "canceled", now, changes)
+                    results.append({"id": order.id, "status": 200})
+            self._commit(changes)
+            return results
+
+    def replace(self, order_id: str, change: Replacement) -> dict[str, Any]:
+        """Replace an open order by a new one (new id, ``replaces`` = old id); the old one ends
+        ``replaced``. The new quantity defaults to what the old order had left to fill."""
+        with self._lock:
+            now = self.now()
+            self.tick(now)
+            old = self.orders.get(order_id)
+            if old is None:
+                raise not_found(f"order not found for {order_id}")
+            if not old.open:
+                raise invalid(f'order is already in "{old.status}" state')
+            if old.notional is not None:
+                raise invalid("notional orders cannot be replaced")
+            request = self._replacement_request(old, change)
+            new = self._accept(request, now, replaces=old)
+            changes = Changes()
+            old.replaced_by, old.replaced_at = new.id, now
+            self._finish(old, "replaced", now, changes)
+            self._touch(changes, new)
+            self._activate(new, now, changes)
+            answer = order_json(new)
+            self._commit(changes)
+            self._match_one(new, now)
+            return answer
+
+    def _replacement_request(self, old: SimOrder, change: Replacement) -> NewOrder:
+        kind = OrderType(old.type)
+        limit = change.limit_price if change.limit_price is not None else old.limit_price
+        stop = change.stop_price if change.stop_price is not None else old.stop_price
+        if change.limit_price is not None and kind not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            raise invalid(f"limit_price is not allowed for {kind.value} orders")
+        if change.stop_price is not None and kind not in (OrderType.STOP, OrderType.STOP_LIMIT):
+            raise invalid(f"stop_price is not allowed for {kind.value} orders")
+        check_price("limit_price", limit)
+        check_price("stop_price", stop)
+        remaining = old.remaining()
+        if change.qty is None and remaining is not None and remaining != remaining.to_integral_value():
+            raise invalid("fractional orders cannot be replaced")
+        return NewOrder(
+            symbol=old.symbol,
+            side=OrderSide(old.side),
+            type=kind,
+            time_in_force=change.time_in_force or TimeInForce(old.time_in_force),
+            qty=change.qty if change.qty is not None else remaining,
+            notional=None,
+            limit_price=limit,
+            stop_price=stop,
+            extended_hours=old.extended_hours,
+            client_order_id=change.client_order_id,
+        )
+
+    # --- positions ----------------------------------------------------------------------------
+    def close_position(self, symbol: str, qty: Decimal | None, percentage: Decimal | None) -> dict[str, Any]:
+        """Submit a market order that closes all (or ``qty``, or ``percentage`` %) of a position."""
+        with self._lock:
+            position = self._position(symbol)
+            size = abs(position.qty)
+            if qty is not None:
+                amount = qty
+            elif percentage is not None:
+                amount = (size * percentage / 100).quantize(_QTY_STEP, ROUND_DOWN)
+            else:
+                amount = size
+            if amount <= 0 or amount > size:
+                raise forbidden(
+                    _qty_message(amount, size),
+                    available=text(size),
+                    symbol=position.symbol,
+                )
+            side = OrderSide.SELL if position.qty > 0 else OrderSide.BUY
+            return self.submit(
+                NewOrder(
+                    symbol=position.symbol,
+                    side=side,
+                    type=OrderType.MARKET,
+                    time_in_force=TimeInForce.DAY,
+                    qty=amount,
+                    notional=None,
+                    limit_price=None,
+                    stop_price=None,
+                    extended_hours=False,
+                    client_order_id=None,
+                )
+            )
+
+    def _position(self, symbol_or_id: str) -> Position:
+        for position in self.positions.values():
+            if symbol_or_id.upper() == position.symbol or symbol_or_id == asset_id(position.symbol):
+                return position
+        raise not_found("position does not exist")
+
+    def position(self, symbol_or_id: str) -> tuple[Position, Decimal, Decimal]:
+        with self._lock:
+            position = replace(self._position(symbol_or_id))
+        now = self.now()
+        price = self.mark(position.symbol, now)
+        return position, price, self.prices.previous_close(position.symbol, now) or price
+
+    def close_all(self, cancel_orders: bool) -> list[dict[str, Any]]:
+        """Close every position (207 body: ``{"symbol", "status", "body"}`` per position)."""
+        with self._lock:
+            if cancel_orders:
+                self.cancel_all()
+            results = []
+            for symbol in sorted(self.positions):
+                try:
+                    body = self.close_position(symbol, None, None)
+                    results.append({"symbol": symbol, "status": 200, "body": body})
+                except AlpacaError as error:
+                    results.append({"symbol": symbol, "status": error.status, "body": error.body()})
+            return results
+
+    # --- matching -----------------------------------------------------------------------------
+    def tick(self, now: datetime | None = None) -> None:
+        """Bring every open order up to ``now``: activate at the open, fill, expire."""
+        with self._lock:
+            moment = now or self.now()
+            for order in [o for o in self.orders.values() if o.open]:
+                self._match_one(order, moment)
+
+    def _match_one(self, order: SimOrder, now: datetime) -> None:
+        if not order.open or now < order.active_from:
+            return
+        changes = Changes()
+        self._activate(order, now, changes)
+        until = min(now, order.expires_at) if order.expires_at else now
+        since = order.evaluated_at or order.active_from
+        for session in self._sessions_between(since, until):
+            start = max(since, session.open)
+            end = min(until, session.close)
+            if start > end:
+                continue
+            if self._try_fill(order, session, start, end, changes):
+                break
+        order.evaluated_at = max(since, until)
+        if order.open and order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+            self._finish(order, "canceled", until, changes)
+        elif order.open and order.expires_at is not None and now >= order.expires_at:
+            order.expired_at = order.expires_at
+            self._finish(order, "expired", order.expires_at, changes)
+        self._commit(changes)
+
+    def _sessions_between(self, since: datetime, until: datetime) -> list[Session]:
+        if until < since:
+            return []
+        return [
+            s for s in self.hours.sessions(since.date(), until.date()) if s.close >= since and s.open <= until
+        ]
+
+    def _activate(self, order: SimOrder, now: datetime, changes: Changes) -> None:
+        """``accepted`` → ``new`` once the order may trade (at submission in hours, else at the open)."""
+        if order.status == "accepted" and now >= order.active_from:
+            order.status = "new"
+            order.updated_at = order.active_from
+            self._touch(changes, order)
+            changes.events.append(self._event("new", order, order.active_from))
+
+    def _try_fill(
+        self, order: SimOrder, session: Session, start: datetime, end: datetime, changes: Changes
+    ) -> bool:
+        """Fill ``order`` if it could trade between ``start`` and ``end``; True when it did."""
+        traded = self.prices.traded_range(order.symbol, session, start, end)
+        if traded is None:
+            return False
+        price = self._execution_price(order, traded.start, traded.low, traded.high)
+        if price is None:
+            return False
+        at = end if order.type != OrderType.MARKET else start
+        self._execute(order, price, at, changes)
+        return True
+
+    def _execution_price(
+        self, order: SimOrder, start: Decimal, low: Decimal, high: Decimal
+    ) -> Decimal | None:
+        """The price ``order`` fills at given the path's first, lowest and highest price, or None."""
+        buy = order.side == OrderSide.BUY
+        kind = OrderType(order.type)
+        if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and not order.stop_triggered:
+            assert order.stop_price is not None
+            if (buy and high < order.stop_price) or (not buy and low > order.stop_price):
+                return None
+            order.stop_triggered = True
+            start = max(start, order.stop_price) if buy else min(start, order.stop_price)
+            if kind == OrderType.STOP:
+                return self._slipped(start, buy)
+        if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            limit = order.limit_price
+            assert limit is not None
+            if buy:
+                return start if start <= limit else (limit if low <= limit else None)
+            return start if start >= limit else (limit if high >= limit else None)
+        return self._slipped(start, buy)
+
+    def _slipped(self, price: Decimal, buy: bool) -> Decimal:
+        move = price * self.settings.slippage_bps / Decimal(10_000)
+        return (price + move if buy else price - move).quantize(PRICE_STEP)
+
+    def _execute(self, order: SimOrder, price: Decimal, at: datetime, changes: Changes) -> None:
+        """One execution: the order, the position, the cash and a fill record change together."""
+        remaining = order.remaining()
+        if remaining is None:
+            assert order.notional is not None
+            remaining = (order.notional / price).quantize(_QTY_STEP, ROUND_DOWN)
+            order.qty = remaining
+        quantity = self._execution_size(order, remaining)
+        before = order.filled_qty
+        order.filled_qty = before + quantity
+        paid = (order.filled_avg_price or Decimal(0)) * before + price * quantity
+        order.filled_avg_price = (paid / order.filled_qty).quantize(PRICE_STEP)
+        order.executions += 1
+        order.updated_at = at
+        complete = order.filled_qty >= (order.qty or order.filled_qty)
+        order.status = "filled" if complete else "partially_filled"
+        if complete:
+            order.filled_at = at
+        position = self._apply_to_position(
+            order.symbol, quantity if order.side == OrderSide.BUY else -quantity, price
+        )
+        self.account.cash += -quantity * price if order.side == OrderSide.BUY else quantity * price
+        fill = Fill(
+            id=f"{at.astimezone(UTC).strftime('%Y%m%d%H%M%S%f')[:17]}::{new_id()}",
+            execution_id=new_id(),
+            order_id=order.id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=quantity,
+            price=price,
+            transaction_time=at,
+            type="fill" if complete else "partial_fill",
+            leaves_qty=(order.qty or order.filled_qty) - order.filled_qty,
+            cum_qty=order.filled_qty,
+            order_status=order.status,
+        )
+        self.fills.append(fill)
+        changes.fills.append(fill)
+        changes.positions[position.symbol] = replace(position)
+        changes.account = True
+        self._touch(changes, order)
+        event = self._event(fill.type, order, at)
+        event.update(
+            price=text(price),
+            qty=text(quantity),
+            position_qty=text(position.qty),
+            execution_id=fill.execution_id,
+        )
+        changes.events.append(event)
+
+    def _execution_size(self, order: SimOrder, remaining: Decimal) -> Decimal:
+        """All of ``remaining``, or (first execution, ``partial_fill_rate`` draw) about half of it."""
+        first = order.executions == 0 and order.notional is None and order.time_in_force != TimeInForce.FOK
+        if (
+            first
+            and self.settings.partial_fill_rate > 0
+            and self._rng.random() < self.settings.partial_fill_rate
+        ):
+            whole = remaining == remaining.to_integral_value()
+            part = (remaining / 2).quantize(Decimal(1) if whole else _QTY_STEP, ROUND_DOWN)
+            if 0 < part < remaining:
+                return part
+        return remaining
+
+    def _apply_to_position(self, symbol: str, delta: Decimal, price: Decimal) -> Position:
+        position = self.positions.get(symbol) or Position(symbol, Decimal(0), Decimal(0))
+        total = position.qty + delta
+        if position.qty == 0 or (position.qty > 0) == (delta > 0):
+            cost = abs(position.qty) * position.avg_entry_price + abs(delta) * price
+            position.avg_entry_price = (cost / abs(total)).quantize(PRICE_STEP) if total else Decimal(0)
+        elif (position.qty > 0) != (total > 0) and total != 0:
+            position.avg_entry_price = price  # flipped side: the remainder was opened at this price
+        position.qty = total
+        if total == 0:
+            self.positions.pop(symbol, None)
+        else:
+            self.positions[symbol] = position
+        return position
+
+    def _finish(self, order: SimOrder, status: str, at: datetime, changes: Changes) -> None:
+        order.status = status
+        order.updated_at = at
+        if status == "canceled":
+            order.canceled_at = at
+        self._touch(changes, order)
+        changes.events.append(self._event(status, order, at))
+
+    # --- plumbing -----------------------------------------------------------------------------
+    @staticmethod
+    def _touch(changes: Changes, order: SimOrder) -> None:
+        changes.orders[order.id] = order
+
+    @staticmethod
+    def _event(name: str, order: SimOrder, at: datetime) -> dict[str, Any]:
+        return {"event": name, "order": order_json(order), "timestamp": iso(at)}
+
+    def _commit(self, changes: Changes) -> None:
+        if not (changes.orders or changes.fills or changes.positions or changes.account):
+            return
+        self.store.save(
+            account=self.account if changes.account else None,
+            changed_orders=[replace(order) for order in changes.orders.values()],
+            new_fills=changes.fills,
+            changed_positions=self._position_states(changes.positions.values()),
+        )
+        for event in changes.events:
+            self.publish(event)
+
+    def _position_states(self, touched: Iterable[Position]) -> list[Position]:
+        """Touched positions as they are now (a closed one with qty 0, so the store deletes it)."""
+        return [self.positions.get(p.symbol) or Position(p.symbol, Decimal(0), Decimal(0)) for p in touched]

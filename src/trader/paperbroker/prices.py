@@ -1,0 +1,219 @@
+"""Simulated trade prices from daily bars, and the assets the broker knows.
+
+Within a session the price walks a fixed path through the day's *raw* bar: open → low → high → close
+on an up day, open → high → low → close on a down day, straight lines between, at 0, 1/3, 2/3 and the
+whole of the session. So a limit or stop order crosses exactly when the day's range says it could,
+and every price is reproducible. Outside a session the price is the last close. A symbol without a
+bar for a session (halted that day) does not trade; when the clock is past the newest bar in the data
+store (real time on old data), every symbol trades flat at its newest close.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+import polars as pl
+
+from trader.paperbroker.clock import MarketHours, Session
+from trader.paperbroker.market import MarketData
+
+#: Prices are quoted to 1/100 of a cent, like Alpaca's fill prices.
+PRICE_STEP = Decimal("0.0001")
+_LOOKBACK = timedelta(days=14)
+_CACHE_DAYS = 8
+_ASSET_NAMESPACE = uuid.UUID("6f1c3a3e-2b7d-4c1a-9a57-2f0c8f6a6b10")
+
+
+def asset_id(symbol: str) -> str:
+    """A stable asset UUID for ``symbol`` (the same on every broker start)."""
+    return str(uuid.uuid5(_ASSET_NAMESPACE, symbol))
+
+
+def to_price(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(PRICE_STEP, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class DayBar:
+    """One raw daily bar."""
+
+    day: date
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+
+    def knots(self) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """Prices at 0, 1/3, 2/3 and 1 of the session."""
+        if self.close >= self.open:
+            return (self.open, self.low, self.high, self.close)
+        return (self.open, self.high, self.low, self.close)
+
+
+def _fraction(session: Session, moment: datetime) -> float:
+    span = (session.close - session.open).total_seconds()
+    return min(max((moment - session.open).total_seconds() / span, 0.0), 1.0)
+
+
+def path_price(bar: DayBar, fraction: float) -> Decimal:
+    """The price at ``fraction`` (0..1) of the session on ``bar``'s path."""
+    knots = bar.knots()
+    scaled = fraction * 3
+    leg = min(int(scaled), 2)
+    weight = Decimal(repr(scaled - leg))
+    start, end = knots[leg], knots[leg + 1]
+    return (start + (end - start) * weight).quantize(PRICE_STEP, rounding=ROUND_HALF_UP)
+
+
+def path_range(bar: DayBar, first: float, last: float) -> tuple[Decimal, Decimal]:
+    """Lowest and highest price on the path between fractions ``first`` and ``last`` (inclusive)."""
+    points = [path_price(bar, first), path_price(bar, last)]
+    knots = bar.knots()
+    points += [knots[i] for i in (1, 2) if first < i / 3 < last]
+    return min(points), max(points)
+
+
+@dataclass(frozen=True)
+class Asset:
+    """What ``/v2/assets`` says about a symbol."""
+
+    symbol: str
+    active: bool
+
+    @property
+    def id(self) -> str:
+        return asset_id(self.symbol)
+
+
+class PriceBook:
+    """Bars by session day, read from :class:`MarketData` and kept for the last few days used."""
+
+    def __init__(self, market: MarketData, hours: MarketHours) -> None:
+        self.market = market
+        self.hours = hours
+        self._days: OrderedDict[date, pl.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
+        self._symbols: pl.DataFrame | None = None
+
+    # --- the data store -------------------------------------------------------------------------
+    def _window(self, day: date) -> pl.DataFrame:
+        """Raw bars of every symbol from two weeks before ``day`` to ``day``."""
+        with self._lock:
+            if day in self._days:
+                self._days.move_to_end(day)
+                return self._days[day]
+        frame = self.market.raw_bars(None, day - _LOOKBACK, day)
+        with self._lock:
+            self._days[day] = frame
+            while len(self._days) > _CACHE_DAYS:
+                self._days.popitem(last=False)
+        return frame
+
+    def symbol_spans(self) -> pl.DataFrame:
+        """``symbol, first, last`` dates of every symbol with bars, plus the newest date of all."""
+        with self._lock:
+            if self._symbols is not None:
+                return self._symbols
+        everything = self.market.raw_bars(None, None, None)
+        spans = everything.group_by("symbol").agg(
+            pl.col("date").min().alias("first"), pl.col("date").max().alias("last")
+        )
+        with self._lock:
+            self._symbols = spans.sort("symbol")
+            return self._symbols
+
+    def newest_day(self) -> date | None:
+        spans = self.symbol_spans()
+        return None if spans.is_empty() else spans.get_column("last").max()  # type: ignore[return-value]
+
+    def forget(self) -> None:
+        """Drop cached bars (the data store changed)."""
+        with self._lock:
+            self._days.clear()
+            self._symbols = None
+
+    # --- assets ---------------------------------------------------------------------------------
+    def assets(self, today: date) -> list[Asset]:
+        """Every symbol with bars; active when listed on ``today`` (first bar ≤ today, and its last
+        bar is the newest in the store or not before ``today``)."""
+        newest = self.newest_day()
+        found = []
+        for symbol, first, last in self.symbol_spans().iter_rows():
+            delisted = last < (newest or last) and last < today
+            found.append(Asset(symbol, active=first <= today and not delisted))
+        return found
+
+    def asset(self, symbol: str, today: date) -> Asset | None:
+        for candidate in self.assets(today):
+            if candidate.symbol == symbol or candidate.id == symbol:
+                return candidate
+        return None
+
+    # --- prices ---------------------------------------------------------------------------------
+    def bar(self, symbol: str, day: date) -> DayBar | None:
+        """The raw bar of ``symbol`` on ``day``; on a day past the newest stored bar, a flat bar at the
+        newest close (``None`` when the symbol has no bar that day: halted, or not listed)."""
+        newest = self.newest_day()
+        if newest is not None and day > newest:
+            close = self.last_close(symbol, newest + timedelta(days=1))
+            return None if close is None else DayBar(day, close, close, close, close)
+        rows = self._window(day).filter((pl.col("symbol") == symbol) & (pl.col("date") == day))
+        if rows.is_empty():
+            return None
+        row = rows.row(0, named=True)
+        return DayBar(day, *(to_price(row[k]) for k in ("open", "high", "low", "close")))
+
+    def last_close(self, symbol: str, before: date) -> Decimal | None:
+        """The close of the newest bar of ``symbol`` strictly before ``before``."""
+        newest = self.newest_day()
+        day = before if newest is None or before <= newest else newest + timedelta(days=1)
+        rows = self._window(day - timedelta(days=1)).filter(pl.col("symbol") == symbol)
+        if rows.is_empty():
+            rows = self.market.raw_bars([symbol], None, day - timedelta(days=1))
+            if rows.is_empty():
+                return None
+        return to_price(rows.sort("date").get_column("close")[-1])
+
+    def price(self, symbol: str, moment: datetime) -> Decimal | None:
+        """The price of ``symbol`` at ``moment``: on the day's path during a session, else last close."""
+        session = self.hours.session_at(moment)
+        if session is not None:
+            bar = self.bar(symbol, session.day)
+            if bar is not None:
+                return path_price(bar, _fraction(session, moment))
+        day = moment.date()
+        after_close = (today := self.hours.session(day)) is not None and moment >= today.close
+        if after_close:
+            bar = self.bar(symbol, day)
+            if bar is not None:
+                return bar.close
+        return self.last_close(symbol, day)
+
+    def previous_close(self, symbol: str, moment: datetime) -> Decimal | None:
+        """The close of the session before the one at or after ``moment`` (``lastday_price``)."""
+        return self.last_close(symbol, self.hours.next_session(moment).day)
+
+    def traded_range(self, symbol: str, session: Session, since: datetime, until: datetime) -> Traded | None:
+        """What ``symbol`` traded at between ``since`` and ``until`` within ``session``; ``None`` when
+        it has no bar that session (it does not trade)."""
+        bar = self.bar(symbol, session.day)
+        if bar is None:
+            return None
+        first, last = _fraction(session, max(since, session.open)), _fraction(session, until)
+        low, high = path_range(bar, first, last)
+        return Traded(path_price(bar, first), low, high, path_price(bar, last))
+
+
+@dataclass(frozen=True)
+class Traded:
+    """Prices of a stretch of a session: the first, the lowest, the highest and the last."""
+
+    start: Decimal
+    low: Decimal
+    high: Decimal
+    last: Decimal

@@ -1,0 +1,358 @@
+"""Trading API v2 routes: account, clock, calendar, assets, orders, positions, account activities."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from trader.paperbroker.engine import Engine
+from trader.paperbroker.errors import AlpacaError, invalid
+from trader.paperbroker.order_requests import decimal_field, parse_new_order, parse_replacement
+from trader.paperbroker.params import parse_date, parse_list, parse_time
+from trader.paperbroker.serialize import (
+    activity_json,
+    asset_json,
+    calendar_json,
+    iso,
+    iso_et,
+    money,
+    order_json,
+    position_json,
+)
+from trader.paperbroker.state import TERMINAL, SimOrder
+
+router = APIRouter()
+
+#: ``GET /v2/orders``: default and largest page.
+DEFAULT_ORDER_LIMIT = 50
+MAX_ORDER_LIMIT = 500
+MAX_ACTIVITY_PAGE = 100
+_CALENDAR_FIRST, _CALENDAR_LAST = date(1990, 1, 1), date(2035, 12, 31)
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def json_body(request: Request) -> Any:
+    """The decoded JSON body, or Alpaca's 400 ``request body format is invalid``."""
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise AlpacaError(400, "request body format is invalid", 40010000) from None
+
+
+def parse_bool(value: str | None, name: str) -> bool:
+    """``true``/``false`` in any capitalisation (the SDK sends Python's ``True``)."""
+    if value is None or value == "":
+        return False
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise invalid(f"invalid {name}: '{value}' (use true or false)")
+    return lowered == "true"
+
+
+# --- account, clock, calendar, assets -------------------------------------------------------------
+@router.get("/v2/account")
+def get_account(request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    values = engine.account_values()
+    account = engine.account
+    return {
+        "id": account.id,
+        "account_number": account.account_number,
+        "status": "ACTIVE",
+        "crypto_status": "INACTIVE",
+        "currency": "USD",
+        "cash": money(values["cash"]),
+        "portfolio_value": money(values["equity"]),
+        "equity": money(values["equity"]),
+        "last_equity": money(values["last_equity"]),
+        "long_market_value": money(values["long_market_value"]),
+        "short_market_value": money(values["short_market_value"]),
+        "position_market_value": money(values["long_market_value"] - values["short_market_value"]),
+        "buying_power": money(values["buying_power"]),
+        "regt_buying_power": money(values["buying_power"]),
+        "non_marginable_buying_power": money(values["non_marginable_buying_power"]),
+        "options_buying_power": money(values["non_marginable_buying_power"]),
+        "initial_margin": money(values["initial_margin"]),
+        "maintenance_margin": money(values["maintenance_margin"]),
+        "last_maintenance_margin": money(values["maintenance_margin"]),
+        "sma": money(Decimal(0)),
+        "multiplier": "2",
+        "shorting_enabled": True,
+        "trading_blocked": False,
+        "transfers_blocked": False,
+        "account_blocked": False,
+        "trade_suspended_by_user": False,
+        "created_at": iso(account.created_at),
+        "balance_asof": engine.now().date().isoformat(),
+        "accrued_fees": "0",
+        "pending_transfer_in": "0",
+        "pending_transfer_out": "0",
+        "options_approved_level": 0,
+        "options_trading_level": 0,
+    }
+
+
+@router.get("/v2/clock")
+def get_clock(request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    now = engine.now()
+    return {
+        "timestamp": iso_et(now),
+        "is_open": engine.hours.is_open(now),
+        "next_open": iso_et(engine.hours.next_open(now)),
+        "next_close": iso_et(engine.hours.next_close(now)),
+    }
+
+
+@router.get("/v2/calendar")
+def get_calendar(request: Request, start: str | None = None, end: str | None = None) -> list[dict[str, str]]:
+    first = parse_date(start, "start") or _CALENDAR_FIRST
+    last = parse_date(end, "end") or _CALENDAR_LAST
+    if first > last:
+        raise invalid("invalid start: after end")
+    hours = engine_of(request).hours
+    sessions = hours.sessions(max(first, _CALENDAR_FIRST), min(last, _CALENDAR_LAST - timedelta(days=7)))
+    days = []
+    for session in sessions:
+        settlement = hours.calendar.next_session(session.day)
+        days.append(calendar_json(session.day, session.open, session.close, settlement))
+    return days
+
+
+@router.get("/v2/assets")
+def get_assets(
+    request: Request, status: str | None = None, asset_class: str | None = None
+) -> list[dict[str, Any]]:
+    if asset_class not in (None, "", "us_equity"):
+        return []
+    if status not in (None, "", "active", "inactive"):
+        raise invalid(f"invalid status: '{status}' (use active or inactive)")
+    engine = engine_of(request)
+    assets = engine.prices.assets(engine.now().date())
+    chosen = [a for a in assets if not status or (status == "active") == a.active]
+    return [asset_json(asset) for asset in chosen]
+
+
+@router.get("/v2/assets/{symbol_or_id}")
+def get_asset(request: Request, symbol_or_id: str) -> dict[str, Any]:
+    engine = engine_of(request)
+    asset = engine.prices.asset(
+        symbol_or_id.upper() if len(symbol_or_id) < 36 else symbol_or_id, engine.now().date()
+    )
+    if asset is None:
+        raise AlpacaError(404, "asset not found", 40410000)
+    return asset_json(asset)
+
+
+# --- orders --------------------------------------------------------------------------------------
+@router.post("/v2/orders")
+async def post_order(request: Request) -> dict[str, Any]:
+    order = parse_new_order(await json_body(request))
+    result: dict[str, Any] = await run_in_threadpool(engine_of(request).submit, order)
+    return result
+
+
+@router.get("/v2/orders")
+def list_orders(
+    request: Request,
+    status: str | None = None,
+    limit: str | None = None,
+    after: str | None = None,
+    until: str | None = None,
+    direction: str | None = None,
+    nested: str | None = None,
+    symbols: str | None = None,
+    side: str | None = None,
+) -> list[dict[str, Any]]:
+    parse_bool(nested, "nested")
+    wanted_status = (status or "open").lower()
+    if wanted_status not in ("open", "closed", "all"):
+        raise invalid(f"invalid status: '{status}' (use open, closed or all)")
+    size = _int_param(limit, "limit", DEFAULT_ORDER_LIMIT, 1)
+    descending = _direction(direction)
+    since, before = parse_time(after, "after"), parse_time(until, "until")
+    names = set(parse_list(symbols, upper=True))
+    if side not in (None, "", "buy", "sell"):
+        raise invalid(f"invalid side: '{side}' (use buy or sell)")
+
+    def keep(order: SimOrder) -> bool:
+        closed = order.status in TERMINAL
+        submitted = order.submitted_at or order.created_at
+        return (
+            (wanted_status == "all" or closed == (wanted_status == "closed"))
+            and (since is None or submitted > since)
+            and (before is None or submitted < before)
+            and (not names or order.symbol in names)
+            and (not side or order.side == side)
+        )
+
+    chosen = sorted(
+        (o for o in engine_of(request).all_orders() if keep(o)),
+        key=lambda o: (o.submitted_at or o.created_at, o.id),
+        reverse=descending,
+    )
+    return [order_json(order) for order in chosen[: min(size, MAX_ORDER_LIMIT)]]
+
+
+@router.get("/v2/orders:by_client_order_id")
+def get_by_client_order_id(request: Request, client_order_id: str) -> dict[str, Any]:
+    return order_json(engine_of(request).order_by_client_id(client_order_id))
+
+
+@router.get("/v2/orders/{order_id}")
+def get_order(request: Request, order_id: str) -> dict[str, Any]:
+    return order_json(engine_of(request).order(_order_id(order_id)))
+
+
+@router.patch("/v2/orders/{order_id}")
+async def patch_order(request: Request, order_id: str) -> dict[str, Any]:
+    change = parse_replacement(await json_body(request))
+    result: dict[str, Any] = await run_in_threadpool(engine_of(request).replace, _order_id(order_id), change)
+    return result
+
+
+@router.delete("/v2/orders/{order_id}", status_code=204)
+def cancel_order(request: Request, order_id: str) -> Response:
+    engine_of(request).cancel(_order_id(order_id))
+    return Response(status_code=204)
+
+
+@router.delete("/v2/orders")
+def cancel_orders(request: Request) -> JSONResponse:
+    return JSONResponse(engine_of(request).cancel_all(), status_code=207)
+
+
+# --- positions -----------------------------------------------------------------------------------
+@router.get("/v2/positions")
+def list_positions(request: Request) -> list[dict[str, Any]]:
+    rows = engine_of(request).position_rows()
+    return [position_json(p.symbol, p.qty, p.avg_entry_price, price, last) for p, price, last in rows]
+
+
+@router.get("/v2/positions/{symbol_or_id}")
+def get_position(request: Request, symbol_or_id: str) -> dict[str, Any]:
+    position, price, last = engine_of(request).position(symbol_or_id)
+    return position_json(position.symbol, position.qty, position.avg_entry_price, price, last)
+
+
+@router.delete("/v2/positions/{symbol_or_id}")
+def close_position(
+    request: Request, symbol_or_id: str, qty: str | None = None, percentage: str | None = None
+) -> dict[str, Any]:
+    amount = decimal_field({"qty": qty}, "qty")
+    share = decimal_field({"percentage": percentage}, "percentage")
+    if amount is not None and share is not None:
+        raise invalid("qty and percentage are mutually exclusive: send one of them")
+    if share is not None and not 0 < share <= 100:
+        raise invalid("invalid percentage: must be greater than 0 and at most 100")
+    if amount is not None and amount <= 0:
+        raise invalid("invalid qty: must be greater than 0")
+    return engine_of(request).close_position(symbol_or_id, amount, share)
+
+
+@router.delete("/v2/positions")
+def close_positions(request: Request, cancel_orders: str | None = None) -> JSONResponse:
+    results = engine_of(request).close_all(parse_bool(cancel_orders, "cancel_orders"))
+    return JSONResponse(results, status_code=207)
+
+
+# --- activities ----------------------------------------------------------------------------------
+@router.get("/v2/account/activities")
+def activities(
+    request: Request,
+    activity_types: str | None = None,
+    date: str | None = None,
+    until: str | None = None,
+    after: str | None = None,
+    direction: str | None = None,
+    page_size: str | None = None,
+    page_token: str | None = None,
+) -> list[dict[str, Any]]:
+    kinds = {kind.upper() for kind in parse_list(activity_types)}
+    return _activities(request, kinds, date, until, after, direction, page_size, page_token)
+
+
+@router.get("/v2/account/activities/{activity_type}")
+def activities_of_type(
+    request: Request,
+    activity_type: str,
+    date: str | None = None,
+    until: str | None = None,
+    after: str | None = None,
+    direction: str | None = None,
+    page_size: str | None = None,
+    page_token: str | None = None,
+) -> list[dict[str, Any]]:
+    return _activities(request, {activity_type.upper()}, date, until, after, direction, page_size, page_token)
+
+
+def _activities(
+    request: Request,
+    kinds: set[str],
+    day: str | None,
+    until: str | None,
+    after: str | None,
+    direction: str | None,
+    page_size: str | None,
+    page_token: str | None,
+) -> list[dict[str, Any]]:
+    """Fills (``FILL``) only: the paper broker has no dividends, fees or transfers to report."""
+    if kinds and "FILL" not in kinds:
+        return []
+    descending = _direction(direction)
+    size = min(_int_param(page_size, "page_size", MAX_ACTIVITY_PAGE, 1), MAX_ACTIVITY_PAGE)
+    on_day = parse_date(day, "date")
+    since, before = parse_time(after, "after"), parse_time(until, "until")
+    fills = [
+        f
+        for f in engine_of(request).all_fills()
+        if (on_day is None or f.transaction_time.date() == on_day)
+        and (since is None or f.transaction_time > since)
+        and (before is None or f.transaction_time < before)
+    ]
+    fills.sort(key=lambda f: f.id, reverse=descending)
+    if page_token:
+        fills = [f for f in fills if (f.id < page_token if descending else f.id > page_token)]
+    return [activity_json(fill) for fill in fills[:size]]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _int_param(value: str | None, name: str, default: int, minimum: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise invalid(f"invalid {name}: '{value}' is not a whole number") from None
+    if number < minimum:
+        raise invalid(f"invalid {name}: must be at least {minimum}")
+    return number
+
+
+def _direction(value: str | None) -> bool:
+    """True for descending (the default), False for ``asc``."""
+    if value is None or value == "":
+        return True
+    if value.lower() not in ("asc", "desc"):
+        raise invalid(f"invalid direction: '{value}' (use asc or desc)")
+    return value.lower() == "desc"
+
+
+def _order_id(value: str) -> str:
+    """A syntactically valid order id, or Alpaca's 422 for a malformed one."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise AlpacaError(422, "order_id is missing", 40010001) from None
