@@ -135,8 +135,7 @@ def test_limit_order_rests_then_fills_at_its_limit_when_the_path_crosses(
 ) -> None:
     bar = bar_of(SYMBOL, date(2024, 3, 5))
     limit = (bar["low"] + (bar["open"] - bar["low"]) / 4).quantize(Decimal("0.01"))
-    if limit >= path_price(bar, Decimal("0.0769")):  # the test needs a limit below the 10:00 price
-        pytest.skip("bar shape unsuitable")  # pragma: no cover - fixed synthetic data
+    assert limit < path_price(bar, Decimal("0.0769")), "the limit must start below the 10:00 price"
     order = trading.submit_order(
         LimitOrderRequest(
             symbol=SYMBOL, qty=5, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, limit_price=float(limit)
