@@ -57,6 +57,10 @@ def _default_database_url() -> str:
     return f"sqlite:///{VAR_DIR / 'trader.db'}"
 
 
+def _default_paper_broker_database_url() -> str:
+    return f"sqlite:///{VAR_DIR / 'paperbroker.db'}"
+
+
 def _default_mlflow_uri() -> str:
     # Absolute: Qlib and MLflow resolve relative sqlite paths against different directories.
     return f"sqlite:///{(VAR_DIR / 'mlflow.db').resolve()}"
@@ -84,6 +88,8 @@ class Settings(BaseSettings):
     allow_live_trading: bool = False
     broker_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     broker_max_retries: int = Field(default=3, ge=0, le=20)
+    #: The built-in paper broker's own state (orders, fills, positions, cash).
+    paper_broker_database_url: str = Field(default_factory=_default_paper_broker_database_url)
 
     # --- Storage ---
     database_url: str = Field(default_factory=_default_database_url)
@@ -112,7 +118,7 @@ class Settings(BaseSettings):
             raise ValueError("must be lower-case letters, digits and '_', starting with a letter, ≤64 chars")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "paper_broker_database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
@@ -186,6 +192,7 @@ class Settings(BaseSettings):
             "ALLOW_LIVE_TRADING": str(self.allow_live_trading).lower(),
             "BROKER_TIMEOUT_SECONDS": str(self.broker_timeout_seconds),
             "BROKER_MAX_RETRIES": str(self.broker_max_retries),
+            "PAPER_BROKER_DATABASE_URL": mask_url_password(self.paper_broker_database_url),
             "DATABASE_URL": mask_url_password(self.database_url),
             "REDIS_URL": mask_url_password(self.redis_url) if self.redis_url else "(not set: no Redis)",
             "DATA_DIR": str(self.data_dir),
@@ -236,7 +243,7 @@ def mask_url_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-_URL_FIELDS = {"database_url", "redis_url", "mlflow_tracking_uri"}
+_URL_FIELDS = {"database_url", "paper_broker_database_url", "redis_url", "mlflow_tracking_uri"}
 _SECRET_FIELDS = {"alpaca_api_key_id", "alpaca_api_secret_key", "trader_api_key"}
 
 

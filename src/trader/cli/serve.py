@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import make_url
 
-from trader.config import load_settings
+from trader.config import load_settings, mask_url_password, normalize_database_url
 from trader.errors import NotBuiltError, UsageError
+from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
 
 app = typer.Typer(
     help="Run a service: paper-broker (built), gateway, signal, reconciler.",
@@ -32,6 +36,26 @@ def check_data_dir(path: Path) -> Path:
     return path
 
 
+def check_rate(value: float, flag: str) -> float:
+    """``value`` when it is a probability in [0, 1], else a :class:`UsageError` naming ``flag``."""
+    if not 0 <= value <= 1:
+        raise UsageError(f"{flag}: {value} is not a rate; use a number from 0 to 1 (0.2 = 20 %)")
+    return value
+
+
+def check_instant(value: str | None) -> datetime | None:
+    """``--at``: an RFC-3339 instant with a timezone, or ``None`` (real time)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--at: '{value}' is not a time; use RFC-3339, e.g. 2024-03-05T15:00:00Z") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--at: '{value}' has no timezone; add Z (UTC) or an offset like -05:00")
+    return moment
+
+
 @app.command("paper-broker")
 def paper_broker(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -43,10 +67,44 @@ def paper_broker(
     seed: Annotated[
         int, typer.Option(help="Seed of the synthetic market served when DATA_DIR holds no raw bars.")
     ] = 7,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Start the simulated clock at this instant (RFC-3339); default: real time."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The broker's own state database (default: PAPER_BROKER_DATABASE_URL)."),
+    ] = None,
+    slippage_bps: Annotated[
+        float, typer.Option(help="Market and stop fills move this many basis points against you.")
+    ] = 0.0,
+    partial_fill_rate: Annotated[
+        float, typer.Option(help="Chance (0-1) that an order's first fill takes only half of it.")
+    ] = 0.0,
+    fault_error_rate: Annotated[float, typer.Option(help="Fault: share (0-1) of requests answered 5xx")] = 0,
+    fault_lose_response_rate: Annotated[
+        float, typer.Option(help="Fault: share (0-1) of order submissions accepted but answered 500.")
+    ] = 0.0,
+    fault_timeout_rate: Annotated[
+        float, typer.Option(help="Fault: share (0-1) of requests held 30 s and answered 504.")
+    ] = 0.0,
+    fault_latency_ms: Annotated[int, typer.Option(help="Fault: added latency of every request, ms.")] = 0,
+    fault_drop_event_rate: Annotated[
+        float, typer.Option(help="Fault: share (0-1) of trade_updates events dropped.")
+    ] = 0.0,
+    fault_duplicate_event_rate: Annotated[
+        float, typer.Option(help="Fault: share (0-1) of trade_updates events sent twice.")
+    ] = 0.0,
+    rate_limit: Annotated[
+        int, typer.Option(help="Requests per minute before 429, as Alpaca (0 turns the limit off).")
+    ] = DEFAULT_RATE_LIMIT_PER_MINUTE,
 ) -> None:
-    """Run the built-in Alpaca-compatible paper broker (market data: daily bars, corporate actions).
+    """Run the built-in Alpaca-compatible paper broker: Trading API v2, the trade_updates stream at
+    /stream, and market data (daily bars, corporate actions), all on one port.
 
     Accepts the key pair of ALPACA_API_KEY_ID / ALPACA_API_SECRET_KEY (default: the local paper keys).
+    Its orders, fills and positions persist in PAPER_BROKER_DATABASE_URL. Faults are off by default;
+    they can also be changed while it runs (PUT /admin/faults), as can the clock (POST /admin/clock).
     """
     import uvicorn
 
@@ -55,16 +113,55 @@ def paper_broker(
     check_port(port)
     if seed < 0:
         raise UsageError(f"--seed: {seed} must be a non-negative integer")
+    if not 0 <= slippage_bps <= 1000:
+        raise UsageError(f"--slippage-bps: {slippage_bps} must be between 0 and 1000")
+    if fault_latency_ms < 0 or rate_limit < 0:
+        raise UsageError("--fault-latency-ms and --rate-limit must be 0 or more")
+    faults = FaultSettings(
+        error_rate=check_rate(fault_error_rate, "--fault-error-rate"),
+        lose_response_rate=check_rate(fault_lose_response_rate, "--fault-lose-response-rate"),
+        timeout_rate=check_rate(fault_timeout_rate, "--fault-timeout-rate"),
+        latency_ms=fault_latency_ms,
+        drop_event_rate=check_rate(fault_drop_event_rate, "--fault-drop-event-rate"),
+        duplicate_event_rate=check_rate(fault_duplicate_event_rate, "--fault-duplicate-event-rate"),
+        rate_limit_per_minute=rate_limit,
+    )
+    start_at = check_instant(at)
     settings = load_settings()
     directory = check_data_dir(data_dir if data_dir is not None else settings.data_dir)
+    state_url = settings.paper_broker_database_url if database_url is None else _check_url(database_url)
+    _make_sqlite_folder(state_url)
     broker = PaperBrokerSettings(
         data_dir=directory,
         api_key_id=settings.alpaca_api_key_id.get_secret_value(),
         api_secret_key=settings.alpaca_api_secret_key.get_secret_value(),
         synthetic_seed=seed,
+        database_url=state_url,
+        start_at=start_at,
+        slippage_bps=Decimal(str(slippage_bps)),
+        partial_fill_rate=check_rate(partial_fill_rate, "--partial-fill-rate"),
+        faults=faults,
     )
-    print(f"paper broker on http://{host}:{port} serving {directory}")
+    clock = f"simulated from {start_at.isoformat()}" if start_at else "real time"
+    print(
+        f"paper broker on http://{host}:{port} (trading, market data, ws://{host}:{port}/stream); "
+        f"data {directory}; state {mask_url_password(state_url)}; clock {clock}"
+    )
     uvicorn.run(create_app(broker), host=host, port=port, log_level="warning")
+
+
+def _check_url(url: str) -> str:
+    try:
+        return normalize_database_url(url)
+    except ValueError as error:
+        raise UsageError(f"--database-url: {error}") from None
+
+
+def _make_sqlite_folder(url: str) -> None:
+    """SQLite creates the file but not its folder (``var/`` on a fresh clone)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _not_built(name: str, issue: str) -> None:
