@@ -11,6 +11,7 @@ store (real time on old data), every symbol trades flat at its newest close.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from trader.paperbroker.market import MarketData
 PRICE_STEP = Decimal("0.0001")
 _LOOKBACK = timedelta(days=14)
 _CACHE_DAYS = 8
+#: Cached bars are re-read after this many seconds, so bars ingested while the broker runs appear.
+CACHE_SECONDS = 60.0
 _ASSET_NAMESPACE = uuid.UUID("6f1c3a3e-2b7d-4c1a-9a57-2f0c8f6a6b10")
 
 
@@ -99,10 +102,12 @@ class PriceBook:
         self._days: OrderedDict[date, pl.DataFrame] = OrderedDict()
         self._lock = threading.Lock()
         self._symbols: pl.DataFrame | None = None
+        self._read_at = time.monotonic()
 
     # --- the data store -------------------------------------------------------------------------
     def _window(self, day: date) -> pl.DataFrame:
         """Raw bars of every symbol from two weeks before ``day`` to ``day``."""
+        self._expire()
         with self._lock:
             if day in self._days:
                 self._days.move_to_end(day)
@@ -115,7 +120,8 @@ class PriceBook:
         return frame
 
     def symbol_spans(self) -> pl.DataFrame:
-        """``symbol, first, last`` dates of every symbol with bars, plus the newest date of all."""
+        """``symbol, first, last`` dates of every symbol with bars."""
+        self._expire()
         with self._lock:
             if self._symbols is not None:
                 return self._symbols
@@ -136,6 +142,11 @@ class PriceBook:
         with self._lock:
             self._days.clear()
             self._symbols = None
+            self._read_at = time.monotonic()
+
+    def _expire(self) -> None:
+        if time.monotonic() - self._read_at > CACHE_SECONDS:
+            self.forget()
 
     # --- assets ---------------------------------------------------------------------------------
     def assets(self, today: date) -> list[Asset]:
