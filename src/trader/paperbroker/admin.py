@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +24,9 @@ from trader.paperbroker.serialize import iso
 from trader.paperbroker.trading import json_body
 
 router = APIRouter(prefix="/admin")
+#: The clock stays this many days before the calendar's last session (``MarketHours.next_session``
+#: looks up to two weeks ahead).
+_LOOKAHEAD_DAYS = 15
 
 
 def _faults(request: Request) -> FaultInjector:
@@ -73,20 +77,42 @@ async def set_clock(request: Request) -> dict[str, Any]:
         clock.use_real_time()
     elif "advance_seconds" in body:
         seconds = body["advance_seconds"]
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
             raise invalid("invalid advance_seconds: must be a number ≥ 0")
         if not clock.simulated:
             raise invalid('the clock runs on real time; set it first with {"at": ...}')
+        last = _clock_range(engine)[1]
+        if seconds > (last - clock.now()).total_seconds():
+            raise invalid(f"invalid advance_seconds: the clock must stay before {iso(last)}")
         clock.advance(float(seconds))
     elif "at" in body:
         frozen = body.get("frozen")
         if frozen is not None and not isinstance(frozen, bool):
             raise invalid("invalid frozen: must be true or false")
-        clock.set(_instant(body["at"]), frozen=frozen)
+        moment = _instant(body["at"])
+        first, last = _clock_range(engine)
+        if not first <= moment <= last:
+            raise invalid(f"invalid at: '{body['at']}' must be between {iso(first)} and {iso(last)}")
+        clock.set(moment, frozen=frozen)
     else:
         raise invalid('send one of "at", "advance_seconds" or "real_time"')
     await run_in_threadpool(engine.tick)
     return _clock_json(clock)
+
+
+def _clock_range(engine: Engine) -> tuple[datetime, datetime]:
+    """Instants the simulated clock may show: within the exchange calendar, leaving room for the
+    two weeks of sessions the broker looks ahead (the next open, day-order expiry)."""
+    sessions = engine.hours.calendar.all_sessions()
+    first: date = sessions[0]
+    last: date = sessions[-1]
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    return start, datetime.combine(last - timedelta(days=_LOOKAHEAD_DAYS), time.min, tzinfo=UTC)
 
 
 def _instant(value: Any) -> datetime:

@@ -9,6 +9,7 @@ a 500 instead of it.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 import time
@@ -86,8 +87,14 @@ class FaultInjector:
         return 1
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float, but not a bool (JSON ``true`` is not a rate of 1)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check(settings: FaultSettings) -> None:
-    """Refuse rates outside [0, 1] and negative durations or limits, naming the field."""
+    """Refuse rates outside [0, 1], negative durations, and limits or seeds that are not whole
+    numbers, naming the field."""
     for name in (
         "error_rate",
         "timeout_rate",
@@ -96,12 +103,17 @@ def check(settings: FaultSettings) -> None:
         "duplicate_event_rate",
     ):
         value = getattr(settings, name)
-        if not isinstance(value, int | float) or not 0 <= value <= 1:
+        if not _is_number(value) or not 0 <= value <= 1:
             raise ValueError(f"{name} must be a probability between 0 and 1 (got {value!r})")
-    for name in ("latency_ms", "timeout_seconds", "rate_limit_per_minute"):
+    for name in ("latency_ms", "timeout_seconds"):
         value = getattr(settings, name)
-        if not isinstance(value, int | float) or value < 0:
+        if not _is_number(value) or value < 0:
             raise ValueError(f"{name} must be a number ≥ 0 (got {value!r})")
+    limit = settings.rate_limit_per_minute
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ValueError(f"rate_limit_per_minute must be a whole number ≥ 0 (got {limit!r})")
+    if not isinstance(settings.seed, int) or isinstance(settings.seed, bool):
+        raise ValueError(f"seed must be a whole number (got {settings.seed!r})")
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -47,10 +47,15 @@ async def trade_updates(websocket: WebSocket) -> None:
             message = await _receive(websocket)
             if message is None:
                 continue
-            action, data = message.get("action"), message.get("data") or {}
+            action, data = message.get("action"), message.get("data")
+            if not isinstance(data, dict):
+                data = {}
             if action in ("authenticate", "auth"):
-                authorized = credentials_match(
-                    data.get("key_id"), data.get("secret_key"), settings.api_key_id, settings.api_secret_key
+                key, secret = data.get("key_id"), data.get("secret_key")
+                authorized = (
+                    isinstance(key, str)
+                    and isinstance(secret, str)
+                    and credentials_match(key, secret, settings.api_key_id, settings.api_secret_key)
                 )
                 await websocket.send_bytes(
                     _authorization("authorized" if authorized else "unauthorized", "authenticate")
@@ -62,7 +67,8 @@ async def trade_updates(websocket: WebSocket) -> None:
                 if not authorized:
                     await websocket.send_bytes(_authorization("unauthorized", "listen"))
                     continue
-                streams = [s for s in data.get("streams") or [] if s == TRADE_UPDATES]
+                wanted = data.get("streams")
+                streams = [TRADE_UPDATES] if isinstance(wanted, list) and TRADE_UPDATES in wanted else []
                 if streams and queue is None:
                     queue = hub.subscribe()
                     sender = asyncio.create_task(_forward(websocket, queue, faults))

@@ -6,8 +6,6 @@ Raw HTTP (``requests``) is used only to look at error statuses and bodies the SD
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from alpaca.data.models.corporate_actions import CorporateActionsSet
 from alpaca.data.requests import CorporateActionsRequest, StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
+from tests.support.openapi import MARKET_DATA_SPEC
 from tests.support.paper_broker import RunningBroker, running_paper_broker
 from trader.data.adjust import adjust
 from trader.data.bars import ACTION_SCHEMA
@@ -45,7 +44,6 @@ from trader.data.sources.synthetic import SyntheticConfig, SyntheticData, Synthe
 from trader.data.store import ActionStore, AdjustedStore, QuarantineStore
 from trader.paperbroker import PaperBrokerSettings
 
-SPEC = Path("/work/shared/reference/alpaca-openapi/market-data-api.json")
 NY = ZoneInfo("America/New_York")
 START, END = date(2023, 1, 3), date(2023, 12, 29)
 AFTER_END = datetime(2024, 1, 2, 14, 0, tzinfo=UTC)
@@ -367,25 +365,6 @@ def test_corporate_actions_filter_page_and_type(
 # -------------------------------------------------------------------------------- OpenAPI spec
 
 
-def _openapi_to_jsonschema(node: Any) -> Any:
-    """OpenAPI 3.0 ``nullable: true`` as JSON Schema (``type: [t, "null"]``)."""
-    if isinstance(node, dict):
-        converted = {key: _openapi_to_jsonschema(value) for key, value in node.items()}
-        if converted.pop("nullable", False) and "type" in converted:
-            converted["type"] = [converted["type"], "null"]
-        return converted
-    if isinstance(node, list):
-        return [_openapi_to_jsonschema(item) for item in node]
-    return node
-
-
-def validate_against_spec(body: dict[str, Any], schema_name: str) -> None:
-    spec = json.loads(SPEC.read_text())
-    components = _openapi_to_jsonschema(copy.deepcopy(spec["components"]))
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": components}
-    jsonschema.Draft202012Validator(schema).validate(body)
-
-
 def test_responses_match_the_openapi_schemas(broker: RunningBroker, symbols: list[str]) -> None:
     get = lambda path, params: requests.get(  # noqa: E731
         f"{broker.url}{path}", params=params, headers=broker.headers, timeout=10
@@ -395,21 +374,21 @@ def test_responses_match_the_openapi_schemas(broker: RunningBroker, symbols: lis
         {"symbols": ",".join(symbols), "timeframe": "1Day", "start": "2023-01-01", "limit": 600},
     )
     assert multi["next_page_token"] is not None
-    validate_against_spec(multi, "stock_bars_resp")
+    MARKET_DATA_SPEC.validate(multi, "stock_bars_resp")
     last = get(
         "/v2/stocks/bars",
         {"symbols": symbols[0], "timeframe": "1Day", "start": "2023-12-01", "end": "2023-12-31"},
     )
-    validate_against_spec(last, "stock_bars_resp")
+    MARKET_DATA_SPEC.validate(last, "stock_bars_resp")
     single = get(
         f"/v2/stocks/{symbols[0]}/bars", {"timeframe": "1Day", "start": "2023-12-01", "end": "2023-12-31"}
     )
-    validate_against_spec(single, "stock_bars_resp_single")
+    MARKET_DATA_SPEC.validate(single, "stock_bars_resp_single")
     actions = get("/v1/corporate-actions", {"start": "2023-01-01", "end": "2023-12-31", "limit": 1000})
     assert set(actions["corporate_actions"]) == {"forward_splits", "reverse_splits", "cash_dividends"}
-    validate_against_spec(actions, "corporate_actions_resp")
+    MARKET_DATA_SPEC.validate(actions, "corporate_actions_resp")
     with pytest.raises(jsonschema.ValidationError):  # the check has teeth
-        validate_against_spec({"bars": {"X": [{"t": "x"}]}, "next_page_token": None}, "stock_bars_resp")
+        MARKET_DATA_SPEC.validate({"bars": {"X": [{"t": "x"}]}, "next_page_token": None}, "stock_bars_resp")
 
 
 # ------------------------------------------------------------------- acceptance: CSV == Alpaca
