@@ -1,0 +1,129 @@
+"""The stream's pure parts: parsing updates exactly, de-duplication, stale drops, synthetic catch-up."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from alpaca.trading.models import Order
+from alpaca.trading.stream import TradingStream
+
+from tests.unit.broker.fakes import order_json
+from trader.broker.alpaca import order_from_sdk
+from trader.broker.base import BrokerOrder, TradeUpdate
+from trader.broker.stream import HookedTradingStream, Reconciler, parse_trade_update, synthesize
+from trader.domain.enums import OrderStatus
+
+T0 = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)
+ORDER_ID = "0f6f6b0e-7c5f-4d55-9d36-3a3f1d1f0b01"
+
+
+def _order(
+    status: str = "new", filled: str = "0", avg: str | None = None, at: int = 0, order_id: str = ORDER_ID
+) -> BrokerOrder:
+    stamp = (T0 + timedelta(seconds=at)).isoformat().replace("+00:00", "Z")
+    raw = order_json(
+        "c1", order_id=order_id, status=status, filled_qty=filled, filled_avg_price=avg, updated_at=stamp
+    )
+    return order_from_sdk(Order(**raw))
+
+
+def _update(event: str, order: BrokerOrder, **extra: object) -> TradeUpdate:
+    return TradeUpdate(event, order, order.updated_at, **extra)  # type: ignore[arg-type]
+
+
+def test_stream_messages_parse_to_exact_decimals() -> None:
+    data = {
+        "event": "partial_fill",
+        "execution_id": "7d3c2c4e-6a1b-4f7e-9a55-0e2b1f9d8c11",
+        "order": order_json(status="partially_filled", filled_qty="3", filled_avg_price="187.123456789"),
+        "timestamp": "2024-03-05T15:00:01.123456789Z",
+        "price": "187.123456789",
+        "qty": "3",
+        "position_qty": "-7",
+    }
+    update = parse_trade_update(data)
+    assert update.price == Decimal("187.123456789")  # the SDK model would have made it a float
+    assert update.qty == Decimal(3) and update.position_qty == Decimal(-7)
+    assert update.order.status is OrderStatus.PARTIALLY_FILLED
+    assert update.timestamp.tzinfo is UTC and not update.synthetic
+
+
+def test_repeats_are_dropped() -> None:
+    reconciler = Reconciler()
+    filled = _order("filled", "10", "100", at=1)
+    assert reconciler.accept(_update("new", _order()))
+    assert reconciler.accept(_update("fill", filled))
+    assert not reconciler.accept(_update("fill", filled))
+    assert reconciler.stats.duplicates == 1
+
+
+def test_older_states_are_dropped() -> None:
+    reconciler = Reconciler()
+    assert reconciler.accept(_update("fill", _order("filled", "10", "100", at=2)))
+    assert not reconciler.accept(_update("partial_fill", _order("partially_filled", "4", "100", at=1)))
+    assert not reconciler.accept(_update("new", _order(at=0)))
+    assert reconciler.stats.stale == 2
+
+
+def test_catch_up_reports_only_changes_with_the_missed_quantity_and_its_price() -> None:
+    reconciler = Reconciler(since=T0)
+    reconciler.accept(_update("partial_fill", _order("partially_filled", "4", "100", at=1)))
+    # 6 more filled at 110 while away: cumulative average (4*100 + 6*110) / 10 = 106.
+    now = _order("filled", "10", "106", at=5)
+    [update] = reconciler.catch_up([now], deliver_new=True)
+    assert (update.event, update.qty, update.price, update.synthetic) == (
+        "fill",
+        Decimal(6),
+        Decimal(110),
+        True,
+    )
+    assert reconciler.catch_up([now], deliver_new=True) == []  # nothing new the second time
+    assert ORDER_ID not in reconciler.open_ids
+
+
+def test_a_fill_then_cancel_while_away_comes_as_two_updates() -> None:
+    seen = Reconciler(since=T0)
+    seen.accept(_update("new", _order()))
+    updates = seen.catch_up([_order("canceled", "3", "50", at=3)], deliver_new=True)
+    assert [(u.event, u.qty) for u in updates] == [("partial_fill", Decimal(3)), ("canceled", None)]
+
+
+def test_baseline_remembers_without_delivering() -> None:
+    reconciler = Reconciler()
+    assert reconciler.catch_up([_order()], deliver_new=False) == []
+    assert ORDER_ID in reconciler.open_ids
+    # the live fill that follows is delivered; the baseline's "new" is not repeated
+    assert reconciler.accept(_update("fill", _order("filled", "10", "100", at=1)))
+
+
+def test_orders_changed_before_since_are_not_replayed() -> None:
+    reconciler = Reconciler(since=T0 + timedelta(seconds=10))
+    assert reconciler.catch_up([_order("filled", "10", "100", at=5)], deliver_new=True) == []
+    other = "5b0c1f3e-2d4a-4e6b-8f7a-9c0d1e2f3a4b"
+    assert (
+        len(reconciler.catch_up([_order("filled", "10", "100", at=10, order_id=other)], deliver_new=True))
+        == 1
+    )
+
+
+def test_synthesize_from_nothing() -> None:
+    [update] = synthesize(_order("filled", "10", "101.5", at=1), None)
+    assert (update.event, update.qty, update.price) == ("fill", Decimal(10), Decimal("101.5"))
+
+
+def test_memory_is_bounded() -> None:
+    reconciler = Reconciler(max_tracked=3)
+    for n in range(10):
+        raw = order_json(f"c{n}", status="filled", filled_qty="1", filled_avg_price="1")
+        reconciler.accept(_update("fill", order_from_sdk(Order(**raw))))
+    assert len(reconciler._seen) == 3
+
+
+def test_the_sdk_hook_we_rely_on_exists() -> None:
+    # HookedTradingStream overrides TradingStream._start_ws (private): fail loudly if it disappears.
+    assert inspect.iscoroutinefunction(TradingStream._start_ws)
+    assert "_start_ws" in HookedTradingStream.__dict__
+    stream = HookedTradingStream("k", "s", raw_data=True, url_override="ws://127.0.0.1:1/stream")
+    assert hasattr(stream, "_reconnect_min_backoff") and hasattr(stream, "_loop")
