@@ -36,6 +36,8 @@ MARKET_BUY_BUFFER = Decimal("1.03")
 INITIAL_MARGIN = Decimal("0.5")
 MAINTENANCE_MARGIN = Decimal("0.3")
 _QTY_STEP = Decimal("0.000000001")
+#: Alpaca cancels ``gtc`` orders that are still open 90 days after they were placed.
+GTC_LIFETIME = timedelta(days=90)
 _FORBIDDEN = 40310000
 
 
@@ -260,7 +262,7 @@ class Engine:
         self._check_position(request, now, replaces)
         session = self.hours.next_session(now)
         active_from = max(now, session.open)
-        expires = session.close if request.time_in_force == TimeInForce.DAY else None
+        expires = self._expiry(request.time_in_force, session, now)
         order = SimOrder(
             id=new_id(),
             client_order_id=client_order_id,
@@ -285,6 +287,13 @@ class Engine:
         self.orders[order.id] = order
         self.by_client_id[order.client_order_id] = order.id
         return order
+
+    def _expiry(self, tif: TimeInForce, session: Session, placed: datetime) -> datetime:
+        """When an order ends by itself: at the close of its session (``day``; ``ioc``/``fok`` end
+        sooner), or like Alpaca's ``gtc`` orders, at the first close 90 days after it was placed."""
+        if tif != TimeInForce.GTC:
+            return session.close
+        return self.hours.next_session(placed + GTC_LIFETIME).close
 
     def _check_wash_trade(self, request: NewOrder, replaces: SimOrder | None) -> None:
         for order in self.orders.values():

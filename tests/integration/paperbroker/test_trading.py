@@ -189,6 +189,19 @@ def test_a_day_order_expires_at_the_close(broker: RunningBroker, trading: Tradin
     assert expired.expired_at == datetime(2024, 3, 5, 21, 0, tzinfo=UTC)
 
 
+def test_a_gtc_order_expires_after_90_days(broker: RunningBroker, trading: TradingClient) -> None:
+    order = trading.submit_order(
+        LimitOrderRequest(
+            symbol=SYMBOL, qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, limit_price=0.5
+        )
+    )
+    assert order.expires_at == datetime(2024, 6, 3, 20, 0, tzinfo=UTC)  # first close 90 days on (EDT)
+    set_clock(broker, datetime(2024, 6, 3, 19, 59, tzinfo=UTC))
+    assert trading.get_order_by_id(order.id).status == OrderStatus.NEW
+    set_clock(broker, datetime(2024, 6, 3, 20, 0, tzinfo=UTC))
+    assert trading.get_order_by_id(order.id).status == OrderStatus.EXPIRED
+
+
 def test_slippage_moves_market_fills_against_the_taker(tmp_path: Any, bar_of: Bar) -> None:
     from tests.support.paper_broker import running_paper_broker
     from trader.paperbroker import PaperBrokerSettings

@@ -115,11 +115,6 @@ def test_orders_match_the_order_schema(raw: TradingClient) -> None:
     assert submitted["notional"]["qty"] is None and submitted["notional"]["notional"] == "250"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serialize.py order_json sends expires_at: null for gtc orders; the spec's expires_at is a "
-    "non-nullable date-time (Alpaca sets it on every order)",
-)
 def test_a_gtc_order_matches_the_order_schema(raw: TradingClient) -> None:
     gtc = raw.submit_order(
         LimitOrderRequest(
