@@ -6,6 +6,7 @@ with code 3 instead of printing anything that could be mistaken for a result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import typer
@@ -15,17 +16,14 @@ from trader.errors import NotBuiltError
 
 @dataclass(frozen=True)
 class Planned:
+    """A command not built yet; ``name`` is its full path after ``trader`` (``"research train"``)."""
+
     name: str
     help: str
     arrives_with: str
 
 
 PLANNED: tuple[Planned, ...] = (
-    Planned(
-        "research",
-        "Qlib export, train, backtest and walk-forward of strategies, tracked in MLflow.",
-        "the research issue (#5)",
-    ),
     Planned(
         "model",
         "Model registry: list, promote (with release gates) and roll back models.",
@@ -69,14 +67,35 @@ def _not_built(item: Planned) -> NotBuiltError:
     return NotBuiltError(f"'trader {item.name}' is not built yet; it arrives with {item.arrives_with}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add every planned command to ``app``.
+#: Subcommands of ``trader research`` still to come (``export`` is built: :mod:`trader.cli.research`).
+RESEARCH_PLANNED: tuple[Planned, ...] = (
+    Planned(
+        "research train",
+        "Train a strategy's model (Alpha158 + LightGBM) on the Qlib export, tracked in MLflow.",
+        "the research issue (#5)",
+    ),
+    Planned(
+        "research backtest",
+        "Backtest a trained model with US equity costs and write the report.",
+        "the research issue (#5)",
+    ),
+    Planned(
+        "research walk-forward",
+        "Retrain on rolling windows and report out-of-sample metrics per window.",
+        "the research issue (#5)",
+    ),
+)
+
+
+def register(app: typer.Typer, items: Sequence[Planned] = PLANNED) -> None:
+    """Add every planned command of ``items`` to ``app`` (a top-level item to the root, a
+    ``"group command"`` item to that group's app).
 
     Each is a plain command that accepts any arguments, so ``trader data ingest --source csv`` answers
     "not built yet" rather than "no such command"; the issue that builds it replaces it with a group.
     """
     accept_anything = {"ignore_unknown_options": True, "allow_extra_args": True}
-    for item in PLANNED:
+    for item in items:
         help_text = f"{item.help} [not built yet: arrives with {item.arrives_with}]"
 
         def handler(ctx: typer.Context, _item: Planned = item) -> None:
@@ -84,4 +103,4 @@ def register(app: typer.Typer) -> None:
                 return
             raise _not_built(_item)
 
-        app.command(item.name, help=help_text, context_settings=accept_anything)(handler)
+        app.command(item.name.split()[-1], help=help_text, context_settings=accept_anything)(handler)
