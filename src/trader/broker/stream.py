@@ -333,8 +333,13 @@ class TradeUpdateStream:
         return self.connected.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop and close the connection; returns once the stream has stopped (or after ``timeout``)."""
+        """Stop and close the connection; returns once the stream has stopped (or after ``timeout``).
+
+        Call it from another thread than the handler's (it waits for the stream's loop to finish).
+        """
         self._stopping = True
+        if self._sdk is None:
+            return  # never ran
         waited = 0.0
         while not self.finished.is_set() and waited < timeout:
             self._request_stop()

@@ -127,3 +127,11 @@ def test_the_sdk_hook_we_rely_on_exists() -> None:
     assert "_start_ws" in HookedTradingStream.__dict__
     stream = HookedTradingStream("k", "s", raw_data=True, url_override="ws://127.0.0.1:1/stream")
     assert hasattr(stream, "_reconnect_min_backoff") and hasattr(stream, "_loop")
+
+
+def test_stopping_a_stream_that_never_ran_returns_at_once() -> None:
+    from trader.broker.stream import TradeUpdateStream
+
+    stream = TradeUpdateStream(lambda: None, None, lambda update: None)  # type: ignore[arg-type, return-value]
+    stream.stop(timeout=5)
+    assert not stream.finished.is_set()
