@@ -314,6 +314,7 @@ class TradeUpdateStream:
     def run(self) -> None:
         """Block, delivering updates, until :meth:`stop` (reconnecting by itself in between)."""
         self._stopping = False
+        self._resync_task = None  # a previous run's task died with its loop
         self.finished.clear()
         sdk = self._factory()
         sdk.on_connected = self._on_connected
