@@ -112,7 +112,7 @@ def _print_report(report: IngestReport, data_dir: Path) -> None:
                 "quarantined (whole history)": f"{report.quarantined_rows:,} ({rules})",
                 "gaps (whole history)": f"{report.gaps:,}",
                 "corporate actions": f"{report.actions:,}",
-                "newest bar": str(report.newest_bar),
+                "newest clean bar": str(report.newest_bar),
                 "freshness": report.freshness,
                 "time": f"{report.seconds:.2f}s ({stages})",
                 "data dir": str(data_dir),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import polars as pl
 
 from trader.data.bars import PRICE_COLUMNS
+from trader.data.store import sorted_by
 
 #: Columns :func:`adjust` needs in ``bars`` (extra columns such as ``ingested_at`` are ignored).
 REQUIRED_BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume", "source")
@@ -77,7 +78,13 @@ def adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
         pl.col("date").cast(pl.Date),
         *(pl.col(name).cast(pl.Float64) for name in (*PRICE_COLUMNS, "volume")),
         pl.col("source").cast(pl.String),
-    ).sort("symbol", "date", maintain_order=True, nulls_last=True)  # stable: repeats keep input order
+    )
+    if not sorted_by(
+        frame, ("symbol", "date")
+    ):  # sources deliver sorted bars: then a sort is a copy for nothing
+        frame = frame.sort(
+            "symbol", "date", maintain_order=True, nulls_last=True
+        )  # stable: repeats keep input order
 
     events = _effective_actions(frame, _normalise_actions(actions))
     # Cumulative products from the newest action backwards: a bar takes the cumulative values of the

@@ -8,6 +8,8 @@ the session before the holiday, on a half day it moves at 13:00 ET. Staleness is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 
 import polars as pl
@@ -28,36 +30,60 @@ STALE_SCHEMA: dict[str, pl.DataType] = {
 class StalenessError(TraderError):
     """The newest bar is older than the calendar allows.
 
-    ``latest``: the newest bar's date; ``expected``: the newest session that has closed (the newest
-    bar that could exist); ``sessions_behind``: closed sessions after ``latest`` up to ``expected``;
-    ``symbol``: the symbol concerned, or ``None`` for a whole data set.
+    ``latest``: the newest bar's date (``None``: the symbol has no usable bar at all); ``expected``:
+    the newest session that has closed (the newest bar that could exist); ``sessions_behind``:
+    closed sessions after ``latest`` up to ``expected`` (``None`` without a bar); ``symbol``: the
+    symbol concerned, or ``None`` for a whole data set; ``symbols``: every stale symbol when several
+    were judged (the other fields then describe the first, the most behind).
     """
 
     def __init__(
         self,
-        latest: date,
+        latest: date | None,
         expected: date,
-        sessions_behind: int,
+        sessions_behind: int | None,
         symbol: str | None = None,
         max_sessions_behind: int = 0,
+        symbols: tuple[str, ...] = (),
     ) -> None:
         self.latest = latest
         self.expected = expected
         self.sessions_behind = sessions_behind
         self.symbol = symbol
         self.max_sessions_behind = max_sessions_behind
+        self.symbols = symbols or ((symbol,) if symbol else ())
         subject = f"{symbol}: newest bar" if symbol else "newest bar"
-        super().__init__(
-            f"stale data: {subject} is {latest}, {sessions_behind} session(s) behind the last closed "
-            f"session {expected} (allowed: {max_sessions_behind})"
-        )
+        if latest is None:
+            detail = f"{symbol or 'data'}: no clean bar at all, the last closed session is {expected}"
+        else:
+            detail = (
+                f"{subject} is {latest}, {sessions_behind} session(s) behind the last closed "
+                f"session {expected}"
+            )
+        others = len(self.symbols) - 1
+        more = f" (and {others} more stale symbol(s): {_preview(self.symbols[1:])})" if others > 0 else ""
+        super().__init__(f"stale data: {detail} (allowed: {max_sessions_behind}){more}")
 
-    def __reduce__(self) -> tuple[type[StalenessError], tuple[date, date, int, str | None, int]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[StalenessError], tuple[date | None, date, int | None, str | None, int, tuple[str, ...]]]:
         # Keyword-style constructors do not survive pickling (e.g. across processes) by default.
         return (
             type(self),
-            (self.latest, self.expected, self.sessions_behind, self.symbol, self.max_sessions_behind),
+            (
+                self.latest,
+                self.expected,
+                self.sessions_behind,
+                self.symbol,
+                self.max_sessions_behind,
+                self.symbols,
+            ),
         )
+
+
+def _preview(symbols: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(symbols[:limit])
+    return shown + (f" and {len(symbols) - limit} more" if len(symbols) > limit else "")
 
 
 def check_freshness(
@@ -124,6 +150,95 @@ def stale_symbols(
         .filter(pl.col("sessions_behind") > max_sessions_behind)
         .select(*STALE_SCHEMA)
         .sort("symbol")
+    )
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How fresh the clean bars of a set of symbols are (see :func:`judge_symbols`)."""
+
+    #: The last closed session: the newest daily bar that can exist.
+    expected: date
+    #: The newest clean bar of the symbols judged (``None`` when none has a clean bar).
+    newest: date | None
+    #: One row per stale symbol (:data:`STALE_SCHEMA`), those without a clean bar (``latest`` and
+    #: ``sessions_behind`` null) first, then the most sessions behind.
+    stale: pl.DataFrame
+    #: Symbols not judged because their listing ended by ``expected`` (delisted: no new bars to wait for).
+    delisted: tuple[str, ...]
+    max_sessions_behind: int = 0
+
+    @property
+    def fresh(self) -> bool:
+        """True when no judged symbol is stale."""
+        return self.stale.is_empty()
+
+    def error(self) -> StalenessError | None:
+        """The error to raise when stale: it describes the most-behind symbol and lists them all."""
+        if self.fresh:
+            return None
+        first = self.stale.row(0, named=True)
+        return StalenessError(
+            first["latest"],
+            self.expected,
+            first["sessions_behind"],
+            symbol=first["symbol"],
+            max_sessions_behind=self.max_sessions_behind,
+            symbols=tuple(self.stale.get_column("symbol").to_list()),
+        )
+
+    def describe(self) -> str:
+        """One line for a report: the verdict and, when stale, why."""
+        error = self.error()
+        if error is not None:
+            return str(error)
+        if self.newest is None:
+            return "fresh: no listed symbol to judge"
+        return f"fresh: every listed symbol has a clean bar on {self.expected} or later (or is delisted)"
+
+
+def judge_symbols(
+    clean: pl.DataFrame,
+    symbols: Sequence[str],
+    now: datetime,
+    calendar: TradingCalendar,
+    listings: pl.DataFrame | None = None,
+    max_sessions_behind: int = 0,
+) -> Freshness:
+    """Judge each of ``symbols`` by its newest *clean* bar in ``clean`` (``symbol``, ``date``).
+
+    A symbol whose newest bars were all quarantined is as stale as its newest clean bar, and one
+    without any clean bar is stale outright. A symbol whose listing (``listings``,
+    :data:`~trader.data.bars.LISTING_SCHEMA`) ended on or before the last closed session is
+    delisted: no bar can arrive for it any more, so it is not judged at all.
+    """
+    _require_aware(now)
+    expected = calendar.last_closed_session(now)
+    wanted = pl.DataFrame({"symbol": sorted(set(symbols))}, schema={"symbol": pl.String()})
+    if listings is not None and not listings.is_empty():
+        ended = listing_spans(listings).filter(pl.col("listed_until") <= expected)
+        delisted = wanted.join(ended.select("symbol"), on="symbol", how="semi")
+        wanted = wanted.join(delisted, on="symbol", how="anti")
+    else:
+        delisted = wanted.clear()
+    bars = clean.select("symbol", "date").join(wanted, on="symbol", how="semi")
+    newest = bars.get_column("date").max()
+    lagging = stale_symbols(bars, now, calendar, max_sessions_behind, listings=listings)
+    without = wanted.join(bars.select("symbol").unique(), on="symbol", how="anti").select(
+        "symbol",
+        pl.lit(None, pl.Date).alias("latest"),
+        pl.lit(expected, pl.Date).alias("expected"),
+        pl.lit(None, pl.Int64).alias("sessions_behind"),
+    )
+    stale = pl.concat([without, lagging]).sort(
+        "sessions_behind", "symbol", descending=[True, False], nulls_last=False
+    )
+    return Freshness(
+        expected=expected,
+        newest=newest if isinstance(newest, date) else None,
+        stale=stale,
+        delisted=tuple(delisted.get_column("symbol").to_list()),
+        max_sessions_behind=max_sessions_behind,
     )
 
 

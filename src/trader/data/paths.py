@@ -13,6 +13,7 @@ class DataPaths:
     - ``raw/bars/month=YYYY-MM/<ingest-id>.parquet``: raw bars as received, append-only, never rewritten.
     - ``adjusted/bars/year=YYYY/data.parquet``: back-adjusted bars that passed the gate (derived; rebuilt).
     - ``reference/corporate_actions.parquet``, ``reference/universe.parquet``: merged reference data.
+    - ``reference/derived_listings.parquet``: which universe rows the pipeline derived from bars.
     - ``quality/quarantine/year=YYYY/<ingest-id>.parquet``: refused rows with rule and reason.
     - ``quality/gaps.parquet``: sessions missing inside a symbol's listing.
     - ``catalog.duckdb``: DuckDB views over all of the above.
@@ -35,6 +36,10 @@ class DataPaths:
     @property
     def universe(self) -> Path:
         return self.root / "reference" / "universe.parquet"
+
+    @property
+    def derived_listings(self) -> Path:
+        return self.root / "reference" / "derived_listings.parquet"
 
     @property
     def quarantine(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,9 +21,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from trader.data.adjust import adjust
-from trader.data.bars import BAR_SCHEMA, LISTING_SCHEMA
+from trader.data.bars import BAR_SCHEMA
 from trader.data.calendar import TradingCalendar, trading_calendar
-from trader.data.freshness import StalenessError, check_freshness
+from trader.data.freshness import judge_symbols
 from trader.data.online import OnlineStore
 from trader.data.paths import DataPaths
 from trader.data.quality import GateConfig, validate
@@ -62,6 +63,8 @@ class IngestReport:
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     online_error: str | None = None
+    #: Symbols of the batch whose newest clean bar is behind the calendar (or that have none).
+    stale_symbols: list[str] = field(default_factory=list)
 
     def as_payload(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -105,8 +108,11 @@ class DataPipeline:
     ) -> IngestReport:
         """Fetch ``symbols`` from ``source`` for ``start``..``end`` and push them through every stage.
 
-        With ``require_fresh`` a stale batch raises :class:`StalenessError` after the raw rows are
-        recorded (raw keeps everything received) but before anything downstream changes.
+        Freshness is judged per symbol on its newest clean bar (see
+        :func:`~trader.data.freshness.judge_symbols`). With ``require_fresh`` a stale batch raises
+        :class:`~trader.data.freshness.StalenessError` after the raw rows are recorded (raw keeps
+        everything received) but before anything else changes: no corporate action, listing,
+        adjusted bar, quarantine row or gap is stored.
         """
         now = now or datetime.now(UTC)
         timer = _StageTimer(on_stage)
@@ -123,37 +129,54 @@ class DataPipeline:
         affected = sorted(bars.get_column("symbol").drop_nulls().unique().to_list())
 
         with timer("raw"):
-            first_ingest = not self.raw.files()
-            recorded = self.raw.record(bars.select([*BAR_SCHEMA, "source"]), ingested_at=now)
-            self.universe.merge(batch.listings)
+            pending = self.raw.prepare(bars.select([*BAR_SCHEMA, "source"]), ingested_at=now)
+            # What the raw record held before this ingest, read before any new file appears; an empty
+            # record means the history is exactly this batch (nothing to read back).
+            earlier = self.raw.scan(affected).collect() if self.raw.files() else None
+            # The new raw files are written in the background while the batch is adjusted and
+            # validated (Parquet encoding and fsync release the GIL), and waited for before anything
+            # else is written, or raised: raw keeps what arrived, even when the ingest is refused.
+            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-publish")
+            publishing = writer.submit(pending.publish)
+        try:
+            _newest_date(bars)  # a batch without a single usable date is the source's fault
+            with timer("adjust"):
+                if earlier is None:
+                    history = as_recorded(bars, now)
+                else:
+                    # The raw record after this ingest, for these symbols: what it held plus the new rows.
+                    recorded_rows = pending.rows().filter(pl.col("symbol").is_not_null())
+                    history = newest_arrival(pl.concat([earlier, recorded_rows]))
+                    # Rows without a symbol cannot be found by symbol in the raw record: take this
+                    # batch's, so the gate quarantines them (they are recorded in raw all the same).
+                    history = pl.concat([history, _unkeyed(bars, now)])
+                actions = self.actions.read_merged(batch.actions, affected)
+                adjusted = _adjust_or_refuse(history, actions)
+
+            with timer("validate"):
+                universe = self.universe.plan(batch.listings, first_bars=_first_bars(history))
+                listings = universe.listings
+                result = validate(adjusted, actions, self.calendar, listings=listings, config=self.gate)
+                # Judged per symbol on the bars that passed the gate: a symbol whose newest bars were
+                # all quarantined is stale; a delisted one is not judged.
+                freshness = judge_symbols(result.clean, affected, now, self.calendar, listings=listings)
+        finally:
+            with timer("raw_publish"):
+                try:
+                    recorded = publishing.result()
+                finally:
+                    writer.shutdown()
         # The raw files' id names the ingest; when nothing was new, a hash of the batch does.
         ingest_id = recorded.ingest_id or raw_ingest_id(now, bars)
-
-        newest = _newest_date(bars)
-        stale = self._staleness(newest, now)
+        stale = freshness.error()
         if require_fresh and stale is not None:
             raise stale
 
-        with timer("adjust"):
-            if first_ingest:
-                # The raw record is exactly this batch: use it rather than read back what was just written.
-                history = as_recorded(bars, now)
-            else:
-                history = newest_arrival(self.raw.scan(affected).collect())
-                # Rows without a symbol cannot be found by symbol in the raw record: take this
-                # batch's, so the gate quarantines them (they are recorded in raw above).
-                history = pl.concat([history, _unkeyed(bars, now)])
-            actions = self.actions.read_merged(batch.actions, affected)
-            adjusted = _adjust_or_refuse(history, actions)
-            # Stored only once they proved usable: a bad action must not block the symbol forever.
-            self.actions.merge(batch.actions)
-
-        with timer("validate"):
-            self.universe.merge(_derived_listings(history, self.universe.read()))
-            listings = self.universe.read()
-            result = validate(adjusted, actions, self.calendar, listings=listings, config=self.gate)
-
         with timer("store"):
+            # Corporate actions are stored only once the history adjusted with them passed, so a bad
+            # action does not block the symbol forever; listings only once the ingest is accepted.
+            self.actions.merge(batch.actions)
+            self.universe.apply(universe)
             self.adjusted.replace_symbols(result.clean, symbols=affected)
             self.quarantine.append(result.quarantined, ingest_id)
             self.gaps.replace_symbols(result.gaps, affected)
@@ -184,9 +207,10 @@ class DataPipeline:
             quarantined_by_rule=by_rule,
             gaps=result.gaps.height,
             actions=batch.actions.height,
-            newest_bar=newest,
-            fresh=stale is None,
-            freshness=_verdict(newest, stale),
+            newest_bar=_newest_clean(result.clean),
+            fresh=freshness.fresh,
+            freshness=freshness.describe(),
+            stale_symbols=freshness.stale.get_column("symbol").to_list(),
             seconds=timer.total,
             stage_seconds=timer.stages,
             online_error=online_error,
@@ -194,13 +218,6 @@ class DataPipeline:
         if self.engine is not None:
             self._journal(report)
         return report
-
-    def _staleness(self, newest: date, now: datetime) -> StalenessError | None:
-        try:
-            check_freshness(newest, now, self.calendar)
-        except StalenessError as stale:
-            return stale
-        return None
 
     def _journal(self, report: IngestReport) -> None:
         assert self.engine is not None
@@ -251,26 +268,18 @@ def _newest_date(bars: pl.DataFrame) -> date:
     return newest
 
 
-def _verdict(newest: date, stale: StalenessError | None) -> str:
-    return str(stale) if stale else f"fresh: newest bar {newest} is the last closed session or later"
+def _newest_clean(clean: pl.DataFrame) -> date | None:
+    newest = clean.get_column("date").max()
+    return newest if isinstance(newest, date) else None
 
 
-def _derived_listings(history: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
-    """Listings for symbols no source described: listed from their first bar, still listed.
-
-    CSV files and Alpaca bars carry no listing dates; without a row here such a symbol would be
-    missing from the point-in-time universe. Symbols with a listing from a source are left alone.
-    """
-    described = known.get_column("symbol").unique().implode()
+def _first_bars(history: pl.DataFrame) -> pl.DataFrame:
+    """``symbol, start_date``: each symbol's earliest bar in ``history`` (refused bars count: the
+    symbol traded that day), from which a symbol no source lists gets its derived listing."""
     return (
-        history.filter(
-            pl.col("symbol").is_not_null() & pl.col("date").is_not_null() & ~pl.col("symbol").is_in(described)
-        )
+        history.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
         .group_by("symbol")
         .agg(pl.col("date").min().alias("start_date"))
-        .with_columns(end_date=pl.lit(None, pl.Date), tradable=pl.lit(True), sector=pl.lit(None, pl.String))
-        .select(*LISTING_SCHEMA)
-        .sort("symbol")
     )
 
 

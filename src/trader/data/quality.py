@@ -44,6 +44,7 @@ import polars as pl
 from trader.data.adjust import action_dates
 from trader.data.bars import ADJ_BAR_SCHEMA, PRICE_COLUMNS, QUARANTINE_SCHEMA, conform, empty, listing_spans
 from trader.data.calendar import TradingCalendar
+from trader.data.store import sorted_by
 
 #: Stable rule names, in the order they are checked.
 RULES = (
@@ -116,22 +117,30 @@ def validate(
     symbols that have rows in ``adj_bars`` are checked for gaps. See the module docstring for the rules.
     """
     frame = _row_rules(conform(adj_bars, ADJ_BAR_SCHEMA).with_row_index(_ROW), calendar)
+    rows = frame.drop("rule")  # every row with its values; ``_ROW`` is its position here
 
-    # One stable sort serves the duplicate and outlier rules: repeats of a key stay in input order.
-    survivors = (
-        frame.filter(pl.col("rule").is_null()).drop("rule").sort("symbol", "date", maintain_order=True)
-    )
-    duplicates = _duplicate_rules(survivors)
+    # The duplicate and outlier rules only need the key, the close and the row number of the rows
+    # that passed 1-5: a narrow copy, not the whole table. One stable sort (skipped when the bars
+    # arrive sorted, as adjust leaves them) serves both rules: repeats of a key stay in input order.
+    passed = pl.col("rule").is_null()
+    keys = frame.select(_ROW, "symbol", "date", "close", passed.alias("passed"))
+    if frame.get_column("rule").null_count() < frame.height:
+        keys = keys.filter("passed")
+    keys = keys.drop("passed")
+    resorted = not sorted_by(keys, ("symbol", "date"))
+    if resorted:
+        keys = keys.sort("symbol", "date", maintain_order=True)
+    duplicates = _duplicate_rules(keys, rows)
     if duplicates.height:
-        survivors = survivors.filter(~pl.col(_ROW).is_in(duplicates.get_column(_ROW).implode()))
-    outliers = _outlier_rule(survivors, actions, config)
+        keys = keys.filter(~pl.col(_ROW).is_in(duplicates.get_column(_ROW).implode()))
+    outliers = _outlier_rule(keys, actions, config)
     outlier_rows = outliers.get_column(_ROW).implode()
 
     flagged = pl.concat(
         [
             _row_reasons(frame.filter(pl.col("rule").is_not_null()), calendar),
             duplicates,
-            survivors.filter(pl.col(_ROW).is_in(outlier_rows)).join(outliers, on=_ROW),
+            rows.filter(pl.col(_ROW).is_in(outlier_rows)).join(outliers, on=_ROW),
         ],
         how="vertical",
     ).rechunk()  # see _described
@@ -143,10 +152,18 @@ def validate(
         "reason",
         pl.struct(*ADJ_BAR_SCHEMA).struct.json_encode().alias("payload"),  # NaN is written as null
     )
-    clean = conform(
-        survivors.filter(~pl.col(_ROW).is_in(outlier_rows)) if outliers.height else survivors,
-        ADJ_BAR_SCHEMA,
-    )
+    # The one full copy of the clean rows, in key order: a filter keeps the order of sorted input,
+    # otherwise the rows are gathered in the sorted keys' order.
+    if outliers.height:
+        keys = keys.filter(~pl.col(_ROW).is_in(outlier_rows))
+    if resorted:
+        clean = rows.select(list(ADJ_BAR_SCHEMA)).gather(keys.get_column(_ROW))
+    elif keys.height == rows.height:
+        clean = rows.select(list(ADJ_BAR_SCHEMA))
+    else:
+        refused = flagged.get_column(_ROW).implode()
+        clean = rows.filter(~pl.col(_ROW).is_in(refused)).select(list(ADJ_BAR_SCHEMA))
+    clean = conform(clean, ADJ_BAR_SCHEMA)
     gaps = _gaps(frame, clean, quarantined, calendar, listings)
     return GateResult(clean=clean, quarantined=conform(quarantined, QUARANTINE_SCHEMA), gaps=gaps)
 
@@ -273,16 +290,22 @@ def _described(frame: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
     return frame.rechunk().with_columns(reason.alias("reason"))
 
 
-def _duplicate_rules(survivors: pl.DataFrame) -> pl.DataFrame:
-    """Rows of ``survivors`` (sorted by key) quarantined as ``duplicate`` or ``conflicting_duplicate``."""
+def _duplicate_rules(keys: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows quarantined as ``duplicate`` or ``conflicting_duplicate``.
+
+    ``keys`` (``_ROW``, symbol, date; sorted by key) are the rows that passed rules 1-5; ``rows``
+    holds every row's values at position ``_ROW``. Returns ``rows``' columns plus ``rule`` and ``reason``.
+    """
     same_as_previous = (
         (pl.col("symbol") == pl.col("symbol").shift(1)) & (pl.col("date") == pl.col("date").shift(1))
     ).fill_null(False)
-    repeated = survivors.filter(same_as_previous | same_as_previous.shift(-1).fill_null(False))
-    if repeated.is_empty():
-        return survivors.clear().with_columns(rule=pl.lit(None, pl.String), reason=pl.lit(None, pl.String))
+    repeated_rows = keys.filter(same_as_previous | same_as_previous.shift(-1).fill_null(False)).get_column(
+        _ROW
+    )
+    if repeated_rows.is_empty():
+        return rows.clear().with_columns(rule=pl.lit(None, pl.String), reason=pl.lit(None, pl.String))
     key = ["symbol", "date"]
-    repeated = repeated.rechunk()  # see _described
+    repeated = rows.gather(repeated_rows).rechunk()  # see _described
     per_key = repeated.group_by(key).agg(
         pl.struct(*_VERSION).n_unique().alias("versions"),
         pl.len().alias("rows"),
@@ -318,7 +341,7 @@ def _duplicate_rules(survivors: pl.DataFrame) -> pl.DataFrame:
                 _text("first_row"),
             )
         ),
-    ).select(*survivors.columns, "rule", "reason")
+    ).select(*rows.columns, "rule", "reason")
 
 
 def _outlier_rule(survivors: pl.DataFrame, actions: pl.DataFrame, config: GateConfig) -> pl.DataFrame:

@@ -25,11 +25,12 @@ from trader.data.paths import DataPaths
 from trader.data.store import (
     WRITERS,
     month_folder,
+    month_number,
     month_partitions,
+    month_text,
     parquet_files,
     scan,
     strictly_sorted,
-    with_month,
     write_new,
 )
 
@@ -52,6 +53,67 @@ class RecordResult:
     ingest_id: str | None = None
 
 
+_MONTH = "_month"
+
+
+class PendingRecord:
+    """Rows :meth:`RawRecorder.prepare` found new, not written yet; :meth:`publish` writes them once."""
+
+    def __init__(
+        self, recorder: RawRecorder, at: datetime, new: pl.DataFrame, skipped_rows: int, ingest_id: str | None
+    ) -> None:
+        self._recorder, self._at, self._new = recorder, at, new
+        self.skipped_rows = skipped_rows
+        #: Names the files :meth:`publish` writes; ``None`` when nothing is new.
+        self.ingest_id = ingest_id
+        self._result: RecordResult | None = None
+
+    @property
+    def new_rows(self) -> int:
+        """How many rows :meth:`publish` appends."""
+        return self._new.height
+
+    def rows(self) -> pl.DataFrame:
+        """The new rows as they will be recorded (:data:`RAW_BAR_SCHEMA`, with their arrival time)."""
+        arrival = pl.lit(self._at, dtype=RAW_BAR_SCHEMA["ingested_at"])
+        return self._new.with_columns(ingested_at=arrival).select(RAW_BAR_SCHEMA.keys())
+
+    def publish(self) -> RecordResult:
+        """Write one new file per month the new rows touch; a second call returns the first result."""
+        if self._result is None:
+            self._result = self._publish()
+        return self._result
+
+    def _publish(self) -> RecordResult:
+        new, file_id = self._new, self.ingest_id
+        if file_id is None or new.is_empty():
+            return RecordResult(new_rows=0, skipped_rows=self.skipped_rows)
+        root = self._recorder.root
+        parts = sorted(
+            ((month, part) for (month,), part in new.partition_by(_MONTH, as_dict=True).items()),
+            key=lambda item: -1 if item[0] is None else int(item[0]),
+        )
+        # Sorted files compress better and let readers skip row groups by min/max statistics. A batch
+        # already sorted with unique keys (what sources deliver) stays sorted in each partition.
+        presorted = strictly_sorted(new, ("symbol", "date"))
+        arrival = pl.lit(self._at, dtype=RAW_BAR_SCHEMA["ingested_at"])
+
+        def publish(item: tuple[int | None, pl.DataFrame]) -> Path:
+            month, part = item
+            # The arrival time is added per file (in the writer threads), not copied through the split.
+            rows = part.with_columns(ingested_at=arrival).select(RAW_BAR_SCHEMA.keys())
+            if not presorted:
+                rows = rows.sort(["symbol", "date", "source"])
+            return write_new(rows, root / month_folder(month_text(month)), file_id)
+
+        # Encoding Parquet and fsync release the GIL, so threads overlap the per-month files.
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            written = list(pool.map(publish, parts))
+        return RecordResult(
+            new_rows=new.height, skipped_rows=self.skipped_rows, files=written, ingest_id=file_id
+        )
+
+
 def _utc(moment: datetime) -> datetime:
     # Naive times are refused, not guessed (see DECISIONS: UTC everywhere).
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -61,7 +123,8 @@ def _utc(moment: datetime) -> datetime:
 
 def ingest_id(at: datetime, rows: pl.DataFrame) -> str:
     """``<UTC time>-<content hash>``: names the files of one ingest (``at`` must be aware)."""
-    digest = hashlib.sha256(rows.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()[:10]
+    # The hashes' buffer is read in place: ``tobytes()`` would copy ~10 MB for a large batch first.
+    digest = hashlib.sha256(rows.hash_rows(seed=0).to_numpy().data).hexdigest()[:10]
     return f"{_utc(at):%Y%m%dT%H%M%S%fZ}-{digest}"
 
 
@@ -105,13 +168,22 @@ class RawRecorder:
         recorded again as the newest. Only the month partitions the batch touches are
         read. Writes one new file per touched month; nothing existing is modified.
         """
+        return self.prepare(bars, ingested_at).publish()
+
+    def prepare(self, bars: pl.DataFrame, ingested_at: datetime) -> PendingRecord:
+        """The first half of :meth:`record`: decide which rows are new and name their files.
+
+        Nothing is written until :meth:`PendingRecord.publish`, so a caller can publish in the
+        background while it works on the rows (the pipeline adjusts and validates meanwhile).
+        """
         at = _utc(ingested_at)
         frame = conform(bars, RECORD_SCHEMA)
         if frame.is_empty():
-            return RecordResult(new_rows=0, skipped_rows=0)
-        frame = with_month(frame)
+            return PendingRecord(self, at, frame, skipped_rows=0, ingest_id=None)
+        # Months as integers (202401): cheaper to compute and to partition on than text per row.
+        frame = frame.with_columns(month_number().alias(_MONTH))
 
-        months = frame.get_column("_month").unique().to_list()
+        months = [month_text(m) for m in frame.get_column(_MONTH).unique().to_list()]
         folders = [self.root / month_folder(m) for m in months]
         new = frame
         if any(folder.is_dir() for folder in folders):
@@ -121,31 +193,8 @@ class RawRecorder:
             recorded = recorded.select(VALUE_COLUMNS)
             new = frame.join(recorded, on=list(VALUE_COLUMNS), how="anti", nulls_equal=True)
         skipped = frame.height - new.height
-        if new.is_empty():
-            return RecordResult(new_rows=0, skipped_rows=skipped)
-
-        new = new.with_columns(ingested_at=pl.lit(at, dtype=RAW_BAR_SCHEMA["ingested_at"]))
-        file_id = ingest_id(at, new.drop("_month"))
-        parts = sorted(
-            ((month, part) for (month,), part in new.partition_by("_month", as_dict=True).items()),
-            key=lambda item: str(item[0]),
-        )
-
-        # Sorted files compress better and let readers skip row groups by min/max statistics. A batch
-        # already sorted with unique keys (what sources deliver) stays sorted in each partition.
-        presorted = strictly_sorted(new, ("symbol", "date"))
-
-        def publish(item: tuple[str | None, pl.DataFrame]) -> Path:
-            month, part = item
-            rows = part.select(RAW_BAR_SCHEMA.keys())
-            if not presorted:
-                rows = rows.sort(["symbol", "date", "source"])
-            return write_new(rows, self.root / month_folder(month), file_id)
-
-        # Encoding Parquet and fsync release the GIL, so a few threads overlap the per-month files.
-        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-            written = list(pool.map(publish, parts))
-        return RecordResult(new_rows=new.height, skipped_rows=skipped, files=written, ingest_id=file_id)
+        file_id = ingest_id(at, new.drop(_MONTH)) if new.height else None
+        return PendingRecord(self, at, new, skipped_rows=skipped, ingest_id=file_id)
 
     def _scan_folders(
         self, folders: Sequence[Path], latest_only: bool, where: pl.Expr | None = None

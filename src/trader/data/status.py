@@ -1,8 +1,9 @@
 """``trader data status``: what the data store holds and whether it is fresh enough to trade on.
 
 Per symbol: listing, first and newest clean bar, clean bars, gaps (missing sessions inside the
-listing), quarantined rows, and a freshness verdict judged against the exchange calendar (a delisted
-symbol is measured against its last listed session). For the whole store: quarantined rows by rule.
+listing), rows still quarantined (a refused bar that a later delivery replaced with a clean one no
+longer counts), and a freshness verdict judged against the exchange calendar (a delisted symbol is
+measured against its last listed session). For the whole store: rows still quarantined, by rule.
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ def data_status(
     """Summarise the stores under ``paths`` at ``as_of`` (timezone-aware), optionally for ``symbols``."""
     calendar = calendar or trading_calendar()
     wanted = None if symbols is None else [s.upper() for s in symbols]
-    coverage = _coverage(AdjustedStore(paths), wanted)
+    adjusted = AdjustedStore(paths)
+    coverage = _coverage(adjusted, wanted)
     listings = UniverseStore(paths).read()
-    quarantine = scan(QuarantineStore(paths).files(), QUARANTINE_SCHEMA).collect()
+    quarantine = _still_quarantined(QuarantineStore(paths), adjusted)
     gaps = GapStore(paths).read()
     if wanted is not None:
         listings, quarantine, gaps = (
@@ -120,6 +122,23 @@ def _coverage(store: AdjustedStore, symbols: list[str] | None) -> pl.DataFrame:
         )
         .collect()
     )
+
+
+def _still_quarantined(quarantine: QuarantineStore, adjusted: AdjustedStore) -> pl.DataFrame:
+    """Quarantined rows whose (symbol, date) has no clean bar now.
+
+    Quarantine is an append-only record: a bar refused once stays in it after a later delivery of
+    the same day passed the gate. Such a row no longer keeps anything out of the adjusted store, so
+    it is not counted; a row without a symbol or date cannot have a clean twin and always counts.
+    A ``duplicate`` row always counts too: it is an identical repeat of a bar whose first copy was
+    kept clean, so a clean row for its day is what it looks like while it is still current.
+    """
+    refused = scan(quarantine.files(), QUARANTINE_SCHEMA)
+    clean = scan(adjusted.files(), ADJ_BAR_SCHEMA).select("symbol", "date").unique()
+    repeat = pl.col("rule").eq_missing("duplicate")
+    others = refused.filter(~repeat).join(clean, on=["symbol", "date"], how="anti")
+    repeats = refused.filter(repeat)
+    return pl.concat([others, repeats]).collect()
 
 
 def _count(frame: pl.DataFrame, name: str) -> pl.DataFrame:

@@ -138,3 +138,34 @@ def test_universe_sync_upserts_and_keeps_columns_parquet_does_not_hold(
 
 def test_an_empty_universe_syncs_nothing(migrated_engine: Engine, tmp_path: Path) -> None:
     assert UniverseStore(DataPaths(tmp_path / "data")).sync_to_db(migrated_engine) == 0
+
+
+def test_universe_sync_drops_a_listing_that_moved(migrated_engine: Engine, tmp_path: Path) -> None:
+    store = UniverseStore(DataPaths(tmp_path / "data"))
+    first_bar = {"symbol": pl.String, "start_date": pl.Date}
+    store.apply(
+        store.plan(
+            pl.DataFrame(schema=LISTING_SCHEMA),
+            pl.DataFrame([("CSV", date(2024, 1, 8))], schema=first_bar, orient="row"),
+        )
+    )
+    manual = pl.DataFrame(
+        [("OTHER", date(2010, 1, 4), None, True, None)], schema=LISTING_SCHEMA, orient="row"
+    )
+    store.merge(manual)
+    store.sync_to_db(migrated_engine)
+
+    # A backfill moved CSV's derived listing earlier: the table follows, other symbols are untouched.
+    store.apply(
+        store.plan(
+            pl.DataFrame(schema=LISTING_SCHEMA),
+            pl.DataFrame([("CSV", date(2023, 6, 1))], schema=first_bar, orient="row"),
+        )
+    )
+    assert store.sync_to_db(migrated_engine) == 2
+
+    with migrated_engine.connect() as connection:
+        rows = connection.execute(
+            select(Universe.symbol, Universe.start_date).order_by(Universe.symbol)
+        ).all()
+    assert [tuple(row) for row in rows] == [("CSV", date(2023, 6, 1)), ("OTHER", date(2010, 1, 4))]

@@ -11,7 +11,7 @@ import pytest
 
 from trader.data.bars import LISTING_SCHEMA
 from trader.data.calendar import TradingCalendar, trading_calendar
-from trader.data.freshness import STALE_SCHEMA, StalenessError, check_freshness, stale_symbols
+from trader.data.freshness import STALE_SCHEMA, StalenessError, check_freshness, judge_symbols, stale_symbols
 
 ET = ZoneInfo("America/New_York")
 FRIDAY = date(2024, 11, 15)
@@ -142,3 +142,66 @@ def test_stale_symbols_lists_only_lagging_listed_symbols(calendar: TradingCalend
     assert stale_symbols(bars, monday_morning, calendar, max_sessions_behind=1, listings=listings).get_column(
         "symbol"
     ).to_list() == ["GAPPY", "LAG"]
+
+
+# -- per symbol, on clean bars (what an ingest judges) -------------------------------------------------
+
+
+def test_each_symbol_is_judged_by_its_own_newest_clean_bar(calendar: TradingCalendar) -> None:
+    clean = pl.DataFrame(
+        {
+            "symbol": ["FRESH", "FRESH", "LAG", "LAG"],
+            "date": [date(2024, 11, 14), FRIDAY, date(2024, 11, 12), date(2024, 11, 13)],
+        }
+    )
+    verdict = judge_symbols(clean, ["FRESH", "LAG", "NONE"], et(2024, 11, 18, 9), calendar)
+
+    assert not verdict.fresh
+    assert verdict.expected == FRIDAY and verdict.newest == FRIDAY
+    # No clean bar at all comes first, then the most sessions behind.
+    assert verdict.stale.rows() == [("NONE", None, FRIDAY, None), ("LAG", date(2024, 11, 13), FRIDAY, 2)]
+    error = verdict.error()
+    assert error is not None
+    assert (error.symbol, error.latest, error.sessions_behind, error.symbols) == (
+        "NONE",
+        None,
+        None,
+        ("NONE", "LAG"),
+    )
+    assert str(error) == (
+        "stale data: NONE: no clean bar at all, the last closed session is 2024-11-15 (allowed: 0) "
+        "(and 1 more stale symbol(s): LAG)"
+    )
+    assert verdict.describe() == str(error)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.symbols, copy.latest, str(copy)) == (error.symbols, None, str(error))
+
+
+def test_a_delisted_symbol_is_not_judged_but_a_future_delisting_is(calendar: TradingCalendar) -> None:
+    clean = pl.DataFrame(
+        {"symbol": ["GONE", "LEAVING", "OK"], "date": [date(2024, 6, 3), date(2024, 11, 13), FRIDAY]}
+    )
+    listings = pl.DataFrame(
+        [
+            ("GONE", date(2000, 1, 1), date(2024, 6, 28), False, None),  # bars stop before it, too
+            ("LEAVING", date(2000, 1, 1), date(2024, 12, 20), True, None),  # still listed today
+            ("OK", date(2000, 1, 1), None, True, None),
+            ("EMPTY", date(2000, 1, 1), date(2024, 1, 31), False, None),  # delisted, no clean bar
+        ],
+        schema=LISTING_SCHEMA,
+        orient="row",
+    )
+    verdict = judge_symbols(
+        clean, ["GONE", "LEAVING", "OK", "EMPTY"], et(2024, 11, 18, 9), calendar, listings=listings
+    )
+
+    assert verdict.delisted == ("EMPTY", "GONE")
+    assert verdict.stale.get_column("symbol").to_list() == ["LEAVING"]
+    assert verdict.stale.item(0, "sessions_behind") == 2
+    # Allowing two sessions makes it fresh; only symbols asked about are judged.
+    assert judge_symbols(
+        clean, ["GONE", "LEAVING", "OK"], et(2024, 11, 18, 9), calendar, listings, max_sessions_behind=2
+    ).fresh
+    fresh = judge_symbols(clean, ["OK"], et(2024, 11, 18, 9), calendar, listings)
+    assert fresh.fresh and fresh.error() is None
+    assert fresh.describe().startswith("fresh: every listed symbol has a clean bar on 2024-11-15")

@@ -338,3 +338,31 @@ def test_gate_config_is_checked() -> None:
         GateConfig(outlier_threshold=0.0)
     with pytest.raises(ValueError, match="max_spike_days"):
         GateConfig(max_spike_days=0)
+
+
+def test_input_order_does_not_change_the_verdict(calendar: TradingCalendar) -> None:
+    """Sorted input skips the gate's sort; shuffled input must give the same clean rows and refusals."""
+    rows = pl.concat([bars(), bars([c * 3 for c in CLOSES], symbol="BBB")]).rows(named=True)
+    rows[2]["low"] = -1.0
+    rows[12]["close"] = rows[12]["high"] = 9999.0  # a spike
+    frame = pl.DataFrame(
+        [*rows, rows[17], {**rows[5], "close": rows[5]["close"] * 1.001}], schema=ADJ_BAR_SCHEMA
+    )
+    in_order = frame.sort("symbol", "date", maintain_order=True)
+
+    expected = validate(in_order, NO_ACTIONS, calendar)
+    assert expected.counts() == {
+        "non_positive_price": 1,
+        "outlier": 1,
+        "duplicate": 1,
+        "conflicting_duplicate": 2,
+    }
+    for seed in range(5):
+        result = validate(frame.sample(fraction=1.0, shuffle=True, seed=seed), NO_ACTIONS, calendar)
+        assert result.clean.equals(expected.clean)
+        assert key_rules(result) == key_rules(expected)
+        assert result.gaps.equals(expected.gaps)
+
+
+def key_rules(result: GateResult) -> list[tuple[object, ...]]:
+    return sorted(result.quarantined.select("symbol", "date", "rule").iter_rows())

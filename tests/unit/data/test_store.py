@@ -19,6 +19,8 @@ from trader.data.store import (
     GapStore,
     QuarantineStore,
     UniverseStore,
+    sorted_by,
+    strictly_sorted,
     write_new,
 )
 
@@ -221,6 +223,62 @@ def test_universe_merge_updates_a_listing_and_refuses_bad_ones(paths: DataPaths)
         store.merge(listings(("BBB", date(2020, 1, 2), date(2019, 1, 2), True)))
 
 
+def first_bars(*rows: tuple[str, date]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema={"symbol": pl.String, "start_date": pl.Date}, orient="row")
+
+
+def spans(store: UniverseStore) -> list[tuple[object, ...]]:
+    return store.read().select("symbol", "start_date", "end_date", "sector").rows()
+
+
+def test_a_derived_listing_moves_earlier_after_a_backfill(paths: DataPaths) -> None:
+    store = UniverseStore(paths)
+    store.merge(listings(("SRC", date(2010, 1, 4), None, True)))
+    no_listings = listings()
+
+    first = store.plan(no_listings, first_bars(("CSV", date(2024, 1, 8)), ("SRC", date(2001, 1, 2))))
+    assert store.apply(first) == 1
+    assert spans(store) == [("CSV", date(2024, 1, 8), None, None), ("SRC", date(2010, 1, 4), None, "tech")]
+    assert store.read_derived().rows() == [("CSV", date(2024, 1, 8))]
+
+    # Older history arrived: the derived start moves earlier, still one row; a source's listing stays.
+    store.apply(store.plan(no_listings, first_bars(("CSV", date(2023, 6, 1)))))
+    assert spans(store) == [("CSV", date(2023, 6, 1), None, None), ("SRC", date(2010, 1, 4), None, "tech")]
+    assert store.read_derived().rows() == [("CSV", date(2023, 6, 1))]
+
+    # A later batch holding only newer bars does not move it back, and nothing is rewritten.
+    unchanged = store.plan(no_listings, first_bars(("CSV", date(2024, 2, 1))))
+    assert not unchanged.changed and store.apply(unchanged) == 0
+    assert spans(store)[0] == ("CSV", date(2023, 6, 1), None, None)
+
+
+def test_a_source_listing_replaces_a_derived_one(paths: DataPaths) -> None:
+    store = UniverseStore(paths)
+    store.apply(store.plan(listings(), first_bars(("CSV", date(2024, 1, 8)))))
+
+    store.apply(
+        store.plan(
+            listings(("CSV", date(2015, 3, 2), date(2024, 6, 28), True)),
+            first_bars(("CSV", date(2024, 1, 8))),
+        )
+    )
+
+    assert spans(store) == [("CSV", date(2015, 3, 2), date(2024, 6, 28), "tech")]
+    assert store.read_derived().is_empty()
+
+
+def test_a_crash_between_the_universe_and_the_derived_file_is_repaired(paths: DataPaths) -> None:
+    store = UniverseStore(paths)
+    store.apply(store.plan(listings(), first_bars(("CSV", date(2024, 1, 8)))))
+    moved = store.plan(listings(), first_bars(("CSV", date(2023, 6, 1))))
+    moved.listings.write_parquet(paths.universe)  # the universe was written, the derived file was not
+
+    store.apply(store.plan(listings(), first_bars(("CSV", date(2023, 6, 1)))))
+
+    assert spans(store) == [("CSV", date(2023, 6, 1), None, None)]
+    assert store.read_derived().rows() == [("CSV", date(2023, 6, 1))]
+
+
 # -- gaps ----------------------------------------------------------------------------------------------
 
 
@@ -309,3 +367,18 @@ def test_write_new_never_overwrites_a_published_file(tmp_path: Path) -> None:
     assert pl.read_parquet(first).item() == 1
     assert pl.read_parquet(second).item() == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["id-1.parquet", "id.parquet"]
+
+
+# -- sortedness ----------------------------------------------------------------------------------------
+
+
+def test_sorted_by_tells_when_a_sort_can_be_skipped() -> None:
+    frame = pl.DataFrame({"symbol": ["A", "A", "A", "B"], "date": [1, 2, 2, 1]})
+    assert sorted_by(frame, ("symbol", "date"))  # repeats next to each other are sorted
+    assert not sorted_by(frame, ("symbol", "date"), unique=True)
+    assert strictly_sorted(frame.unique(maintain_order=True), ("symbol", "date"))
+    assert not sorted_by(frame.reverse(), ("symbol", "date"))
+    # A null key is never "sorted": comparisons with it are null, which must not count as ordered.
+    assert not sorted_by(frame.with_columns(date=pl.Series([1, None, 2, 1])), ("symbol", "date"))
+    assert not sorted_by(frame.with_columns(symbol=pl.Series([None, "A", "A", "B"])), ("symbol", "date"))
+    assert sorted_by(frame.head(1), ("symbol", "date")) and sorted_by(frame.clear(), ("symbol", "date"))
