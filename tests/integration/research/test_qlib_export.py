@@ -510,3 +510,30 @@ def test_appending_a_session_through_the_pipeline(
     np.testing.assert_array_equal(
         read.get_column("$close").to_numpy(), expected.get_column("close").cast(pl.Float32).to_numpy()
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+
+
+def test_trader_research_export_writes_data_dir_qlib_and_reports_counts(
+    market: Market, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trader.cli.main import run
+
+    monkeypatch.setenv("DATA_DIR", str(market.paths.root))
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per line
+    assert run(["research", "export"]) == 0
+    out = capsys.readouterr().out
+    assert "4 (4 changed)" in out
+    assert f"{4 * len(FIELDS) + 3} written, 0 unchanged, 0 removed" in out
+    assert f"30 ({DAY0} .. {LAST})" in out
+    assert (market.paths.root / "qlib" / "calendars" / "day.txt").is_file()
+
+    assert run(["research", "export"]) == 0
+    assert f"0 written, {4 * len(FIELDS) + 3} unchanged" in capsys.readouterr().out
+
+    other = market.paths.root.parent / "elsewhere"
+    assert run(["research", "export", "--target", str(other)]) == 0
+    assert (other / "instruments" / "all.txt").read_text().startswith(f"AAA\t{DAY0}\t{LAST}\n")
