@@ -100,6 +100,7 @@ class Engine:
         self.by_client_id = {order.client_order_id: order.id for order in snapshot.orders}
         self.fills: list[Fill] = snapshot.fills
         self.positions: dict[str, Position] = {p.symbol: p for p in snapshot.positions}
+        self._last_stamp = max((order.created_at for order in snapshot.orders), default=None)
 
     # --- queries ----------------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -262,6 +263,7 @@ class Engine:
         self._check_position(request, now, replaces)
         session = self.hours.next_session(now)
         active_from = max(now, session.open)
+        stamp = self._stamp(now)
         expires = self._expiry(request.time_in_force, session, now)
         order = SimOrder(
             id=new_id(),
@@ -276,9 +278,9 @@ class Engine:
             stop_price=request.stop_price,
             extended_hours=request.extended_hours,
             status="accepted",
-            created_at=now,
-            updated_at=now,
-            submitted_at=now,
+            created_at=stamp,
+            updated_at=stamp,
+            submitted_at=stamp,
             active_from=active_from,
             expires_at=expires,
             evaluated_at=active_from,
@@ -287,6 +289,13 @@ class Engine:
         self.orders[order.id] = order
         self.by_client_id[order.client_order_id] = order.id
         return order
+
+    def _stamp(self, now: datetime) -> datetime:
+        """``now``, or a microsecond after the previous order's stamp: creation times are unique, so
+        paging ``GET /v2/orders`` by ``after``/``until`` never stalls (a frozen clock repeats ``now``)."""
+        newest = self._last_stamp
+        self._last_stamp = now if newest is None or now > newest else newest + timedelta(microseconds=1)
+        return self._last_stamp
 
     def _expiry(self, tif: TimeInForce, session: Session, placed: datetime) -> datetime:
         """When an order ends by itself: at the close of its session (``day``; ``ioc``/``fok`` end

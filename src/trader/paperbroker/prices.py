@@ -82,6 +82,14 @@ def path_range(bar: DayBar, first: float, last: float) -> tuple[Decimal, Decimal
 
 
 @dataclass(frozen=True)
+class DayIndex:
+    """One day's bars and each symbol's previous close, for constant-time lookups while matching."""
+
+    bars: dict[str, DayBar]
+    closes: dict[str, Decimal]
+
+
+@dataclass(frozen=True)
 class Asset:
     """What ``/v2/assets`` says about a symbol."""
 
@@ -101,6 +109,8 @@ class PriceBook:
         self.hours = hours
         self._days: OrderedDict[date, pl.DataFrame] = OrderedDict()
         self._lock = threading.Lock()
+        self._indexes: OrderedDict[date, DayIndex] = OrderedDict()
+        self._assets: dict[date, dict[str, Asset]] = {}
         self._symbols: pl.DataFrame | None = None
         self._read_at = time.monotonic()
 
@@ -141,6 +151,8 @@ class PriceBook:
         """Drop cached bars (the data store changed)."""
         with self._lock:
             self._days.clear()
+            self._indexes.clear()
+            self._assets = {}
             self._symbols = None
             self._read_at = time.monotonic()
 
@@ -159,13 +171,44 @@ class PriceBook:
             found.append(Asset(symbol, active=first <= today and not delisted))
         return found
 
-    def asset(self, symbol: str, today: date) -> Asset | None:
-        for candidate in self.assets(today):
-            if candidate.symbol == symbol or candidate.id == symbol:
-                return candidate
-        return None
+    def asset(self, symbol_or_id: str, today: date) -> Asset | None:
+        """The asset with this symbol or asset id, as of ``today`` (``None``: unknown)."""
+        with self._lock:
+            known = self._assets.get(today)
+        if known is None:
+            known = {}
+            for asset in self.assets(today):
+                known[asset.symbol] = known[asset.id] = asset
+            with self._lock:
+                self._assets = {today: known}
+        return known.get(symbol_or_id)
 
     # --- prices ---------------------------------------------------------------------------------
+    def _index(self, day: date) -> DayIndex:
+        """The bars of ``day`` and every symbol's last close before it, by symbol (cached)."""
+        with self._lock:
+            found = self._indexes.get(day)
+            if found is not None:
+                self._indexes.move_to_end(day)
+                return found
+        window = self._window(day)
+        today = window.filter(pl.col("date") == day)
+        earlier = (
+            window.filter(pl.col("date") < day).sort("date").group_by("symbol").agg(pl.col("close").last())
+        )
+        index = DayIndex(
+            bars={
+                row["symbol"]: DayBar(day, *(to_price(row[k]) for k in ("open", "high", "low", "close")))
+                for row in today.iter_rows(named=True)
+            },
+            closes={symbol: to_price(close) for symbol, close in earlier.iter_rows()},
+        )
+        with self._lock:
+            self._indexes[day] = index
+            while len(self._indexes) > _CACHE_DAYS:
+                self._indexes.popitem(last=False)
+        return index
+
     def bar(self, symbol: str, day: date) -> DayBar | None:
         """The raw bar of ``symbol`` on ``day``; on a day past the newest stored bar, a flat bar at the
         newest close (``None`` when the symbol has no bar that day: halted, or not listed)."""
@@ -173,22 +216,17 @@ class PriceBook:
         if newest is not None and day > newest:
             close = self.last_close(symbol, newest + timedelta(days=1))
             return None if close is None else DayBar(day, close, close, close, close)
-        rows = self._window(day).filter((pl.col("symbol") == symbol) & (pl.col("date") == day))
-        if rows.is_empty():
-            return None
-        row = rows.row(0, named=True)
-        return DayBar(day, *(to_price(row[k]) for k in ("open", "high", "low", "close")))
+        return self._index(day).bars.get(symbol)
 
     def last_close(self, symbol: str, before: date) -> Decimal | None:
         """The close of the newest bar of ``symbol`` strictly before ``before``."""
         newest = self.newest_day()
         day = before if newest is None or before <= newest else newest + timedelta(days=1)
-        rows = self._window(day - timedelta(days=1)).filter(pl.col("symbol") == symbol)
-        if rows.is_empty():
-            rows = self.market.raw_bars([symbol], None, day - timedelta(days=1))
-            if rows.is_empty():
-                return None
-        return to_price(rows.sort("date").get_column("close")[-1])
+        close = self._index(day).closes.get(symbol)
+        if close is not None:
+            return close
+        rows = self.market.raw_bars([symbol], None, day - timedelta(days=1))  # halted for weeks: rare
+        return None if rows.is_empty() else to_price(rows.sort("date").get_column("close")[-1])
 
     def price(self, symbol: str, moment: datetime) -> Decimal | None:
         """The price of ``symbol`` at ``moment``: on the day's path during a session, else last close."""

@@ -175,8 +175,22 @@ def list_orders(
     nested: str | None = None,
     symbols: str | None = None,
     side: str | None = None,
+    after_order_id: str | None = None,
+    before_order_id: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Orders newest first (``direction=asc``: oldest first). ``after``/``until`` bound the submission
+    time; ``after_order_id``/``before_order_id`` (exclusive) page by an order instead."""
     parse_bool(nested, "nested")
+    if after_order_id and before_order_id:
+        raise invalid("after_order_id and before_order_id are mutually exclusive")
+    if (after_order_id or before_order_id) and (after or until):
+        raise invalid("after_order_id/before_order_id cannot be combined with after/until")
+    engine = engine_of(request)
+    anchor = (
+        engine.order(_order_id(after_order_id or before_order_id or ""))
+        if (after_order_id or before_order_id)
+        else None
+    )
     wanted_status = (status or "open").lower()
     if wanted_status not in ("open", "closed", "all"):
         raise invalid(f"invalid status: '{status}' (use open, closed or all)")
@@ -190,6 +204,10 @@ def list_orders(
     def keep(order: SimOrder) -> bool:
         closed = order.status in TERMINAL
         submitted = order.submitted_at or order.created_at
+        if anchor is not None:
+            key, pivot = (submitted, order.id), (anchor.submitted_at or anchor.created_at, anchor.id)
+            if (after_order_id and key <= pivot) or (before_order_id and key >= pivot):
+                return False
         return (
             (wanted_status == "all" or closed == (wanted_status == "closed"))
             and (since is None or submitted > since)
@@ -199,7 +217,7 @@ def list_orders(
         )
 
     chosen = sorted(
-        (o for o in engine_of(request).all_orders() if keep(o)),
+        (o for o in engine.all_orders() if keep(o)),
         key=lambda o: (o.submitted_at or o.created_at, o.id),
         reverse=descending,
     )

@@ -437,3 +437,30 @@ def test_wrong_keys_are_401(broker: RunningBroker) -> None:
     with pytest.raises(APIError) as caught:
         client.get_account()
     assert caught.value.status_code == 401
+
+
+def test_orders_page_by_order_id_and_have_distinct_times_on_a_frozen_clock(
+    broker: RunningBroker, trading: TradingClient
+) -> None:
+    far = {"side": "buy", "type": "limit", "time_in_force": "gtc", "qty": 1, "limit_price": 1}
+    ids = [raw_post(broker, {"symbol": SYMBOL, **far}).json()["id"] for _ in range(5)]
+    orders = trading.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, direction="asc"))
+    assert [str(o.id) for o in orders] == ids
+    assert len({o.created_at for o in orders}) == 5  # the clock is frozen, yet every time differs
+
+    def page(**params: str) -> list[str]:
+        answer = requests.get(
+            f"{broker.url}/v2/orders", params={"status": "all", **params}, headers=broker.headers, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        return [order["id"] for order in answer.json()]
+
+    assert page(after_order_id=ids[1], direction="asc") == ids[2:]
+    assert page(before_order_id=ids[3]) == ids[2::-1]
+    clash = requests.get(
+        f"{broker.url}/v2/orders",
+        params={"after_order_id": ids[0], "before_order_id": ids[1]},
+        headers=broker.headers,
+        timeout=10,
+    )
+    assert clash.status_code == 422 and "mutually exclusive" in clash.json()["message"]
