@@ -373,14 +373,19 @@ class Engine:
         with self._lock:
             now = self.now()
             self.tick(now)
-            order = self.orders.get(order_id)
-            if order is None:
-                raise not_found(f"order not found for {order_id}")
-            if not order.open:
-                raise invalid(f'order is already in "{order.status}" state')
+            order = self._open_order(order_id)
             changes = Changes()
             self._finish(order, "canceled", now, changes)
             self._commit(changes)
+
+    def _open_order(self, order_id: str) -> SimOrder:
+        """The order ``order_id`` if it can still change: 404 when unknown, 422 when final."""
+        order = self.orders.get(order_id)
+        if order is None:
+            raise not_found(f"order not found for {order_id}")
+        if not order.open:
+            raise invalid(f'order is already in "{order.status}" state')
+        return order
 
     def cancel_all(self) -> list[dict[str, Any]]:
         """Cancel every open order; one ``{"id", "status"}`` item per order (207 body)."""
@@ -402,11 +407,7 @@ class Engine:
         with self._lock:
             now = self.now()
             self.tick(now)
-            old = self.orders.get(order_id)
-            if old is None:
-                raise not_found(f"order not found for {order_id}")
-            if not old.open:
-                raise invalid(f'order is already in "{old.status}" state')
+            old = self._open_order(order_id)
             if old.notional is not None:
                 raise invalid("notional orders cannot be replaced")
             request = self._replacement_request(old, change)

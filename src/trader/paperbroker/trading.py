@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -287,52 +288,40 @@ def close_positions(request: Request, cancel_orders: str | None = None) -> JSONR
 
 
 # --- activities ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActivityQuery:
+    """The query parameters of ``GET /v2/account/activities`` (any type or one type)."""
+
+    date: str | None = None
+    until: str | None = None
+    after: str | None = None
+    direction: str | None = None
+    page_size: str | None = None
+    page_token: str | None = None
+
+
 @router.get("/v2/account/activities")
 def activities(
-    request: Request,
-    activity_types: str | None = None,
-    date: str | None = None,
-    until: str | None = None,
-    after: str | None = None,
-    direction: str | None = None,
-    page_size: str | None = None,
-    page_token: str | None = None,
+    request: Request, query: Annotated[ActivityQuery, Depends()], activity_types: str | None = None
 ) -> list[dict[str, Any]]:
-    kinds = {kind.upper() for kind in parse_list(activity_types)}
-    return _activities(request, kinds, date, until, after, direction, page_size, page_token)
+    return _activities(request, {kind.upper() for kind in parse_list(activity_types)}, query)
 
 
 @router.get("/v2/account/activities/{activity_type}")
 def activities_of_type(
-    request: Request,
-    activity_type: str,
-    date: str | None = None,
-    until: str | None = None,
-    after: str | None = None,
-    direction: str | None = None,
-    page_size: str | None = None,
-    page_token: str | None = None,
+    request: Request, activity_type: str, query: Annotated[ActivityQuery, Depends()]
 ) -> list[dict[str, Any]]:
-    return _activities(request, {activity_type.upper()}, date, until, after, direction, page_size, page_token)
+    return _activities(request, {activity_type.upper()}, query)
 
 
-def _activities(
-    request: Request,
-    kinds: set[str],
-    day: str | None,
-    until: str | None,
-    after: str | None,
-    direction: str | None,
-    page_size: str | None,
-    page_token: str | None,
-) -> list[dict[str, Any]]:
+def _activities(request: Request, kinds: set[str], query: ActivityQuery) -> list[dict[str, Any]]:
     """Fills (``FILL``) only: the paper broker has no dividends, fees or transfers to report."""
     if kinds and "FILL" not in kinds:
         return []
-    descending = _direction(direction)
-    size = min(_int_param(page_size, "page_size", MAX_ACTIVITY_PAGE, 1), MAX_ACTIVITY_PAGE)
-    on_day = parse_date(day, "date")
-    since, before = parse_time(after, "after"), parse_time(until, "until")
+    descending = _direction(query.direction)
+    size = min(_int_param(query.page_size, "page_size", MAX_ACTIVITY_PAGE, 1), MAX_ACTIVITY_PAGE)
+    on_day = parse_date(query.date, "date")
+    since, before = parse_time(query.after, "after"), parse_time(query.until, "until")
     fills = [
         f
         for f in engine_of(request).all_fills()
@@ -341,8 +330,8 @@ def _activities(
         and (before is None or f.transaction_time < before)
     ]
     fills.sort(key=lambda f: f.id, reverse=descending)
-    if page_token:
-        fills = [f for f in fills if (f.id < page_token if descending else f.id > page_token)]
+    if query.page_token:
+        fills = [f for f in fills if (f.id < query.page_token if descending else f.id > query.page_token)]
     return [activity_json(fill) for fill in fills[:size]]
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import websockets
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
@@ -29,6 +28,7 @@ from alpaca.trading.models import Order, TradeUpdate
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, ReplaceOrderRequest
 from alpaca.trading.stream import TradingStream
 
+from tests.integration.paperbroker.conftest import set_clock
 from tests.support.openapi import TRADING_SPEC
 from tests.support.paper_broker import RunningBroker, running_paper_broker
 from trader.paperbroker import PaperBrokerSettings
@@ -47,16 +47,6 @@ WAIT = 3.0
 
 def stream_url(broker: RunningBroker) -> str:
     return broker.url.replace("http", "ws", 1) + "/stream"
-
-
-def set_clock(broker: RunningBroker, at: datetime, frozen: bool = True) -> None:
-    answer = requests.post(
-        f"{broker.url}/admin/clock",
-        json={"at": at.isoformat(), "frozen": frozen},
-        headers=broker.headers,
-        timeout=10,
-    )
-    answer.raise_for_status()
 
 
 @contextmanager
