@@ -17,7 +17,8 @@ What it adds to the SDK, and why:
 - **Exactly-once submission.** A failure whose outcome is unknown (timeout, reset, 5xx after
   ``POST /v2/orders``) is resolved by looking the order up by ``client_order_id`` before anything is
   re-sent; a re-send that meets Alpaca's 422 ``client_order_id must be unique`` means an earlier
-  attempt landed, so the order is fetched and returned.
+  attempt landed, so the order is fetched and returned. Replacing an order (``PATCH /v2/orders/{id}``)
+  creates a new order, so it follows the same rules, keyed by the new order's ``client_order_id``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +47,7 @@ from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
+    ReplaceOrderRequest,
     StopLimitOrderRequest,
     StopOrderRequest,
     TrailingStopOrderRequest,
@@ -61,6 +64,8 @@ from trader.broker.base import (
     OrderRequest,
     Position,
     TradeUpdateHandler,
+    new_client_order_id,
+    replacement_problems,
     same_order,
 )
 from trader.broker.errors import (
@@ -78,10 +83,13 @@ from trader.broker.errors import (
 from trader.broker.retry import Retrier, RetryPolicy
 from trader.broker.statuses import to_order_status
 from trader.config import Settings
-from trader.data.sources.alpaca_source import _harden
+from trader.data.sources.alpaca_source import DEFAULT_CHUNK_SIZE, AlpacaSource, harden_session
 from trader.domain.enums import OrderSide, OrderType, PositionSide, TimeInForce
 
 if TYPE_CHECKING:
+    from alpaca.data.enums import DataFeed
+    from alpaca.data.timeframe import TimeFrame
+
     from trader.broker.stream import HookedTradingStream, TradeUpdateStream
 
 log = logging.getLogger(__name__)
@@ -96,11 +104,23 @@ class _NotLandedError(TemporaryBrokerError):
     """An ambiguous submit whose lookup found no order: re-sending (same client_order_id) is safe."""
 
 
+@dataclass
+class _ReplaceAttempt:
+    """One ``replace_order`` call across its retries; ``maybe_landed``: an earlier attempt (or call) may
+    have created the replacement, so a refusal must be checked by lookup."""
+
+    order_id: str
+    client_order_id: str
+    request: ReplaceOrderRequest
+    maybe_landed: bool = False
+
+
 class AlpacaBroker:
     """A :class:`~trader.broker.base.Broker` over ``alpaca-py`` (see the module doc).
 
     ``client`` is a ``TradingClient`` (anything with its methods, for tests); ``stream_factory`` builds
     the ``TradingStream`` for :meth:`trade_updates`. ``secrets`` are masked in every error message.
+    ``settings`` (set by :meth:`from_settings`) configure :meth:`market_data`.
     """
 
     def __init__(
@@ -111,11 +131,13 @@ class AlpacaBroker:
         stream_factory: Callable[[], HookedTradingStream] | None = None,
         secrets: Sequence[str] = (),
         url: str = "",
+        settings: Settings | None = None,
     ) -> None:
         self.client = client
         self.retrier = retrier if retrier is not None else Retrier()
         self.stream_factory = stream_factory
         self.url = url
+        self.settings = settings
         self._secrets = [secret for secret in secrets if secret]
 
     @classmethod
@@ -135,10 +157,42 @@ class AlpacaBroker:
             stream_factory=_stream_factory(key, secret, ws_url),
             secrets=(key, secret),
             url=url,
+            settings=settings,
         )
 
     def __repr__(self) -> str:
         return f"AlpacaBroker(url={self.url!r})"
+
+    # --- market data ---
+
+    def market_data(
+        self,
+        *,
+        feed: DataFeed | None = None,
+        timeframe: TimeFrame | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        include_actions: bool = True,
+    ) -> AlpacaSource:
+        """The market-data source (``StockHistoricalDataClient``) of this broker's settings.
+
+        The data layer's :class:`~trader.data.sources.alpaca_source.AlpacaSource`, built by its own
+        :meth:`~trader.data.sources.alpaca_source.AlpacaSource.from_settings` from the settings this
+        broker was built from: same keys, timeout and retry count, ``ALPACA_DATA_URL`` (the paper
+        broker's own URL when it is the broker). Its failures are ``SourceError``, not
+        :class:`BrokerError`. A new source (new HTTP sessions) on every call.
+        """
+        if self.settings is None:
+            raise BrokerError(
+                "this AlpacaBroker was built without settings: build it with AlpacaBroker.from_settings "
+                "for market data"
+            )
+        return AlpacaSource.from_settings(
+            self.settings,
+            feed=feed,
+            timeframe=timeframe,
+            chunk_size=chunk_size,
+            include_actions=include_actions,
+        )
 
     # --- orders ---
 
@@ -167,20 +221,20 @@ class AlpacaBroker:
         except DuplicateClientOrderIdError as error:
             return self._existing_order(request, error)
         except AmbiguousBrokerError as error:
-            found = self._resolve_ambiguous(coid, error)
+            found = self._resolve_ambiguous(coid, error, "submit order")
             if found is not None:
                 log.info("submit order %s: response lost, but the order landed (%s)", coid, found.id)
                 return found
             raise _NotLandedError(f"{error}; no order {coid} at the broker", client_order_id=coid) from None
 
-    def _resolve_ambiguous(self, coid: str, error: AmbiguousBrokerError) -> BrokerOrder | None:
-        """The order if the ambiguous attempt landed, ``None`` if not; re-raise if we cannot tell."""
+    def _resolve_ambiguous(self, coid: str, error: BrokerError, operation: str) -> BrokerOrder | None:
+        """The order if the ambiguous attempt landed, ``None`` if not; raise ambiguous if we cannot tell."""
         try:
             return self.get_order_by_client_id(coid)
         except BrokerError as lookup_error:
             raise AmbiguousBrokerError(
                 f"{error}; looking the order up failed too: {lookup_error}",
-                operation="submit order",
+                operation=operation,
                 client_order_id=coid,
             ) from None
 
@@ -200,6 +254,101 @@ class AlpacaBroker:
             )
         log.info("submit order %s: already at the broker as %s", request.client_order_id, existing.id)
         return existing
+
+    def replace_order(
+        self,
+        order_id: str,
+        *,
+        qty: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        time_in_force: TimeInForce | None = None,
+        client_order_id: str | None = None,
+    ) -> BrokerOrder:
+        """Replace the open order ``order_id`` (``PATCH /v2/orders/{id}``); return the new order.
+
+        Exactly once, like :meth:`submit_order`, keyed by the *new* order's ``client_order_id``
+        (generated when not given): after an ambiguous failure the new order is looked up by it before
+        anything is re-sent; a re-send refused as a duplicate ``client_order_id``, or because the old
+        order is no longer open, after an ambiguous attempt (or under a caller-given id, which an
+        earlier call may have used) is resolved by the same lookup. So the same call twice with the
+        same ``client_order_id`` returns the same new order. Raises :class:`AmbiguousBrokerError` when
+        the outcome is still unknown after every retry.
+        """
+        if not _is_uuid(order_id):
+            raise NotFoundError(
+                f"replace order failed: {order_id!r} is not an order id", operation="replace order"
+            )
+        coid = client_order_id if client_order_id is not None else new_client_order_id()
+        sdk_request = to_sdk_replace_request(
+            coid, qty=qty, limit_price=limit_price, stop_price=stop_price, time_in_force=time_in_force
+        )
+        # A caller's own id may already have been used by an earlier call (a crash before the answer
+        # was stored): then a refusal is resolved by lookup too, so calling again returns the order.
+        attempt = _ReplaceAttempt(order_id, coid, sdk_request, maybe_landed=client_order_id is not None)
+        try:
+            return self.retrier.call(lambda: self._replace_once(attempt), "replace order")
+        except _NotLandedError as error:
+            raise AmbiguousBrokerError(
+                f"replace order {order_id} as {coid}: outcome unknown after every retry "
+                f"(the last lookup found no order; it may still appear): {error}",
+                operation="replace order",
+                client_order_id=coid,
+            ) from None
+
+    def _replace_once(self, attempt: _ReplaceAttempt) -> BrokerOrder:
+        coid = attempt.client_order_id
+        try:
+            order = self._once(
+                "replace order",
+                lambda: self.client.replace_order_by_id(attempt.order_id, attempt.request),
+                False,
+                coid,
+            )
+            return self._map(order_from_sdk, order, "replace order")
+        except DuplicateClientOrderIdError as error:
+            return self._existing_replacement(attempt, error)
+        except InvalidOrderError as error:
+            if not attempt.maybe_landed:
+                raise
+            # An earlier attempt may have replaced the order already: the old order is then no longer
+            # open and the broker refuses the re-send. The lookup tells.
+            found = self._resolve_ambiguous(coid, error, "replace order")
+            if found is None:
+                raise
+            return self._check_replacement(attempt, found, error)
+        except AmbiguousBrokerError as error:
+            attempt.maybe_landed = True
+            found = self._resolve_ambiguous(coid, error, "replace order")
+            if found is not None:
+                log.info("replace order %s: response lost, but %s replaced it", attempt.order_id, found.id)
+                return self._check_replacement(attempt, found, error)
+            raise _NotLandedError(f"{error}; no order {coid} at the broker", client_order_id=coid) from None
+
+    def _existing_replacement(
+        self, attempt: _ReplaceAttempt, error: DuplicateClientOrderIdError
+    ) -> BrokerOrder:
+        """After a 422 duplicate: the replacement an earlier attempt created, if it replaces this order."""
+        existing = self.get_order_by_client_id(attempt.client_order_id)
+        if existing is None:
+            raise error
+        return self._check_replacement(attempt, existing, error)
+
+    def _check_replacement(
+        self, attempt: _ReplaceAttempt, found: BrokerOrder, error: BrokerError
+    ) -> BrokerOrder:
+        """``found`` (the order under the new ``client_order_id``) if it is the replacement of this order."""
+        if found.replaces != attempt.order_id:
+            raise DuplicateClientOrderIdError(
+                f"{error}; the order {found.id} under client_order_id {attempt.client_order_id} does not "
+                f"replace {attempt.order_id}",
+                operation="replace order",
+                status=error.status,
+                code=error.code,
+                client_order_id=attempt.client_order_id,
+            )
+        log.info("replace order %s: already replaced by %s", attempt.order_id, found.id)
+        return found
 
     def get_order(self, order_id: str) -> BrokerOrder:
         """The order with the broker's id (``NotFoundError`` if none)."""
@@ -399,7 +548,7 @@ def make_trading_client(
     """An SDK trading client on ``url`` whose requests time out after ``timeout`` s and never re-send."""
     client = TradingClient(api_key, secret_key, paper=paper, url_override=url)
     # retries=0: the SDK's 429/504 re-send would repeat order submissions blindly; ours decides.
-    _harden(client, timeout, retries=0, retry_wait=0)
+    harden_session(client, timeout, retries=0, retry_wait=0)
     return client
 
 
@@ -461,6 +610,39 @@ def _build_sdk_request(request: OrderRequest, common: dict[str, Any]) -> AlpacaO
     )
 
 
+def to_sdk_replace_request(
+    client_order_id: str,
+    *,
+    qty: Decimal | None = None,
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    time_in_force: TimeInForce | None = None,
+) -> ReplaceOrderRequest:
+    """The SDK request replacing an order (``InvalidOrderError`` if it cannot be sent as asked).
+
+    See :func:`~trader.broker.base.replacement_problems` for what is checked before sending.
+    """
+    problems = replacement_problems(
+        client_order_id, qty=qty, limit_price=limit_price, stop_price=stop_price, time_in_force=time_in_force
+    )
+    try:
+        if problems:
+            raise ValueError("; ".join(problems))
+        return ReplaceOrderRequest(
+            qty=int(qty) if qty is not None else None,
+            limit_price=_float(limit_price),
+            stop_price=_float(stop_price),
+            time_in_force=AlpacaTimeInForce(time_in_force.value) if time_in_force is not None else None,
+            client_order_id=client_order_id,
+        )
+    except ValueError as exc:  # pydantic's ValidationError included
+        raise InvalidOrderError(
+            f"replace order as {client_order_id}: refused before sending: {clean(str(exc))}",
+            operation="replace order",
+            client_order_id=client_order_id,
+        ) from None
+
+
 # --- models: SDK → ours ---
 
 
@@ -488,6 +670,8 @@ def order_from_sdk(order: AlpacaOrder) -> BrokerOrder:
         filled_at=utc(order.filled_at) if order.filled_at else None,
         canceled_at=utc(order.canceled_at) if order.canceled_at else None,
         extended_hours=bool(order.extended_hours),
+        replaces=str(order.replaces) if order.replaces else None,
+        replaced_by=str(order.replaced_by) if order.replaced_by else None,
     )
 
 

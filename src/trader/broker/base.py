@@ -100,9 +100,38 @@ def _order_request_problems(req: OrderRequest) -> list[str]:
     return problems
 
 
+def replacement_problems(
+    client_order_id: str,
+    *,
+    qty: Decimal | None,
+    limit_price: Decimal | None,
+    stop_price: Decimal | None,
+    time_in_force: TimeInForce | None,
+) -> list[str]:
+    """What is wrong with a replacement (``Broker.replace_order``) before it is sent; empty when fine.
+
+    Alpaca replaces whole-share quantities only, and something must change.
+    """
+    problems: list[str] = []
+    if not client_order_id or len(client_order_id) > MAX_CLIENT_ORDER_ID_LENGTH:
+        problems.append(f"client_order_id must be 1 to {MAX_CLIENT_ORDER_ID_LENGTH} characters")
+    if qty is None and limit_price is None and stop_price is None and time_in_force is None:
+        problems.append("nothing to change: give qty, limit_price, stop_price or time_in_force")
+    for name, value in (("qty", qty), ("limit_price", limit_price), ("stop_price", stop_price)):
+        if value is not None and not value > 0:
+            problems.append(f"{name} must be positive")
+    if qty is not None and qty > 0 and qty != qty.to_integral_value():
+        problems.append("qty must be a whole number of shares")
+    return problems
+
+
 @dataclass(frozen=True)
 class BrokerOrder:
-    """An order as the broker knows it. ``filled_qty`` is cumulative; ``filled_avg_price`` its average."""
+    """An order as the broker knows it. ``filled_qty`` is cumulative; ``filled_avg_price`` its average.
+
+    ``replaces`` is the id of the order this one replaced (see ``Broker.replace_order``);
+    ``replaced_by`` the id of the order that replaced this one (its status is then ``replaced``).
+    """
 
     id: str
     client_order_id: str
@@ -123,6 +152,8 @@ class BrokerOrder:
     filled_at: datetime | None = None
     canceled_at: datetime | None = None
     extended_hours: bool = False
+    replaces: str | None = None
+    replaced_by: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -289,6 +320,25 @@ class Broker(Protocol):
 
     def submit_order(self, request: OrderRequest) -> BrokerOrder:
         """Send an order once and only once, even across lost responses; return the broker's order."""
+        ...
+
+    def replace_order(
+        self,
+        order_id: str,
+        *,
+        qty: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        time_in_force: TimeInForce | None = None,
+        client_order_id: str | None = None,
+    ) -> BrokerOrder:
+        """Replace an open order by a new one with the given changes; return the new order.
+
+        The new order has its own id and ``replaces == order_id``; the old one ends ``replaced``.
+        Exactly once like :meth:`submit_order`: the new order's ``client_order_id`` (generated when
+        not given) resolves a lost response. Unchanged fields keep the old order's values; ``qty``
+        defaults to what the old order had left to fill.
+        """
         ...
 
     def get_order(self, order_id: str) -> BrokerOrder:

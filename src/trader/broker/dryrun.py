@@ -10,6 +10,7 @@ account/clock raise.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Sequence
@@ -30,22 +31,29 @@ from trader.broker.base import (
     Position,
     TradeUpdateHandler,
     UpdateStream,
+    new_client_order_id,
+    replacement_problems,
     same_order,
 )
-from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, NotFoundError
+from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, InvalidOrderError, NotFoundError
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, PositionSide, TimeInForce
 
 
 @dataclass(frozen=True)
 class DryRunAction:
-    """One thing the dry-run broker was asked to do, in order."""
+    """One thing the dry-run broker was asked to do, in order.
 
-    kind: Literal["submit", "cancel", "cancel_all", "close_position", "close_all_positions"]
+    A ``replace`` carries the replaced ``order_id`` and, as ``order``, the ``dry_run`` order it answered
+    with (its fields are the replacement's).
+    """
+
+    kind: Literal["submit", "replace", "cancel", "cancel_all", "close_position", "close_all_positions"]
     at: datetime
     request: OrderRequest | None = None
     order_id: str | None = None
     symbol: str | None = None
     qty: Decimal | None = None
+    order: BrokerOrder | None = None
 
 
 class _NullStream:
@@ -95,6 +103,69 @@ class DryRunBroker:
             order = _dry_order(request, now)
             self._orders[request.client_order_id] = order
             self.actions.append(DryRunAction("submit", now, request=request))
+            return order
+
+    def replace_order(
+        self,
+        order_id: str,
+        *,
+        qty: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        time_in_force: TimeInForce | None = None,
+        client_order_id: str | None = None,
+    ) -> BrokerOrder:
+        """Record the replacement; answer with a new ``dry_run`` order whose ``replaces`` is ``order_id``.
+
+        ``order_id`` is a recorded order or an open one at the reader. Nothing is sent, so the old
+        order does not change (a reader's order stays open at the broker; a recorded one stays
+        ``dry_run``). The same ``client_order_id`` again returns the same new order, as Alpaca would.
+        """
+        coid = client_order_id if client_order_id is not None else new_client_order_id()
+        problems = replacement_problems(
+            coid, qty=qty, limit_price=limit_price, stop_price=stop_price, time_in_force=time_in_force
+        )
+        old = self.get_order(order_id)
+        problems += _replace_refusals(old, limit_price, stop_price)
+        if problems:
+            raise InvalidOrderError(
+                f"dry run: replace order {order_id}: {'; '.join(problems)}",
+                operation="replace order",
+                client_order_id=coid,
+            )
+        now = datetime.now(UTC)
+        with self._lock:
+            existing = self._orders.get(coid)
+            if existing is not None:
+                if existing.replaces != old.id:
+                    raise DuplicateClientOrderIdError(
+                        f"dry run: client_order_id {coid} already used for another order",
+                        operation="replace order",
+                        client_order_id=coid,
+                    )
+                return existing
+            remaining = old.qty - old.filled_qty if old.qty is not None else None
+            order = dataclasses.replace(
+                old,
+                id=str(uuid.uuid4()),
+                client_order_id=coid,
+                status=OrderStatus.DRY_RUN,
+                qty=qty if qty is not None else remaining,
+                filled_qty=Decimal(0),
+                filled_avg_price=None,
+                limit_price=limit_price if limit_price is not None else old.limit_price,
+                stop_price=stop_price if stop_price is not None else old.stop_price,
+                time_in_force=time_in_force if time_in_force is not None else old.time_in_force,
+                created_at=now,
+                updated_at=now,
+                submitted_at=now,
+                filled_at=None,
+                canceled_at=None,
+                replaces=old.id,
+                replaced_by=None,
+            )
+            self._orders[coid] = order
+            self.actions.append(DryRunAction("replace", now, order_id=old.id, qty=qty, order=order))
             return order
 
     def get_order(self, order_id: str) -> BrokerOrder:
@@ -213,6 +284,21 @@ def _dry_order(request: OrderRequest, now: datetime) -> BrokerOrder:
         submitted_at=now,
         extended_hours=request.extended_hours,
     )
+
+
+def _replace_refusals(old: BrokerOrder, limit_price: Decimal | None, stop_price: Decimal | None) -> list[str]:
+    """Why Alpaca would refuse to replace ``old`` with these prices (a recorded ``dry_run`` order counts
+    as open: it stands for an order that would be resting)."""
+    problems: list[str] = []
+    if old.status is not OrderStatus.DRY_RUN and old.is_terminal:
+        problems.append(f"the order is already {old.status.value}")
+    if old.qty is None:
+        problems.append("notional orders cannot be replaced")
+    if limit_price is not None and old.type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        problems.append(f"limit_price is not allowed for {old.type.value} orders")
+    if stop_price is not None and old.type not in (OrderType.STOP, OrderType.STOP_LIMIT):
+        problems.append(f"stop_price is not allowed for {old.type.value} orders")
+    return problems
 
 
 def _closing_request(position: Position, qty: Decimal | None) -> OrderRequest:

@@ -9,7 +9,7 @@ class                             retry safe   raised for
                                                connect timeout, read timeout on a read
 ``RateLimitError``                yes          429 (wait ``retry_after`` seconds first)
 ``AmbiguousBrokerError``          no           timeout / reset / 5xx on a non-idempotent write (submit,
-                                               close position): the broker may or may not have acted;
+                                               replace, close position): the broker may or may not have acted;
                                                resolve by looking the order up by ``client_order_id``
 ``AuthError``                     no           401, code-less 403 (wrong keys, wrong environment)
 ``NotFoundError``                 no           404
@@ -40,7 +40,7 @@ import requests
 from alpaca.common.exceptions import APIError
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from trader.data.sources.alpaca_source import _network_reason, _status_code
+from trader.data.sources.alpaca_source import network_reason, status_code_of
 from trader.errors import TraderError
 
 #: Alpaca's code for "client_order_id must be unique" (sent with HTTP 422, despite the 400 prefix).
@@ -174,7 +174,7 @@ def classify(
 def _from_api_error(
     exc: APIError, operation: str, idempotent: bool, secrets: Sequence[str], client_order_id: str | None
 ) -> BrokerError:
-    status = _status_code(exc)
+    status = status_code_of(exc)
     body = parse_error_body(str(exc))
     code_text = f" (code {body.code})" if body.code is not None else ""
     message = f"{operation} failed: HTTP {status or '?'}{code_text}: {clean(body.message, secrets)}"
@@ -235,7 +235,7 @@ def _from_network_error(
     secrets: Sequence[str],
     client_order_id: str | None,
 ) -> BrokerError:
-    reason = clean(_network_reason(exc), secrets)
+    reason = clean(network_reason(exc), secrets)
     message = f"{operation} failed: {type(exc).__name__}: {reason}"
     kind: type[BrokerError]
     if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.InvalidURL):

@@ -145,3 +145,28 @@ def test_a_broker_that_went_away_is_a_temporary_error(paper_broker: RunningBroke
     broker.client._base_url = "http://127.0.0.1:9"  # discard port: connection refused
     with pytest.raises(TemporaryBrokerError):
         broker.get_clock()
+
+
+def test_replace_a_resting_limit_order(broker: AlpacaBroker) -> None:
+    old = broker.submit_order(
+        _order(type=OrderType.LIMIT, limit_price=Decimal(1), time_in_force=TimeInForce.GTC, qty="4")
+    )
+    new = broker.replace_order(old.id, qty=Decimal(3), limit_price=Decimal("1.25"))
+    assert new.id != old.id and new.replaces == old.id
+    assert (new.qty, new.limit_price, new.time_in_force) == (Decimal(3), Decimal("1.25"), TimeInForce.GTC)
+    assert new.client_order_id not in {"", old.client_order_id}
+    replaced = broker.get_order(old.id)
+    assert replaced.status is OrderStatus.REPLACED and replaced.replaced_by == new.id
+    assert broker.get_order_by_client_id(new.client_order_id) == broker.get_order(new.id)
+    assert [o.id for o in broker.list_open_orders()] == [new.id]
+    # Replacing the replaced order again is refused, and typed.
+    with pytest.raises(InvalidOrderError, match="HTTP 422"):
+        broker.replace_order(old.id, limit_price=Decimal("1.5"))
+    # The caller's client_order_id is kept; an unknown order is NotFound.
+    newer = broker.replace_order(new.id, limit_price=Decimal("1.5"), client_order_id="rest-replace-1")
+    assert newer.client_order_id == "rest-replace-1" and newer.replaces == new.id
+    # The same call again (e.g. after a crash before the answer was stored) returns the same order.
+    again = broker.replace_order(new.id, limit_price=Decimal("1.5"), client_order_id="rest-replace-1")
+    assert again.id == newer.id
+    with pytest.raises(NotFoundError):
+        broker.replace_order(str(uuid.uuid4()), qty=Decimal(1))

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -95,24 +96,44 @@ def duplicate() -> APIError:
     return api_error(422, {"code": 40010001, "message": "client_order_id must be unique"})
 
 
-#: What a scripted submit does: ``"ok"``, ``"lose"`` (create, then fail like a lost response),
-#: or an exception to raise without creating anything.
+#: What a scripted submit (or replace) does: ``"ok"``, ``"lose"`` (create, then fail like a lost
+#: response), or an exception to raise without creating anything.
 SubmitStep = str | BaseException
 
 
+def not_open(status: str) -> APIError:
+    """Alpaca's (and the paper broker's) 422 for replacing an order that is no longer open."""
+    return api_error(422, {"code": 42210000, "message": f'order is already in "{status}" state'})
+
+
+_OPEN = {"new", "accepted", "pending_new", "partially_filled"}
+
+
 class FakeTradingClient:
-    """Alpaca's order semantics in memory; submit and lookup failures scripted per call."""
+    """Alpaca's order semantics in memory; submit, replace and lookup failures scripted per call.
+
+    A replace re-sent after it landed meets either the duplicate ``client_order_id`` check (422
+    40010001) or the old order's "no longer open" check (422), whichever ``duplicate_check_first``
+    says the server runs first (the paper broker checks the old order first).
+    """
 
     def __init__(
         self,
         submit_steps: list[SubmitStep] | None = None,
         lookup_steps: list[BaseException | None] | None = None,
+        replace_steps: list[SubmitStep] | None = None,
+        *,
+        duplicate_check_first: bool = True,
     ) -> None:
         self.submit_steps = list(submit_steps or [])
         self.lookup_steps = list(lookup_steps or [])
+        self.replace_steps = list(replace_steps or [])
+        self.duplicate_check_first = duplicate_check_first
         self.orders: dict[str, dict[str, Any]] = {}
         self.submit_calls = 0
         self.lookup_calls = 0
+        self.replace_calls = 0
+        self.replace_requests: list[Any] = []
 
     def submit_order(self, request: Any) -> Order:
         self.submit_calls += 1
@@ -133,6 +154,37 @@ class FakeTradingClient:
         if step == "lose":
             raise server_error(500)
         return Order(**self.orders[coid])
+
+    def replace_order_by_id(self, order_id: Any, order_data: Any) -> Order:
+        self.replace_calls += 1
+        self.replace_requests.append(order_data)
+        step = self.replace_steps.pop(0) if self.replace_steps else "ok"
+        if isinstance(step, BaseException):
+            raise step
+        old = next((order for order in self.orders.values() if order["id"] == str(order_id)), None)
+        if old is None:
+            raise not_found()
+        coid = order_data.client_order_id
+        checks = [("dup", coid in self.orders), ("open", old["status"] not in _OPEN)]
+        for kind, failed in checks if self.duplicate_check_first else reversed(checks):
+            if failed:
+                raise duplicate() if kind == "dup" else not_open(old["status"])
+        new = dict(old)
+        new.update(
+            id=str(uuid.uuid4()),
+            client_order_id=coid,
+            replaces=old["id"],
+            status="new",
+            qty=_text(order_data.qty) or str(Decimal(old["qty"]) - Decimal(old["filled_qty"])),
+            filled_qty="0",
+            limit_price=_text(order_data.limit_price) or old["limit_price"],
+            time_in_force=(order_data.time_in_force or old["time_in_force"]),
+        )
+        old.update(status="replaced", replaced_by=new["id"])
+        self.orders[coid] = new
+        if step == "lose":
+            raise server_error(500)
+        return Order(**new)
 
     def get_order_by_client_id(self, client_id: str) -> Order:
         self.lookup_calls += 1

@@ -31,6 +31,7 @@ from tests.unit.broker.fakes import (
 from tests.unit.broker.rawserver import tcp_server
 from trader.broker import (
     AmbiguousBrokerError,
+    BrokerError,
     DuplicateClientOrderIdError,
     InsufficientFundsError,
     OrderRequest,
@@ -49,6 +50,7 @@ from trader.broker.alpaca import (
 )
 from trader.broker.errors import RateLimitError, TemporaryBrokerError
 from trader.config import Settings
+from trader.data.sources.alpaca_source import AlpacaSource
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, PositionSide, TimeInForce
 
 
@@ -277,6 +279,30 @@ def test_from_settings_points_everything_at_the_base_url() -> None:
     assert "s3cr3t" not in repr(broker) and "PKTESTKEY" not in repr(broker)
     assert broker.stream_factory is not None
     assert broker.stream_factory()._endpoint == "wss://paper-api.alpaca.markets/stream"
+
+
+def test_market_data_is_the_data_layers_source_of_the_same_settings() -> None:
+    settings = Settings(
+        alpaca_base_url="http://127.0.0.1:8765",
+        broker_timeout_seconds=4,
+        broker_max_retries=2,
+        alpaca_api_key_id="PKTESTKEY",
+        alpaca_api_secret_key="s3cr3t",
+    )
+    source = AlpacaBroker.from_settings(settings).market_data()
+    assert isinstance(source, AlpacaSource) and source.url == "http://127.0.0.1:8765"
+    assert source.client._session.default_timeout == 4 and source.client._retry == 2
+    assert source.actions_client is not None
+    live_data = Settings(
+        alpaca_base_url="https://paper-api.alpaca.markets",
+        alpaca_api_key_id="PKTESTKEY",
+        alpaca_api_secret_key="s3cr3t",
+    )
+    assert AlpacaBroker.from_settings(live_data).market_data(include_actions=False).url == (
+        live_data.effective_data_url
+    )
+    with pytest.raises(BrokerError, match="without settings"):
+        AlpacaBroker(make_trading_client("k", "s", "http://127.0.0.1:1", timeout=1)).market_data()
 
 
 # --- the SDK hardening, on a real TradingClient ---

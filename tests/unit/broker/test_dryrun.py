@@ -10,6 +10,7 @@ from trader.broker import (
     Broker,
     BrokerError,
     DuplicateClientOrderIdError,
+    InvalidOrderError,
     NotFoundError,
     OrderQuery,
     OrderRequest,
@@ -95,3 +96,34 @@ def test_the_stream_is_silent() -> None:
     assert stream.start() is True
     stream.run()
     stream.stop()
+
+
+def test_a_replacement_is_recorded_as_a_new_dry_run_order() -> None:
+    broker = DryRunBroker()
+    old = broker.submit_order(_request())
+    new = broker.replace_order(old.id, qty=Decimal(3), limit_price=Decimal("399"))
+    assert new.id != old.id and new.replaces == old.id and new.status is OrderStatus.DRY_RUN
+    assert (new.symbol, new.qty, new.limit_price, new.filled_qty) == ("MSFT", Decimal(3), Decimal(399), 0)
+    assert len(new.client_order_id) == 32 and new.client_order_id != old.client_order_id
+    assert broker.get_order(old.id) == old  # nothing was sent: the old order is unchanged
+    assert broker.get_order_by_client_id(new.client_order_id) == new
+    action = broker.actions[-1]
+    assert (action.kind, action.order_id, action.order) == ("replace", old.id, new)
+    assert broker.submitted == [_request(old.client_order_id)]  # a replace is not a submission
+    again = broker.replace_order(old.id, qty=Decimal(3), client_order_id=new.client_order_id)
+    assert again == new and len(broker.actions) == 2
+
+
+def test_replacements_alpaca_would_refuse_are_refused() -> None:
+    broker = DryRunBroker()
+    old = broker.submit_order(_request())
+    with pytest.raises(InvalidOrderError, match="nothing to change"):
+        broker.replace_order(old.id)
+    with pytest.raises(InvalidOrderError, match="stop_price is not allowed"):
+        broker.replace_order(old.id, stop_price=Decimal(1))
+    with pytest.raises(InvalidOrderError, match="whole number"):
+        broker.replace_order(old.id, qty=Decimal("0.5"))
+    with pytest.raises(NotFoundError):
+        broker.replace_order("nope", qty=Decimal(1))
+    with pytest.raises(DuplicateClientOrderIdError):
+        broker.replace_order(old.id, qty=Decimal(1), client_order_id=old.client_order_id)

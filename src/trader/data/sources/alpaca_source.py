@@ -18,8 +18,9 @@ Two things the SDK does not do for us:
 The SDK itself retries HTTP 429 and 504 (``retry`` times, ``retry_wait`` seconds apart) and follows
 ``next_page_token`` paging. Symbols are requested in chunks (default 100) to keep URLs short.
 
-The end-to-end test against the built-in paper broker comes with issue #4 (the broker is built there);
-until then the tests cover the conversion from SDK models and the error wrapping.
+The unit tests cover the conversion from SDK models and the error wrapping; the end-to-end test
+against the built-in paper broker goes through the broker adapter (``AlpacaBroker.market_data()``,
+``tests/integration/broker/test_market_data.py``).
 """
 
 from __future__ import annotations
@@ -85,8 +86,16 @@ class _TimeoutSession(requests.Session):
         return super().request(*args, **kwargs)
 
 
-def _harden(client: Any, timeout: float, retries: int, retry_wait: int) -> None:
-    """Give an SDK REST client a timeout and our retry policy (SDK private attributes, see module doc)."""
+def harden_session(client: Any, timeout: float, retries: int, retry_wait: int) -> None:
+    """Give an ``alpaca-py`` REST client a request timeout and a retry policy, in place.
+
+    ``client`` is any SDK ``RESTClient`` (``StockHistoricalDataClient``, ``CorporateActionsClient``,
+    ``TradingClient``...). Its ``requests`` session is replaced by one whose every request times out
+    after ``timeout`` seconds, and the SDK's own 429/504 re-send is set to ``retries`` attempts
+    ``retry_wait`` seconds apart (``retries=0`` switches it off, as the broker adapter does for order
+    submission). These are the SDK's private ``_session``, ``_retry`` and ``_retry_wait`` attributes;
+    ``tests/unit/data/test_alpaca_source.py`` and ``tests/unit/broker`` fail if an SDK upgrade renames them.
+    """
     client._session = _TimeoutSession(timeout)
     client._retry = retries
     client._retry_wait = retry_wait
@@ -103,7 +112,7 @@ def make_data_client(
 ) -> StockHistoricalDataClient:
     """An SDK market-data client on ``url`` whose requests time out after ``timeout`` seconds."""
     client = StockHistoricalDataClient(api_key, secret_key, url_override=url)
-    _harden(client, timeout, retries, retry_wait)
+    harden_session(client, timeout, retries, retry_wait)
     return client
 
 
@@ -118,7 +127,7 @@ def make_actions_client(
 ) -> CorporateActionsClient:
     """An SDK corporate-actions client on ``url`` whose requests time out after ``timeout`` seconds."""
     client = CorporateActionsClient(api_key, secret_key, url_override=url)
-    _harden(client, timeout, retries, retry_wait)
+    harden_session(client, timeout, retries, retry_wait)
     return client
 
 
@@ -280,13 +289,13 @@ class AlpacaSource:
         try:
             yield
         except APIError as exc:
-            status = _status_code(exc)
+            status = status_code_of(exc)
             message = self._clean(_api_message(exc))
             raise SourceError(
                 f"alpaca: {what} failed: HTTP {status or '?'} from {self.url}: {message}"
             ) from None
         except requests.RequestException as exc:
-            reason = self._clean(_network_reason(exc))
+            reason = self._clean(network_reason(exc))
             raise SourceError(
                 f"alpaca: {what} failed: {type(exc).__name__} talking to {self.url}: {reason}"
             ) from None
@@ -379,7 +388,12 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _status_code(exc: APIError) -> int | None:
+def status_code_of(exc: APIError) -> int | None:
+    """The HTTP status of an ``alpaca-py`` ``APIError``, or ``None`` when it carries no response.
+
+    The SDK's ``status_code`` property digs into the wrapped ``HTTPError``'s response and raises when
+    there is none; this never raises.
+    """
     try:
         code = exc.status_code
     except Exception:  # the SDK's property digs into the response, which may be absent
@@ -387,9 +401,12 @@ def _status_code(exc: APIError) -> int | None:
     return int(code) if code is not None else None
 
 
-def _network_reason(exc: requests.RequestException) -> str:
-    """The useful end of a ``requests``/``urllib3`` error ("[Errno 111] Connection refused", "Read timed
-    out"), without the pool and URL preamble."""
+def network_reason(exc: requests.RequestException) -> str:
+    """The useful end of a ``requests``/``urllib3`` error message, for one-line error reports.
+
+    ``"[Errno 111] Connection refused"`` or ``"Read timed out"`` rather than the connection-pool and
+    URL preamble around them; the whole message when neither pattern is found.
+    """
     text = str(exc)
     for pattern in (r"\[Errno -?\d+\][^'\")]*", r"(?:Read|Connect|Connection) timed out[^'\")]*"):
         found = re.search(pattern, text)

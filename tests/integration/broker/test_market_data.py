@@ -1,0 +1,58 @@
+"""Market data through the broker adapter: ``AlpacaBroker.market_data()`` against the paper broker."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import requests
+
+from tests.support.paper_broker import RunningBroker
+from trader.broker.alpaca import AlpacaBroker
+from trader.data.bars import BAR_SCHEMA
+from trader.data.sources.alpaca_source import AlpacaSource
+
+
+def _served_raw_bars(broker: RunningBroker, symbol: str, start: date, end: date) -> pl.DataFrame:
+    """The daily bars the paper broker serves for ``symbol``, read straight off its HTTP answer."""
+    answer = requests.get(
+        f"{broker.url}/v2/stocks/bars",
+        params={
+            "symbols": symbol,
+            "timeframe": "1Day",
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "adjustment": "raw",
+            "limit": 10000,
+        },
+        headers=broker.headers,
+        timeout=10,
+    )
+    answer.raise_for_status()
+    body = answer.json()
+    assert body["next_page_token"] is None
+    rows = body["bars"].get(symbol, [])
+    return pl.DataFrame(
+        {
+            "date": [date.fromisoformat(row["t"][:10]) for row in rows],
+            **{name: [float(row[name[0]]) for row in rows] for name in ("open", "high", "low", "close")},
+            "volume": [float(row["v"]) for row in rows],
+        },
+        schema={"date": pl.Date, **{name: pl.Float64 for name in ("open", "high", "low", "close", "volume")}},
+    )
+
+
+def test_daily_bars_through_the_broker_equal_the_raw_bars_it_serves(
+    broker: AlpacaBroker, paper_broker: RunningBroker
+) -> None:
+    source = broker.market_data()
+    assert isinstance(source, AlpacaSource) and source.url == paper_broker.url
+    assert source.health().ok
+    start, end = date(2024, 1, 2), date(2024, 2, 29)
+    batch = source.fetch(["SYN004"], start, end)
+    assert batch.bars.columns == list(BAR_SCHEMA)
+    assert batch.bars["symbol"].unique().to_list() == ["SYN004"]
+    served = _served_raw_bars(paper_broker, "SYN004", start, end)
+    assert served.height > 30  # two months of sessions
+    ours = batch.bars.drop("symbol").sort("date")
+    assert ours.equals(served.sort("date"))
