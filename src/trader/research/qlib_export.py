@@ -52,6 +52,7 @@ import polars as pl
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.paths import DataPaths
 from trader.data.store import AdjustedStore, UniverseStore
+from trader.data.store import _fsync_dir as fsync_dir  # the store flushes its renames the same way
 from trader.errors import TraderError
 
 #: Fields taken from the adjusted store as they are.
@@ -224,20 +225,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _fsync_dir(folder: Path) -> None:
-    # The renames are durable once the folder entries are flushed.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - file systems that refuse fsync on a folder
-        pass
-    finally:
-        os.close(fd)
-
-
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -364,7 +351,7 @@ class QlibExporter:
         if _size(manifest_path) != len(body) or manifest_path.read_bytes() != body:
             write_atomic(manifest_path, body)
         for folder in {(self.target / rel).parent for rel in written} | {self.target}:
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
         return ExportReport(
             target=self.target,
