@@ -154,7 +154,7 @@ class DataPipeline:
                 adjusted = _adjust_or_refuse(history, actions)
 
             with timer("validate"):
-                universe = self.universe.plan(batch.listings, first_bars=_first_bars(history))
+                universe = self.universe.plan(batch.listings, first_bars=_first_bars(adjusted))
                 listings = universe.listings
                 result = validate(adjusted, actions, self.calendar, listings=listings, config=self.gate)
                 # Judged per symbol on the bars that passed the gate: a symbol whose newest bars were
@@ -273,13 +273,18 @@ def _newest_clean(clean: pl.DataFrame) -> date | None:
     return newest if isinstance(newest, date) else None
 
 
-def _first_bars(history: pl.DataFrame) -> pl.DataFrame:
-    """``symbol, start_date``: each symbol's earliest bar in ``history`` (refused bars count: the
-    symbol traded that day), from which a symbol no source lists gets its derived listing."""
+def _first_bars(adjusted: pl.DataFrame) -> pl.DataFrame:
+    """``symbol, start_date``: each symbol's earliest bar (refused bars count: the symbol traded that
+    day), from which a symbol no source lists gets its derived listing.
+
+    ``adjusted`` is :func:`~trader.data.adjust.adjust`'s output, sorted by symbol and date with
+    missing dates last, so the first row of each symbol is its earliest (no grouping needed).
+    """
+    first_of_symbol = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
     return (
-        history.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
-        .group_by("symbol")
-        .agg(pl.col("date").min().alias("start_date"))
+        adjusted.select("symbol", pl.col("date").alias("start_date"))
+        .filter(pl.col("symbol").is_not_null() & first_of_symbol)
+        .drop_nulls("start_date")
     )
 
 

@@ -513,8 +513,16 @@ def _gaps(
         .filter(~pl.col("new_symbol") & (pl.col("hole_stop") > pl.col("hole_first")))
         .select("symbol", "hole_first", "hole_stop")
     )
-    bounds = numbered.group_by("symbol").agg(
-        pl.col("pos").min().alias("first_clean"), pl.col("pos").max().alias("last_clean")
+    # ``clean`` is sorted: a symbol's first and last clean bars are its first and last rows.
+    last_of_symbol = pl.col("new_symbol").shift(-1).fill_null(True)
+    bounds = (
+        numbered.filter(pl.col("new_symbol") | last_of_symbol)
+        .select(
+            "symbol",
+            pl.col("pos").first().over("symbol").alias("first_clean"),
+            pl.col("pos").last().over("symbol").alias("last_clean"),
+        )
+        .unique("symbol", keep="first", maintain_order=True)
     )
     edges = ranges.join(bounds, on="symbol", how="left")
     holes = pl.concat(
