@@ -158,6 +158,22 @@ class Engine:
             return values
 
     def _values(self, now: datetime) -> dict[str, Decimal]:
+        long_value, short_value = self._market_values(now)
+        gross = long_value - short_value
+        buying_power = self._buying_power(now)
+        return {
+            "cash": self.account.cash,
+            "long_market_value": long_value,
+            "short_market_value": short_value,
+            "equity": self.account.cash + long_value + short_value,
+            "initial_margin": gross * INITIAL_MARGIN,
+            "maintenance_margin": gross * MAINTENANCE_MARGIN,
+            "buying_power": buying_power,
+            "non_marginable_buying_power": max(min(self.account.cash, buying_power), Decimal(0)),
+        }
+
+    def _market_values(self, now: datetime) -> tuple[Decimal, Decimal]:
+        """Market value of the long positions and of the short ones (negative) at ``now``."""
         long_value = short_value = Decimal(0)
         for symbol, position in self.positions.items():
             worth = position.qty * self.mark(symbol, now)
@@ -165,30 +181,14 @@ class Engine:
                 long_value += worth
             else:
                 short_value += worth
-        equity = self.account.cash + long_value + short_value
-        gross = long_value - short_value
-        buying_power = self._buying_power(now)
-        return {
-            "cash": self.account.cash,
-            "long_market_value": long_value,
-            "short_market_value": short_value,
-            "equity": equity,
-            "initial_margin": gross * INITIAL_MARGIN,
-            "maintenance_margin": gross * MAINTENANCE_MARGIN,
-            "buying_power": buying_power,
-            "non_marginable_buying_power": max(min(self.account.cash, buying_power), Decimal(0)),
-        }
+        return long_value, short_value
 
     def _buying_power(self, now: datetime, ignore: str | None = None) -> Decimal:
         """Reg-T buying power: twice the equity above initial margin, less what open orders hold
         (except order ``ignore``, which is being replaced)."""
-        equity = self.account.cash
-        gross = Decimal(0)
-        for symbol, position in self.positions.items():
-            worth = position.qty * self.mark(symbol, now)
-            equity += worth
-            gross += abs(worth)
-        excess = max(equity - gross * INITIAL_MARGIN, Decimal(0))
+        long_value, short_value = self._market_values(now)
+        equity = self.account.cash + long_value + short_value
+        excess = max(equity - (long_value - short_value) * INITIAL_MARGIN, Decimal(0))
         return max(excess * 2 - self._held_for_orders(now, ignore), Decimal(0))
 
     def _held_for_orders(self, now: datetime, ignore: str | None = None) -> Decimal:

@@ -107,7 +107,6 @@ class PriceBook:
     def __init__(self, market: MarketData, hours: MarketHours) -> None:
         self.market = market
         self.hours = hours
-        self._days: OrderedDict[date, pl.DataFrame] = OrderedDict()
         self._lock = threading.Lock()
         self._indexes: OrderedDict[date, DayIndex] = OrderedDict()
         self._assets: dict[date, dict[str, Asset]] = {}
@@ -116,18 +115,9 @@ class PriceBook:
 
     # --- the data store -------------------------------------------------------------------------
     def _window(self, day: date) -> pl.DataFrame:
-        """Raw bars of every symbol from two weeks before ``day`` to ``day``."""
-        self._expire()
-        with self._lock:
-            if day in self._days:
-                self._days.move_to_end(day)
-                return self._days[day]
-        frame = self.market.raw_bars(None, day - _LOOKBACK, day)
-        with self._lock:
-            self._days[day] = frame
-            while len(self._days) > _CACHE_DAYS:
-                self._days.popitem(last=False)
-        return frame
+        """Raw bars of every symbol from two weeks before ``day`` to ``day`` (read for :meth:`_index`,
+        which is what is cached)."""
+        return self.market.raw_bars(None, day - _LOOKBACK, day)
 
     def symbol_spans(self) -> pl.DataFrame:
         """``symbol, first, last`` dates of every symbol with bars."""
@@ -150,7 +140,6 @@ class PriceBook:
     def forget(self) -> None:
         """Drop cached bars (the data store changed)."""
         with self._lock:
-            self._days.clear()
             self._indexes.clear()
             self._assets = {}
             self._symbols = None
@@ -186,6 +175,7 @@ class PriceBook:
     # --- prices ---------------------------------------------------------------------------------
     def _index(self, day: date) -> DayIndex:
         """The bars of ``day`` and every symbol's last close before it, by symbol (cached)."""
+        self._expire()
         with self._lock:
             found = self._indexes.get(day)
             if found is not None:
