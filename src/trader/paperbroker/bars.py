@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 
 import polars as pl
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from trader.paperbroker.errors import invalid
 from trader.paperbroker.market import MarketData
@@ -65,26 +66,35 @@ def bar_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class BarsQuery:
+    """The query parameters both bars routes take (``feed``, ``asof``, ``currency`` are accepted and
+    change nothing: there is one feed, no symbol history and only USD)."""
+
+    timeframe: Annotated[str, Query()]
+    start: Text = None
+    end: Text = None
+    limit: Limit = DEFAULT_LIMIT
+    page_token: Text = None
+    sort: Text = None
+    adjustment: Text = None
+    feed: Text = None
+    asof: Text = None
+    currency: Text = None
+
+
 def _page(
-    market: MarketData,
-    symbols: list[str],
-    timeframe: str,
-    start: str | None,
-    end: str | None,
-    limit: int,
-    page_token: str | None,
-    sort: str | None,
-    adjustment: str | None,
+    market: MarketData, symbols: list[str], query: BarsQuery
 ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     """One page of bars per symbol and the next page token."""
-    check_timeframe(timeframe)
-    order = parse_sort(sort)
-    adjust_for = parse_adjustment(adjustment)
-    begin = parse_time(start, "start")
-    finish = parse_time(end, "end")
+    check_timeframe(query.timeframe)
+    order = parse_sort(query.sort)
+    adjust_for = parse_adjustment(query.adjustment)
+    begin = parse_time(query.start, "start")
+    finish = parse_time(query.end, "end")
     if begin is not None and finish is not None and finish < begin:
         raise invalid("end should not be before start")
-    after = decode_token(page_token, 2)
+    after = decode_token(query.page_token, 2)
     if not symbols:
         raise invalid("missing required parameter: symbols")
 
@@ -101,13 +111,13 @@ def _page(
             raise invalid("invalid page_token") from None
         later = pl.col("date") < day if descending else pl.col("date") > day
         frame = frame.filter((pl.col("symbol") > symbol) | ((pl.col("symbol") == symbol) & later))
-    chunk = frame.head(limit + 1)
-    rows = chunk.head(limit).to_dicts()
+    chunk = frame.head(query.limit + 1)
+    rows = chunk.head(query.limit).to_dicts()
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault(str(row["symbol"]), []).append(bar_json(row))
     token = None
-    if chunk.height > limit and rows:
+    if chunk.height > query.limit and rows:
         final = rows[-1]
         token = encode_token([str(final["symbol"]), final["date"].isoformat()])
     return grouped, token
@@ -115,52 +125,18 @@ def _page(
 
 @router.get("/v2/stocks/bars")
 def stock_bars(
-    request: Request,
-    symbols: Annotated[str, Query()],
-    timeframe: Annotated[str, Query()],
-    start: Text = None,
-    end: Text = None,
-    limit: Limit = DEFAULT_LIMIT,
-    page_token: Text = None,
-    sort: Text = None,
-    adjustment: Text = None,
-    feed: Text = None,
-    asof: Text = None,
-    currency: Text = None,
+    request: Request, symbols: Annotated[str, Query()], query: Annotated[BarsQuery, Depends()]
 ) -> dict[str, Any]:
     """Bars of several symbols: ``{"bars": {"SYM": [bar, ...]}, "next_page_token": str | null}``."""
-    grouped, token = _page(
-        _market(request),
-        parse_list(symbols, upper=True),
-        timeframe,
-        start,
-        end,
-        limit,
-        page_token,
-        sort,
-        adjustment,
-    )
+    grouped, token = _page(_market(request), parse_list(symbols, upper=True), query)
     return {"bars": grouped, "next_page_token": token}
 
 
 @router.get("/v2/stocks/{symbol}/bars")
 def stock_bars_single(
-    request: Request,
-    symbol: str,
-    timeframe: Annotated[str, Query()],
-    start: Text = None,
-    end: Text = None,
-    limit: Limit = DEFAULT_LIMIT,
-    page_token: Text = None,
-    sort: Text = None,
-    adjustment: Text = None,
-    feed: Text = None,
-    asof: Text = None,
-    currency: Text = None,
+    request: Request, symbol: str, query: Annotated[BarsQuery, Depends()]
 ) -> dict[str, Any]:
     """Bars of one symbol: ``{"bars": [bar, ...], "symbol": "SYM", "next_page_token": str | null}``."""
     name = symbol.strip().upper()
-    grouped, token = _page(
-        _market(request), [name], timeframe, start, end, limit, page_token, sort, adjustment
-    )
+    grouped, token = _page(_market(request), [name], query)
     return {"bars": grouped.get(name, []), "symbol": name, "next_page_token": token}
