@@ -16,6 +16,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
+from tests.support.research import ResearchMarket, build_research_market
 from tests.support.services import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
@@ -145,3 +146,12 @@ def redis_keyspace(redis_url: str) -> Iterator[RedisKeySpace]:
     finally:
         space.clear()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def research_market(tmp_path_factory: pytest.TempPathFactory) -> ResearchMarket:
+    """The research test market (20 synthetic symbols, 2021-2023) ingested and exported for Qlib.
+
+    Shared by the whole session: a test that writes into it must work on :func:`copy_market` instead.
+    """
+    return build_research_market(tmp_path_factory.mktemp("research_market"))

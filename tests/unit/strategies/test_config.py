@@ -1,0 +1,88 @@
+"""The strategy configuration: the shipped YAML files load, and every bad field is named."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from trader.strategies.config import (
+    BUILTIN_STRATEGIES,
+    Costs,
+    StrategyConfigError,
+    StrategyKind,
+    load_strategy_config,
+)
+
+
+@pytest.mark.parametrize("name", BUILTIN_STRATEGIES)
+def test_builtin_configs_load(name: str) -> None:
+    config = load_strategy_config(name)
+    assert config.name == name
+    assert config.segments.train.end < config.segments.valid.start < config.segments.test.start
+
+
+def test_alpha_baseline_is_the_lightgbm_strategy() -> None:
+    config = load_strategy_config("alpha_baseline")
+    assert config.kind is StrategyKind.ALPHA158_LGB
+    assert config.segments.test.end == date(2024, 12, 27)
+
+
+def test_round_trip_through_yaml(tmp_path: Path) -> None:
+    config = load_strategy_config("momentum")
+    path = tmp_path / "copy.yaml"
+    path.write_text(config.to_yaml())
+    assert load_strategy_config(path) == config
+
+
+def test_unknown_builtin_names_the_choices() -> None:
+    with pytest.raises(StrategyConfigError, match="alpha_baseline, momentum"):
+        load_strategy_config("nope")
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"portfolio": {"topk": 2, "n_drop": 3}}, "portfolio: n_drop"),
+        ({"costs": {"slippage_bps": -1}}, "costs.slippage_bps"),
+        ({"kind": "neural"}, "kind"),
+        ({"extra_field": 1}, "extra_field"),
+        (
+            {
+                "segments": {
+                    "train": {"start": "2020-01-01", "end": "2021-01-01"},
+                    "valid": {"start": "2020-06-01", "end": "2021-06-01"},
+                    "test": {"start": "2021-07-01", "end": "2021-12-31"},
+                }
+            },
+            "valid must start after train ends",
+        ),
+    ],
+)
+def test_bad_fields_are_named(tmp_path: Path, patch: dict[str, object], expected: str) -> None:
+    import yaml
+
+    data = load_strategy_config("momentum").model_dump(mode="json") | patch
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(StrategyConfigError, match=expected):
+        load_strategy_config(path)
+
+
+def test_not_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed")
+    with pytest.raises(StrategyConfigError, match="not valid YAML"):
+        load_strategy_config(path)
+
+
+def test_scaled_costs_multiply_slippage_and_fees_separately() -> None:
+    costs = Costs(commission_bps=1, sell_fee_bps=0.5, min_commission=1, slippage_bps=5)
+    scaled = costs.scaled(slippage=3, fees=2)
+    assert (scaled.slippage_bps, scaled.commission_bps, scaled.sell_fee_bps, scaled.min_commission) == (
+        15,
+        2,
+        1,
+        2,
+    )
