@@ -1,0 +1,1 @@
+"""The signal service: production model → scores for a trading date → target weights → published intent."""
