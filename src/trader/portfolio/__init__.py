@@ -1,0 +1,1 @@
+"""Portfolio: target weights to orders (allocator), positions and P&L (ledger), reports."""
