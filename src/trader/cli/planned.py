@@ -70,11 +70,6 @@ def _not_built(item: Planned) -> NotBuiltError:
 #: Subcommands of ``trader research`` still to come (``export`` is built: :mod:`trader.cli.research`).
 RESEARCH_PLANNED: tuple[Planned, ...] = (
     Planned(
-        "research train",
-        "Train a strategy's model (Alpha158 + LightGBM) on the Qlib export, tracked in MLflow.",
-        "the research issue (#5)",
-    ),
-    Planned(
         "research backtest",
         "Backtest a trained model with US equity costs and write the report.",
         "the research issue (#5)",

@@ -1,0 +1,1 @@
+"""Model-free momentum: past-return scores through Qlib expressions (:mod:`.strategy`)."""
