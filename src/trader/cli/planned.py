@@ -25,11 +25,6 @@ class Planned:
 
 PLANNED: tuple[Planned, ...] = (
     Planned(
-        "model",
-        "Model registry: list, promote (with release gates) and roll back models.",
-        "the research issue (#5)",
-    ),
-    Planned(
         "signal",
         "Compute target weights for a trading date from the production model.",
         "the paper-trading issue (#6)",
