@@ -775,6 +775,7 @@ def _document(
         "total_return": after["total_return"],
         "sharpe": after["sharpe"],
         "information_ratio": after["information_ratio"],
+        "excess_annualized_return": after["excess_annualized_return"],
         "max_drawdown": after["max_drawdown"],
         "mean_daily_turnover": run.metrics["trading"]["mean_daily_turnover"],
         "total_costs": run.metrics["trading"]["total_costs"],

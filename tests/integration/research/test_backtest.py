@@ -292,6 +292,9 @@ def test_momentum_metrics_are_finite(runs: Runs) -> None:
         assert math.isfinite(summary[key]), key
     assert -1 < summary["ic"] < 1 and -1 <= summary["max_drawdown"] <= 0
     assert summary["ic_days"] == 124
+    assert summary["excess_annualized_return"] == pytest.approx(
+        summary["annualized_return"] - summary["benchmark_annualized_return"]
+    )
     assert 0 < summary["mean_daily_turnover"] < 2
     checked = runs.momentum.metrics["inputs"]["scores"]
     assert checked["dropped_nan"] == 20 * 20  # 20 symbols x the first 20 sessions of each have no lookback
