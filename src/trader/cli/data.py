@@ -205,6 +205,15 @@ def synth(
     start: Annotated[str, typer.Option(help="First date, YYYY-MM-DD.")] = "2019-01-02",
     end: Annotated[str, typer.Option(help="Last date, YYYY-MM-DD.")] = "2024-12-31",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same market.")] = 7,
+    momentum: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Weak momentum planted in the returns (0 = pure random walks; the demo uses 0.3, an "
+            "information coefficient of about 0.06 for a 20-day momentum ranking).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate the deterministic synthetic market and ingest it through the same pipeline.
 
@@ -218,8 +227,8 @@ def synth(
         raise UsageError(f"--start {first} must be before --end {last}")
     from trader.data.sources.synthetic import SyntheticConfig, SyntheticSource
 
-    source = SyntheticSource(SyntheticConfig(symbols=symbols, start=first, end=last, seed=seed))
-    _run_ingest(settings, source, None, first, last, require_fresh=False)
+    config = SyntheticConfig(symbols=symbols, start=first, end=last, seed=seed, momentum=momentum)
+    _run_ingest(settings, SyntheticSource(config), None, first, last, require_fresh=False)
 
 
 @app.command()

@@ -390,6 +390,32 @@ def test_source_fetch_omits_listings_outside_the_range(market: SyntheticData) ->
     assert batch.listings.is_empty()
 
 
+# --- planted momentum ------------------------------------------------------------------------------
+
+
+def _next_day_ic(data: SyntheticData) -> float:
+    """Mean daily rank correlation of the 20-session mean log return with the next session's return
+    (on raw closes, leaving out moves beyond 25 %: splits and bad ticks)."""
+    bars = data.batch.bars.sort("symbol", "date").with_columns(r=pl.col("close").log().diff().over("symbol"))
+    bars = bars.with_columns(
+        past=pl.col("r").rolling_mean(20).over("symbol"), nxt=pl.col("r").shift(-1).over("symbol")
+    ).drop_nulls()
+    bars = bars.filter((pl.col("r").abs() < 0.25) & (pl.col("nxt").abs() < 0.25))
+    daily = bars.group_by("date").agg(pl.corr("past", "nxt", method="spearman").alias("ic"))
+    return float(daily.get_column("ic").drop_nans().mean())  # type: ignore[arg-type]
+
+
+def test_momentum_plants_a_weak_predictable_effect(market: SyntheticData) -> None:
+    planted = SyntheticMarket(dataclasses.replace(CONFIG, momentum=0.3)).generate()
+    assert abs(_next_day_ic(market)) < 0.02  # the default market is random walks
+    assert 0.03 < _next_day_ic(planted) < 0.1  # theory: about 0.3 / sqrt(20) = 0.067
+
+
+def test_momentum_zero_leaves_the_market_unchanged(market: SyntheticData) -> None:
+    explicit = SyntheticMarket(dataclasses.replace(CONFIG, momentum=0.0)).generate()
+    assert explicit.batch.bars.equals(market.batch.bars)
+
+
 # --- validation ------------------------------------------------------------------------------------
 
 
@@ -409,6 +435,8 @@ def test_source_fetch_omits_listings_outside_the_range(market: SyntheticData) ->
         ({"ipo_fraction": 1.1}, "ipo_fraction"),
         ({"delist_fraction": -0.5}, "delist_fraction"),
         ({"sectors": 0}, "sectors"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"momentum": -0.1}, "momentum"),
     ],
 )
 def test_config_validation_names_the_field(changes: dict[str, object], field: str) -> None:
