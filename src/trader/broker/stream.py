@@ -265,6 +265,11 @@ def _decimal(value: Any) -> Decimal | None:
         raise ValueError(f"not a number: {value!r}") from None
 
 
+class _DropRestartWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "websocket error, restarting" not in record.getMessage()
+
+
 class TradeUpdateStream:
     """Every order change, delivered once to ``handler`` (see the module doc).
 
@@ -341,13 +346,20 @@ class TradeUpdateStream:
         self._stopping = True
         if self._sdk is None:
             return  # never ran
-        waited = 0.0
-        while not self.finished.is_set() and waited < timeout:
-            self._request_stop()
-            self.finished.wait(0.2)
-            waited += 0.2
-        if self._thread is not None:
-            self._thread.join(max(0.0, timeout - waited))
+        # Closing the socket ourselves makes the SDK log "websocket error, restarting": not an error.
+        sdk_log = logging.getLogger("alpaca.trading.stream")
+        quiet = _DropRestartWarnings()
+        sdk_log.addFilter(quiet)
+        try:
+            waited = 0.0
+            while not self.finished.is_set() and waited < timeout:
+                self._request_stop()
+                self.finished.wait(0.2)
+                waited += 0.2
+            if self._thread is not None:
+                self._thread.join(max(0.0, timeout - waited))
+        finally:
+            sdk_log.removeFilter(quiet)
 
     def reconnect(self) -> None:
         """Drop the connection now; the stream reconnects and catches up (e.g. after a suspected gap)."""

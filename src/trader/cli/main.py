@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from trader import __version__
-from trader.cli import config_cmd, data, db, model, planned, research, serve
+from trader.cli import config_cmd, data, db, model, paper, planned, research, serve
 from trader.cli.output import error
 from trader.config import VAR_DIR
 from trader.errors import TraderError
@@ -37,6 +37,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(serve.app, name="serve")
 app.add_typer(research.app, name="research")
+app.command("paper-run")(paper.paper_run)
 app.add_typer(model.app, name="model")
 planned.register(app)
 

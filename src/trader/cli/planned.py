@@ -30,11 +30,6 @@ PLANNED: tuple[Planned, ...] = (
         "the paper-trading issue (#6)",
     ),
     Planned(
-        "paper-run",
-        "Run a whole paper-trading day: ingest, signal, risk, orders, fills, P&L report.",
-        "the paper-trading issue (#6)",
-    ),
-    Planned(
         "replay",
         "Replay a recorded day through the same code in dry-run and report parity.",
         "the paper-trading issue (#6)",

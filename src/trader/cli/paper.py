@@ -1,0 +1,192 @@
+"""``trader paper-run``: whole paper-trading days (see :mod:`trader.ops.paper_day`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine
+
+from trader.broker.base import Broker
+from trader.cli.data import parse_day
+from trader.cli.output import console
+from trader.config import Settings, load_settings
+from trader.data.calendar import trading_calendar
+from trader.errors import UsageError
+from trader.ops.paper_day import DayResult, PaperDay
+from trader.paperbroker.runner import PaperBrokerAdmin, paper_broker_running
+from trader.store import migrate
+from trader.store.db import make_engine
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to run on a database whose schema is not the newest (a clear message, no traceback)."""
+    current = migrate.current_revision(engine)
+    if current != migrate.head_revision():
+        state = "has no schema" if current is None else f"is at revision {current}"
+        raise UsageError(f"the database {state}; run 'trader db upgrade' first")
+
+
+def trading_days(day: str | None, first: str | None, last: str | None) -> list[date]:
+    """The sessions asked for: ``--date D`` or ``--from D1 --to D2`` (holidays and weekends skipped)."""
+    if day is not None and (first is not None or last is not None):
+        raise UsageError("give either --date or --from/--to, not both")
+    calendar = trading_calendar()
+    if day is not None:
+        chosen = parse_day(day, "--date")
+        if not calendar.is_session(chosen):
+            raise UsageError(f"--date: {chosen} is not a trading session (weekend or holiday)")
+        return [chosen]
+    if first is None or last is None:
+        raise UsageError("give --date D, or both --from D1 and --to D2")
+    start, end = parse_day(first, "--from"), parse_day(last, "--to")
+    if start > end:
+        raise UsageError(f"--from {start} is after --to {end}")
+    days: list[date] = calendar.sessions(start, end).to_list()
+    if not days:
+        raise UsageError(f"no trading session between {start} and {end}")
+    return days
+
+
+@contextmanager
+def _broker_for(settings: Settings, days: list[date]) -> Iterator[tuple[Broker, PaperBrokerAdmin | None]]:
+    """The configured broker; the built-in paper broker is started here when it is not running."""
+    from trader.broker.alpaca import AlpacaBroker
+
+    if not settings.uses_local_paper_broker:
+        if days != [datetime.now(NEW_YORK).date()]:
+            raise UsageError(
+                "past days can only be run against the built-in paper broker (it replays history); "
+                f"{settings.alpaca_base_url} trades in real time"
+            )
+        yield AlpacaBroker.from_settings(settings), None
+        return
+    from trader.paperbroker import PaperBrokerSettings
+
+    calendar = trading_calendar()
+    broker_settings = PaperBrokerSettings(
+        data_dir=settings.data_dir,
+        api_key_id=settings.alpaca_api_key_id.get_secret_value(),
+        api_secret_key=settings.alpaca_api_secret_key.get_secret_value(),
+        database_url=settings.paper_broker_database_url,
+        start_at=calendar.session_open(days[0]),
+    )
+    url = str(settings.alpaca_base_url).rstrip("/")
+    with paper_broker_running(url, broker_settings) as running:
+        if running.started_here:
+            console.print(
+                f"[dim]started the built-in paper broker at {running.url} (stopped at the end)[/dim]"
+            )
+        with PaperBrokerAdmin(
+            running.url, broker_settings.api_key_id, broker_settings.api_secret_key
+        ) as admin:
+            yield AlpacaBroker.from_settings(settings), admin
+
+
+def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
+    from trader.data.paths import DataPaths
+    from trader.data.pipeline import DataPipeline
+    from trader.data.sources.alpaca_source import AlpacaSource
+
+    from trader.signal.service import tradable_on
+
+    paths = DataPaths(settings.data_dir)
+    pipeline = DataPipeline(paths)
+
+    def ingest(day: date) -> None:
+        # Alpaca has no "every symbol" bar query: ask for the symbols listed that day.
+        symbols = sorted(tradable_on(paths, day))
+        if symbols:
+            pipeline.ingest(AlpacaSource.from_settings(settings), symbols, day, day)
+
+    return ingest
+
+
+def _summary(results: list[DayResult], dry_run: bool) -> Table:
+    table = Table(title="Paper days", title_justify="left")
+    for column in (
+        "date",
+        "model",
+        "orders",
+        "sent",
+        "rejected",
+        "fills",
+        "unfinished",
+        "equity",
+        "realized",
+        "unrealized",
+        "report",
+    ):
+        table.add_column(column, justify="left" if column in {"date", "model", "report"} else "right")
+    for r in results:
+        version = r.signal.result.model_version if r.signal else "-"
+        table.add_row(
+            str(r.trading_date), version, str(len(r.orders)) + (" (reused)" if r.reused_orders else ""),
+            str(r.sent), str(len(r.rejected)), str(r.fills), str(len(r.unfinished)),
+            f"{r.equity:,.2f}" if r.equity is not None else "-", f"{r.realized:,.2f}", f"{r.unrealized:,.2f}",
+            r.report_dir or "-",
+        )  # fmt: skip
+    if dry_run:
+        table.caption = "DRY_RUN=true: orders were recorded, not sent (set DRY_RUN=false to paper trade)"
+    return table
+
+
+def paper_run(
+    day: Annotated[str | None, typer.Option("--date", help="The trading day to run, YYYY-MM-DD.")] = None,
+    first: Annotated[str | None, typer.Option("--from", help="First day of a range, YYYY-MM-DD.")] = None,
+    last: Annotated[str | None, typer.Option("--to", help="Last day of a range, YYYY-MM-DD.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="Strategy whose production model trades (default: STRATEGY_ID).")
+    ] = None,
+    fill_timeout: Annotated[
+        float, typer.Option(min=1.0, max=3600.0, help="Seconds to wait for the day's fills.")
+    ] = 60.0,
+    ingest: Annotated[
+        bool,
+        typer.Option(help="Ingest the previous session's bars from the broker's market data first."),
+    ] = True,
+) -> None:
+    """Run whole paper-trading days: ingest -> signal -> allocation -> risk -> orders -> fills ->
+    positions -> P&L report, on the code path live trading uses.
+
+    Against the built-in paper broker (the default ALPACA_BASE_URL) any past day can be run: the
+    command starts the broker if it is not running and moves its clock through the day. Running a day
+    twice sends no second set of orders. Reports go to ARTIFACTS_DIR/reports/<date>/.
+    """
+    settings = load_settings()
+    days = trading_days(day, first, last)
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+        name = strategy or settings.strategy_id
+        results: list[DayResult] = []
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with (
+            _broker_for(settings, days) as (broker, admin),
+            Progress(*columns, console=console, transient=True) as progress,
+        ):
+            task = progress.add_task("paper days", total=len(days))
+            current = {"day": days[0]}
+
+            def show(stage: str) -> None:
+                progress.update(task, description=f"{current['day']}: {stage}")
+
+            runner = PaperDay(
+                settings, engine, broker, strategy=name, admin=admin, fill_timeout=fill_timeout,
+                ingest=_ingest_from_broker(settings) if ingest else None, on_stage=show,
+            )  # fmt: skip
+            for trading_day in days:
+                current["day"] = trading_day
+                results.append(runner.run(trading_day))
+                progress.advance(task)
+    finally:
+        engine.dispose()
+    console.print(_summary(results, settings.dry_run))

@@ -1,0 +1,203 @@
+"""The execution use cases behind the gateway: record → risk → send, and trade updates → ledger.
+
+Order of operations for each order (one transaction per step, so a crash between two steps leaves a
+state the next run continues from):
+
+1. **record** the intent in ``orders`` as ``pending_submit`` under its deterministic
+   ``client_order_id`` (a repeated request finds the row and goes no further unless it is still
+   ``pending_submit``);
+2. **risk**: the pre-trade check, its decision written to ``risk_decisions``; a refusal sets
+   ``risk_rejected`` and the order never reaches the broker;
+3. **send** (unless ``DRY_RUN``: then ``dry_run``): the broker adapter submits exactly once (an
+   ambiguous failure is resolved by looking the ``client_order_id`` up before any resend); the
+   broker's answer moves the row along the state machine. An order refused by the broker is
+   ``rejected`` with the broker's reason; one whose fate stays unknown remains ``pending_submit`` for
+   the reconciler, and is never sent twice.
+
+Trade updates (the broker's stream, or the fills webhook) go through :meth:`ExecutionService.on_trade_update`:
+status and fill in one transaction, each fill applied exactly once by the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from trader.broker.base import Broker, TradeUpdate
+from trader.broker.errors import BrokerError, InvalidOrderError
+from trader.config import Settings
+from trader.domain.enums import OrderStatus
+from trader.execution.orders import (
+    OrderIntent,
+    UnknownOrderError,
+    apply_broker_update,
+    get_order,
+    record_intent,
+    record_status,
+)
+from trader.portfolio.ledger import Fill, FillResult, apply_fill
+from trader.risk.checks import ProposedOrder, RiskOptions
+from trader.risk.engine import OrderVerdict, RiskEngine
+from trader.risk.snapshot import PortfolioSnapshot
+from trader.risk.store import record_decisions, resolve_limits
+
+log = logging.getLogger(__name__)
+
+#: The price a risk check values an order at, by symbol (``None``: unknown, the order is refused).
+PriceLookup = Callable[[str], Decimal | None]
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What became of one requested order."""
+
+    client_order_id: str
+    symbol: str
+    status: OrderStatus
+    #: False when the order was recorded before (a repeated request).
+    created: bool
+    #: True when this call sent it to the broker.
+    sent: bool
+    reason: str | None = None
+
+
+class ExecutionService:
+    """Records, risk-checks and sends orders; applies trade updates. Thread-safe (no shared state)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        broker: Broker | None,
+        settings: Settings,
+        *,
+        risk_options: RiskOptions | None = None,
+        source: str = "gateway",
+    ) -> None:
+        if broker is None and not settings.dry_run:
+            raise ValueError("a broker is needed unless DRY_RUN is on")
+        self._engine = engine
+        self._broker = broker
+        self._settings = settings
+        self._risk_options = risk_options or RiskOptions()
+        self._source = source
+
+    @property
+    def dry_run(self) -> bool:
+        return self._settings.dry_run
+
+    def _session(self) -> Session:
+        return Session(self._engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit_batch(
+        self, intents: Sequence[OrderIntent], snapshot: PortfolioSnapshot, price_of: PriceLookup
+    ) -> list[SubmitOutcome]:
+        """Record, check and send ``intents`` (of one strategy), in order; see the module docstring."""
+        strategies = {intent.strategy_id for intent in intents}
+        if len(strategies) > 1:
+            raise ValueError(f"one strategy per batch, got {sorted(strategies)}")
+        outcomes: dict[str, SubmitOutcome] = {}
+        fresh: list[tuple[OrderIntent, bool]] = []
+        with self._session() as session, session.begin():
+            for intent in intents:
+                result = record_intent(session, intent, source=self._source)
+                status = OrderStatus(result.order.status)
+                if status is OrderStatus.PENDING_SUBMIT:
+                    fresh.append((intent, result.created))
+                else:
+                    outcomes[intent.client_order_id] = SubmitOutcome(
+                        intent.client_order_id, intent.symbol, status, created=False, sent=False,
+                        reason=result.order.reject_reason,
+                    )  # fmt: skip
+        for intent, verdict, created in self._check(fresh, snapshot, price_of):
+            outcomes[intent.client_order_id] = self._decide(intent, verdict, created)
+        return [outcomes[intent.client_order_id] for intent in intents]
+
+    def _check(
+        self, fresh: list[tuple[OrderIntent, bool]], snapshot: PortfolioSnapshot, price_of: PriceLookup
+    ) -> list[tuple[OrderIntent, OrderVerdict | str, bool]]:
+        """Risk verdicts for the orders still to send (a missing price is a refusal, as text)."""
+        if not fresh:
+            return []
+        strategy = fresh[0][0].strategy_id
+        with self._session() as session:
+            limits = resolve_limits(session, strategy, self._settings)
+        checked: list[tuple[OrderIntent, OrderVerdict | str, bool]] = []
+        proposed: list[ProposedOrder] = []
+        priced: list[tuple[OrderIntent, bool]] = []
+        for intent, created in fresh:
+            price = intent.limit_price or price_of(intent.symbol)
+            if price is None or intent.qty is None:
+                why = "no reference price" if price is None else "notional orders are not risk-checked"
+                checked.append((intent, f"{why} for {intent.symbol}: refused (fail closed)", created))
+                continue
+            proposed.append(
+                ProposedOrder(intent.symbol, intent.side, intent.qty, price, intent.client_order_id)
+            )
+            priced.append((intent, created))
+        verdicts = RiskEngine(limits, self._risk_options).check(proposed, snapshot)
+        checked.extend(
+            (intent, verdict, created) for (intent, created), verdict in zip(priced, verdicts, strict=True)
+        )
+        return checked
+
+    def _decide(self, intent: OrderIntent, verdict: OrderVerdict | str, created: bool) -> SubmitOutcome:
+        cid = intent.client_order_id
+        with self._session() as session, session.begin():
+            if isinstance(verdict, str) or not verdict.approved:
+                reason = verdict if isinstance(verdict, str) else verdict.decision.reason
+                if not isinstance(verdict, str):
+                    record_decisions(session, [verdict])
+                record_status(session, cid, OrderStatus.RISK_REJECTED, reason=reason, source=self._source)
+                return SubmitOutcome(cid, intent.symbol, OrderStatus.RISK_REJECTED, created, False, reason)
+            record_decisions(session, [verdict])
+            if self.dry_run:
+                record_status(session, cid, OrderStatus.DRY_RUN, source=self._source)
+                return SubmitOutcome(cid, intent.symbol, OrderStatus.DRY_RUN, created, False)
+        return self._send(intent, created)
+
+    def _send(self, intent: OrderIntent, created: bool) -> SubmitOutcome:
+        assert self._broker is not None  # checked in __init__ for DRY_RUN off
+        cid = intent.client_order_id
+        try:
+            report = self._broker.submit_order(intent.to_request())
+        except InvalidOrderError as exc:
+            with self._session() as session, session.begin():
+                record_status(session, cid, OrderStatus.REJECTED, reason=str(exc), source=self._source)
+            return SubmitOutcome(cid, intent.symbol, OrderStatus.REJECTED, created, True, str(exc))
+        except BrokerError as exc:
+            # Unknown fate (or the broker is down): the row stays pending_submit; the next run or the
+            # reconciler looks the client_order_id up before anything is sent again.
+            log.warning("order %s not confirmed by the broker: %s", cid, exc)
+            return SubmitOutcome(cid, intent.symbol, OrderStatus.PENDING_SUBMIT, created, True, str(exc))
+        with self._session() as session, session.begin():
+            change = apply_broker_update(session, report, source=self._source)
+        return SubmitOutcome(cid, intent.symbol, change.status, created, True)
+
+    # ------------------------------------------------------------------ trade updates
+
+    def on_trade_update(self, update: TradeUpdate) -> FillResult | None:
+        """Apply one trade update: the order's status and, for a fill, the execution (exactly once).
+
+        Updates of orders we never recorded (placed by hand at the broker) are logged and skipped; the
+        reconciler adopts them.
+        """
+        fill = Fill.from_trade_update(update)
+        try:
+            with self._session() as session, session.begin():
+                if get_order(session, update.order.client_order_id) is None:
+                    raise UnknownOrderError(update.order.client_order_id)
+                result = apply_fill(session, fill, source=self._source) if fill is not None else None
+                apply_broker_update(session, update, source=self._source)
+                return result
+        except UnknownOrderError:
+            log.warning(
+                "trade update for unknown order %s (%s): skipped", update.order.client_order_id, update.event
+            )
+            return None

@@ -1,0 +1,1 @@
+"""Operations: running trading days (paper-run, replay), and later the safety jobs."""

@@ -1,0 +1,366 @@
+"""One paper-trading day, end to end, on the code path live trading uses.
+
+``trader paper-run --date D`` runs :meth:`PaperDay.run`:
+
+1. **data** — ingest the previous session's bars from the broker's market data (the same
+   ``alpaca-py`` path as real Alpaca) through raw → adjust → gate → store, then refuse to trade
+   (:class:`~trader.data.freshness.StalenessError`) unless the store holds that session;
+2. **signal** — the production model's target weights (:class:`~trader.signal.service.SignalService`,
+   recorded once per day);
+3. **open** — with the built-in paper broker, move its simulated clock to the open of ``D``;
+4. **orders** — target weights × account equity − current positions → orders
+   (:func:`~trader.portfolio.allocator.allocate`, priced at the previous close from the raw
+   recorded bars), pre-trade risk, and the execution service (record → risk → send). The inputs
+   of the allocation are journaled (``events`` kind ``paper.plan``) for ``trader replay``;
+5. **fills** — the broker's trade-update stream is consumed while it waits (with a timeout) for
+   every sent order to finish; each fill is applied to executions, positions and P&L exactly once;
+6. **close** — with the built-in broker, move the clock past the close (unfilled day orders expire);
+7. **P&L** — the ``pnl`` rows of the day and the report in ``ARTIFACTS_DIR/reports/<D>/``.
+
+Running a day again sends nothing new: the day's orders exist (deterministic ``client_order_id``),
+so only orders still ``pending_submit`` (a crash before the broker answered) are sent, and the
+broker adapter looks those up by ``client_order_id`` before sending.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from trader.broker.base import Broker, TradeUpdate
+from trader.config import Settings
+from trader.data.calendar import TradingCalendar, trading_calendar
+from trader.data.freshness import StalenessError
+from trader.data.paths import DataPaths
+from trader.data.raw import RawRecorder
+from trader.domain.enums import OrderStatus
+from trader.errors import TraderError
+from trader.execution.orders import OrderIntent
+from trader.execution.service import ExecutionService, SubmitOutcome
+from trader.execution.state_machine import is_terminal
+from trader.paperbroker.runner import PaperBrokerAdmin
+from trader.portfolio.allocator import AllocationOptions, allocate
+from trader.portfolio.ledger import daily_pnl_rows
+from trader.portfolio.report import build_daily_report, write_daily_report
+from trader.risk.snapshot import Holding, PortfolioSnapshot
+from trader.signal.service import SignalOutcome, SignalService
+from trader.store.models import Event, Order
+
+#: ``orders.intent`` of the day's rebalance orders (part of their ``client_order_id``).
+REBALANCE = "rebalance"
+#: ``events.kind`` of the journaled allocation inputs.
+PLAN_EVENT = "paper.plan"
+#: Minutes after the open at which the day's orders are sent (the built-in broker's clock).
+SEND_AFTER_OPEN = timedelta(minutes=5)
+
+StageCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the allocation and the risk check of a day saw, as journaled for ``trader replay``."""
+
+    trading_date: date
+    as_of: date
+    signal_run_id: int
+    snapshot: PortfolioSnapshot
+    prices: dict[str, Decimal]
+    options: AllocationOptions
+    orders: list[tuple[str, str, Decimal]]
+
+    def to_json(self) -> dict[str, Any]:
+        snap = self.snapshot
+        return {
+            "trading_date": self.trading_date.isoformat(),
+            "as_of": self.as_of.isoformat(),
+            "signal_run_id": self.signal_run_id,
+            "snapshot": {
+                "equity": str(snap.equity),
+                "cash": str(snap.cash),
+                "buying_power": str(snap.buying_power),
+                "day_pnl": str(snap.day_pnl),
+                "market_open": snap.market_open,
+                "as_of": snap.as_of.isoformat() if snap.as_of else None,
+                "positions": {s: [str(h.qty), str(h.price)] for s, h in sorted(snap.positions.items())},
+            },
+            "prices": {s: str(p) for s, p in self.prices.items()},
+            "options": {k: str(v) for k, v in vars(self.options).items()},
+            "orders": [[symbol, side, str(qty)] for symbol, side, qty in self.orders],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        snap = data["snapshot"]
+        snapshot = PortfolioSnapshot(
+            equity=Decimal(snap["equity"]),
+            cash=Decimal(snap["cash"]),
+            buying_power=Decimal(snap["buying_power"]),
+            positions={s: Holding(Decimal(q), Decimal(p)) for s, (q, p) in snap["positions"].items()},
+            day_pnl=Decimal(snap["day_pnl"]),
+            market_open=bool(snap["market_open"]),
+            as_of=datetime.fromisoformat(snap["as_of"]) if snap["as_of"] else None,
+        )
+        raw = data["options"]
+        options = AllocationOptions(
+            fractional=raw["fractional"] == "True",
+            min_order_notional=Decimal(raw["min_order_notional"]),
+            cash_buffer=Decimal(raw["cash_buffer"]),
+            close_absent=raw["close_absent"] == "True",
+            allow_short=raw["allow_short"] == "True",
+            max_gross_weight=Decimal(raw["max_gross_weight"]),
+            weight_tolerance=Decimal(raw["weight_tolerance"]),
+        )
+        return cls(
+            trading_date=date.fromisoformat(data["trading_date"]),
+            as_of=date.fromisoformat(data["as_of"]),
+            signal_run_id=int(data["signal_run_id"]),
+            snapshot=snapshot,
+            prices={s: Decimal(p) for s, p in data["prices"].items()},
+            options=options,
+            orders=[(symbol, side, Decimal(qty)) for symbol, side, qty in data["orders"]],
+        )
+
+
+class PaperDayError(TraderError):
+    """A paper day could not run (not a session, no data, no model...)."""
+
+
+@dataclass
+class DayResult:
+    """What a paper day did."""
+
+    trading_date: date
+    signal: SignalOutcome | None = None
+    orders: list[SubmitOutcome] = field(default_factory=list)
+    reused_orders: bool = False
+    fills: int = 0
+    unfinished: list[str] = field(default_factory=list)
+    equity: Decimal | None = None
+    realized: Decimal = Decimal(0)
+    unrealized: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    report_dir: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> list[SubmitOutcome]:
+        bad = {OrderStatus.RISK_REJECTED, OrderStatus.REJECTED, OrderStatus.SUBMIT_FAILED}
+        return [o for o in self.orders if o.status in bad]
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for o in self.orders if o.sent)
+
+
+def raw_closes(paths: DataPaths, day: date) -> dict[str, Decimal]:
+    """The raw (traded, unadjusted) close of every symbol on ``day`` from the raw recorded bars."""
+    raw = RawRecorder(paths).read(start=day, end=day)
+    valid = raw.filter(pl.col("close").is_finite() & (pl.col("close") > 0))
+    newest = valid.group_by("symbol", maintain_order=True).last()
+    return {row["symbol"]: Decimal(repr(row["close"])) for row in newest.iter_rows(named=True)}
+
+
+class PaperDay:
+    """Runs paper days for one strategy against one broker (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        broker: Broker,
+        *,
+        strategy: str,
+        admin: PaperBrokerAdmin | None = None,
+        ingest: Callable[[date], None] | None = None,
+        fill_timeout: float = 60.0,
+        allocation: AllocationOptions | None = None,
+        calendar: TradingCalendar | None = None,
+        redis: Any | None = None,
+        on_stage: StageCallback | None = None,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._broker = broker
+        self.strategy = strategy
+        self._admin = admin
+        self._ingest = ingest
+        self._fill_timeout = fill_timeout
+        self._allocation = allocation or AllocationOptions(cash_buffer=Decimal("0.02"))
+        self._calendar = calendar or trading_calendar()
+        self._paths = DataPaths(settings.data_dir)
+        self._signals = SignalService(
+            engine, self._paths, strategy=strategy, redis=redis, calendar=self._calendar
+        )
+        self._execution = ExecutionService(engine, broker, settings, source="paper-run")
+        self._on_stage = on_stage or (lambda _message: None)
+
+    # ------------------------------------------------------------------ the day
+
+    def run(self, day: date) -> DayResult:
+        if not self._calendar.is_session(day):
+            raise PaperDayError(
+                f"{day} is not a trading session (XNYS); pick a weekday that is not a holiday"
+            )
+        result = DayResult(day)
+        as_of = self._calendar.previous_session(day)
+        self._stage(result, "data", lambda: self._data(as_of))
+        result.signal = self._stage(result, "signal", lambda: self._signals.run(day))
+        admin = self._admin
+        if admin is not None:
+            opening = self._calendar.session_open(day) + SEND_AFTER_OPEN
+            self._stage(result, "open", lambda: admin.set_clock(opening))
+        stream = self._broker.trade_updates(self._on_trade_update)
+        stream.start()
+        try:
+            self._stage(result, "orders", lambda: self._orders(result, as_of))
+            self._stage(result, "fills", lambda: self._wait_for_fills(result))
+            if admin is not None:
+                closing = self._calendar.session_close(day) + timedelta(minutes=1)
+                self._stage(result, "close", lambda: admin.set_clock(closing))
+                self._wait_for_fills(result, timeout=min(self._fill_timeout, 10.0))
+        finally:
+            stream.stop()
+        self._stage(result, "pnl", lambda: self._pnl(result))
+        return result
+
+    def _on_trade_update(self, update: TradeUpdate) -> None:
+        self._execution.on_trade_update(update)
+
+    def _stage(self, result: DayResult, name: str, work: Callable[[], Any]) -> Any:
+        self._on_stage(name)
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            result.stage_seconds[name] = round(time.perf_counter() - started, 3)
+
+    def _data(self, as_of: date) -> None:
+        if self._ingest is not None:
+            self._ingest(as_of)
+        if not raw_closes(self._paths, as_of):
+            # Fail closed: without the previous session's bars there is no signal to trust.
+            raise StalenessError(latest=None, expected=as_of, sessions_behind=None)
+
+    def _orders(self, result: DayResult, as_of: date) -> None:
+        existing = self._day_orders(result.trading_date)
+        snapshot = self._snapshot()
+        prices = raw_closes(self._paths, as_of)
+        if existing:
+            result.reused_orders = True
+            intents = [_intent_of(order) for order in existing]
+        else:
+            intents = self._plan(result, as_of, snapshot, prices)
+        result.orders = self._execution.submit_batch(intents, snapshot, prices.get)
+
+    def _plan(
+        self, result: DayResult, as_of: date, snapshot: PortfolioSnapshot, prices: dict[str, Decimal]
+    ) -> list[OrderIntent]:
+        """Target weights → orders, journaling every input so ``trader replay`` can redo it."""
+        assert result.signal is not None
+        positions = {symbol: holding.qty for symbol, holding in snapshot.positions.items()}
+        weights = dict(result.signal.result.weights)
+        allocation = allocate(weights, snapshot.equity, positions, prices, self._allocation)
+        plan = Plan(
+            trading_date=result.trading_date,
+            as_of=as_of,
+            signal_run_id=result.signal.run_id,
+            snapshot=snapshot,
+            prices={s: prices[s] for s in sorted(set(weights) | set(positions)) if s in prices},
+            options=self._allocation,
+            orders=[(o.symbol, o.side.value, o.qty) for o in allocation.orders],
+        )
+        with Session(self._engine) as session, session.begin():
+            session.add(
+                Event(
+                    kind=PLAN_EVENT,
+                    source="paper-run",
+                    strategy_id=self.strategy,
+                    correlation_id=f"{self.strategy}:{result.trading_date}",
+                    payload=plan.to_json(),
+                )
+            )
+        return [
+            OrderIntent(self.strategy, result.trading_date, o.symbol, o.side, qty=o.qty, intent=REBALANCE)
+            for o in allocation.orders
+        ]
+
+    def _snapshot(self) -> PortfolioSnapshot:
+        account = self._broker.get_account()
+        return PortfolioSnapshot.from_broker(account, self._broker.get_positions(), self._broker.get_clock())
+
+    def _day_orders(self, day: date) -> list[Order]:
+        with Session(self._engine) as session:
+            return list(
+                session.scalars(
+                    select(Order)
+                    .where(
+                        Order.strategy_id == self.strategy,
+                        Order.trading_date == day,
+                        Order.intent == REBALANCE,
+                    )
+                    .order_by(Order.created_at, Order.client_order_id)
+                )
+            )
+
+    def _wait_for_fills(self, result: DayResult, timeout: float | None = None) -> None:
+        """Until every order of the day reached a final status, or the timeout."""
+        deadline = time.monotonic() + (self._fill_timeout if timeout is None else timeout)
+        while True:
+            open_orders = [
+                o.client_order_id
+                for o in self._day_orders(result.trading_date)
+                if not is_terminal(OrderStatus(o.status)) and o.status != OrderStatus.PENDING_SUBMIT
+            ]
+            if not open_orders or time.monotonic() > deadline:
+                result.unfinished = open_orders
+                return
+            time.sleep(0.1)
+
+    def _pnl(self, result: DayResult) -> None:
+        account = self._broker.get_account()
+        marks = {
+            p.symbol: p.current_price for p in self._broker.get_positions() if p.current_price is not None
+        }
+        with Session(self._engine) as session, session.begin():
+            rows = daily_pnl_rows(session, result.trading_date, marks, equity=account.equity)
+            account_row = next(row for row in rows if row.strategy_id == "*")
+            result.equity = account.equity
+            result.realized, result.unrealized, result.fees = (
+                account_row.realized, account_row.unrealized, account_row.fees,
+            )  # fmt: skip
+        with Session(self._engine) as session:
+            report = build_daily_report(session, result.trading_date, marks)
+            result.fills = len(report.executions)
+        result.report_dir = str(write_daily_report(report, self._settings.artifacts_dir / "reports"))
+
+
+def _intent_of(order: Order) -> OrderIntent:
+    """The intent an order row was recorded from (same fields → same ``client_order_id``)."""
+    from trader.domain.enums import OrderSide, OrderType, TimeInForce
+
+    intent = OrderIntent(
+        order.strategy_id,
+        order.trading_date,
+        order.symbol,
+        OrderSide(order.side),
+        qty=order.qty,
+        notional=order.notional,
+        intent=order.intent,
+        order_type=OrderType(order.order_type),
+        time_in_force=TimeInForce(order.time_in_force),
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+    )
+    if intent.client_order_id != order.client_order_id:
+        raise PaperDayError(
+            f"order {order.client_order_id} was not recorded by paper-run; reconcile it first"
+        )
+    return intent
