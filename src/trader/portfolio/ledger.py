@@ -673,10 +673,15 @@ def realized_pnl(session: Session, strategy_id: str, day: date) -> Decimal:
     Computed by replaying the executions up to the end of ``day`` in execution-time order, so it
     always agrees with the positions however the fills arrived.
     """
+    return sum(realized_by_position(session, strategy_id, day).values(), ZERO)
+
+
+def realized_by_position(session: Session, strategy_id: str, day: date) -> dict[tuple[str, str], Decimal]:
+    """:func:`realized_pnl` per (strategy, symbol) that traded on ``day``."""
     start, end = market_day_bounds(day)
     executions = _executions(session, None if strategy_id == ACCOUNT else strategy_id, before=end)
     books: dict[tuple[str, str], PositionState] = defaultdict(PositionState)
-    total = ZERO
+    realized: dict[tuple[str, str], Decimal] = {}
     for execution in executions:
         key = (execution.strategy_id, execution.symbol)
         step = position_step(
@@ -684,8 +689,8 @@ def realized_pnl(session: Session, strategy_id: str, day: date) -> Decimal:
         )
         books[key] = step.state
         if execution.executed_at >= start:
-            total += step.realized
-    return total
+            realized[key] = realized.get(key, ZERO) + step.realized
+    return realized
 
 
 def fees_paid(session: Session, strategy_id: str, day: date) -> Decimal:

@@ -22,7 +22,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from html import escape
 from pathlib import Path
@@ -31,9 +31,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from trader.store.models import Execution, Order, Pnl, Position, TaxLot, TaxLotClosure
+from trader.portfolio.ledger import ACCOUNT, market_day_bounds, realized_by_position
+from trader.store.models import Execution, Order, Pnl, Position
 
-ACCOUNT = "*"
 _CENT = Decimal("0.01")
 
 
@@ -98,24 +98,6 @@ class DailyReport:
         return last.equity if last and last.trading_date == self.trading_date else None
 
 
-def _day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
-
-
-def _realized_by_symbol(session: Session, day: date) -> dict[tuple[str, str], Decimal]:
-    start, end = _day_bounds(day)
-    rows = session.execute(
-        select(TaxLot.strategy_id, TaxLot.symbol, TaxLotClosure.realized_pnl)
-        .join(TaxLot, TaxLot.id == TaxLotClosure.lot_id)
-        .where(TaxLotClosure.closed_at >= start, TaxLotClosure.closed_at < end)
-    ).all()
-    realized: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for strategy_id, symbol, pnl in rows:
-        realized[(strategy_id, symbol)] += pnl
-    return realized
-
-
 def _order_row(order: Order) -> dict[str, Any]:
     return {
         "client_order_id": order.client_order_id,
@@ -161,13 +143,13 @@ def build_daily_report(
         .where(Order.trading_date == trading_date)
         .order_by(Order.created_at, Order.client_order_id)
     ).all()
-    start, end = _day_bounds(trading_date)
+    start, end = market_day_bounds(trading_date)
     executions = session.scalars(
         select(Execution)
         .where(Execution.executed_at >= start, Execution.executed_at < end)
         .order_by(Execution.executed_at, Execution.id)
     ).all()
-    realized = _realized_by_symbol(session, trading_date)
+    realized = realized_by_position(session, ACCOUNT, trading_date)
     fees: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for execution in executions:
         fees[(execution.strategy_id, execution.symbol)] += execution.fee
@@ -177,6 +159,8 @@ def build_daily_report(
     for strategy_id, symbol in keys:
         position = positions.get((strategy_id, symbol))
         qty = position.qty if position else Decimal(0)
+        if qty == 0 and not realized.get((strategy_id, symbol)) and not fees.get((strategy_id, symbol)):
+            continue  # closed before today and not traded today
         avg = position.avg_price if position else Decimal(0)
         price = prices.get(symbol)
         if price is None and qty != 0:

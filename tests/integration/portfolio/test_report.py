@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from trader.portfolio.report import build_daily_report, write_daily_report
-from trader.store.models import Execution, Order, Pnl, Position, TaxLot, TaxLotClosure
+from trader.store.models import Execution, Order, Pnl, Position
 
 DAY = date(2024, 3, 5)
 AT = datetime(2024, 3, 5, 14, 31, tzinfo=UTC)
@@ -105,29 +105,6 @@ def _seed(session: Session) -> None:
         ]
     )
     session.flush()
-    lot = TaxLot(
-        strategy_id="alpha",
-        symbol="AAA",
-        side="long",
-        open_execution_id="x1",
-        opened_at=datetime(2024, 3, 4, 15, tzinfo=UTC),
-        qty=Decimal(10),
-        remaining_qty=Decimal(6),
-        cost_price=Decimal(100),
-    )
-    session.add(lot)
-    session.flush()
-    session.add(
-        TaxLotClosure(
-            lot_id=lot.id,
-            close_execution_id="x2",
-            closed_at=AT,
-            qty=Decimal(4),
-            price=Decimal(110),
-            realized_pnl=Decimal(39),
-            holding_period="short_term",
-        )
-    )
     session.add_all(
         [
             Position(
@@ -166,8 +143,9 @@ def test_report_numbers_and_files(migrated_engine: Engine, tmp_path: Path) -> No
     by_symbol = {p.symbol: p for p in report.symbols}
     assert by_symbol["AAA"].unrealized == Decimal(72)  # (112 - 100) * 6
     assert by_symbol["BBB"].unrealized == Decimal(-10)  # (48 - 50) * 5
-    assert by_symbol["AAA"].realized_today == Decimal(39)
-    assert report.realized_today == Decimal(39)
+    assert by_symbol["AAA"].realized_today == Decimal(39)  # (110 - 100) * 4 - fee 1, average cost
+    assert by_symbol["BBB"].realized_today == Decimal("-0.5")  # a fee is realized when paid
+    assert report.realized_today == Decimal("38.5")
     assert report.unrealized == Decimal(62)
     assert report.fees_today == Decimal("1.5")
     (alpha,) = report.strategies
@@ -184,7 +162,7 @@ def test_report_numbers_and_files(migrated_engine: Engine, tmp_path: Path) -> No
     assert statuses == {"o-aaa-sell": "filled", "o-bbb-buy": "filled", "o-ccc-buy": "risk_rejected"}
     assert sum(1 for r in rows if r[0] == "execution") == 2
     markdown = (folder / "pnl.md").read_text()
-    assert "| realized P&L (today) | 39.00 |" in markdown
+    assert "| realized P&L (today) | 38.50 |" in markdown
     assert "| orders | 3 (2 filled, 1 rejected) |" in markdown
     assert "![equity curve](equity.png)" in markdown
     assert (folder / "equity.png").read_bytes().startswith(b"\x89PNG")
