@@ -57,21 +57,6 @@ def _not_built(item: Planned) -> NotBuiltError:
     return NotBuiltError(f"'trader {item.name}' is not built yet; it arrives with {item.arrives_with}")
 
 
-#: Subcommands of ``trader research`` still to come (``export`` is built: :mod:`trader.cli.research`).
-RESEARCH_PLANNED: tuple[Planned, ...] = (
-    Planned(
-        "research backtest",
-        "Backtest a trained model with US equity costs and write the report.",
-        "the research issue (#5)",
-    ),
-    Planned(
-        "research walk-forward",
-        "Retrain on rolling windows and report out-of-sample metrics per window.",
-        "the research issue (#5)",
-    ),
-)
-
-
 def register(app: typer.Typer, items: Sequence[Planned] = PLANNED) -> None:
     """Add every planned command of ``items`` to ``app`` (a top-level item to the root, a
     ``"group command"`` item to that group's app).

@@ -13,11 +13,12 @@ The information coefficient (IC) of a segment is the mean over its sessions of t
 Pearson correlation between the score of date t and the label of date t (the return from t+1 to t+2,
 Alpha158's label); the rank IC uses Spearman's correlation; ICIR is mean / standard deviation of the
 daily values. Sessions with fewer than two scored symbols, or a constant score or label, have no IC.
+One implementation serves training and the backtest: :func:`ic_stats` wraps
+:func:`trader.research.metrics.signal_metrics`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import pandas as pd
 import polars as pl
 
 from trader.errors import TraderError
+from trader.research.metrics import signal_metrics
 
 #: The columns of a predictions table, in order.
 PREDICTION_SCHEMA = pl.Schema(
@@ -116,36 +118,14 @@ def require_rows(segment: str, rows: int, span: tuple[str, str], market: str) ->
 def ic_stats(scores: pd.Series, labels: pd.Series) -> ICStats:
     """IC, rank IC and their IRs of ``scores`` against ``labels`` (both indexed ``(datetime, instrument)``).
 
-    Rows where either is missing are ignored.
+    Rows where either is missing are ignored. The computation is the backtest's
+    (:func:`trader.research.metrics.signal_metrics`), so training and backtest report the same IC.
     """
-    joined = pd.concat({"score": scores, "label": labels}, axis=1, join="inner").dropna()
-    joined = joined[np.isfinite(joined["score"]) & np.isfinite(joined["label"])]
-    if joined.empty:
-        return ICStats(math.nan, math.nan, math.nan, math.nan, 0)
-    by_day = joined.groupby(level=0, sort=True)
-    daily_ic = by_day.apply(lambda day: _corr(day["score"], day["label"])).dropna()
-    daily_rank = by_day.apply(lambda day: _corr(day["score"].rank(), day["label"].rank())).dropna()
+    stats = signal_metrics(scores, labels)
     return ICStats(
-        ic=_mean(daily_ic),
-        rank_ic=_mean(daily_rank),
-        icir=_ir(daily_ic),
-        rank_icir=_ir(daily_rank),
-        days=len(daily_ic),
+        ic=stats["ic"],
+        rank_ic=stats["rank_ic"],
+        icir=stats["icir"],
+        rank_icir=stats["rank_icir"],
+        days=int(stats["ic_days"]),
     )
-
-
-def _corr(a: pd.Series, b: pd.Series) -> float:
-    if len(a) < 2 or a.nunique() < 2 or b.nunique() < 2:
-        return math.nan
-    return float(np.corrcoef(a.to_numpy(np.float64), b.to_numpy(np.float64))[0, 1])
-
-
-def _mean(values: pd.Series) -> float:
-    return float(values.mean()) if len(values) else math.nan
-
-
-def _ir(values: pd.Series) -> float:
-    if len(values) < 2:
-        return math.nan
-    std = float(values.std(ddof=1))
-    return float(values.mean()) / std if std > 0 else math.nan
