@@ -39,9 +39,11 @@ from trader.research.qlib_export import QlibExporter
 from trader.research.qlib_runtime import init_qlib
 from trader.strategies.alpha_baseline.alpha158_polars import (
     FEATURE_NAMES,
+    HISTORY_SESSIONS,
     alpha158_features,
     alpha158_latest,
     alpha158_latest_from_store,
+    history_start,
 )
 from trader.strategies.alpha_baseline.alpha158_spec import ALPHA158_EXPRESSIONS
 
@@ -213,3 +215,9 @@ def test_edge_cases_equal_qlibs_expressions(tmp_path: Path) -> None:
     assert_same_features(ours, qlib)
     day = EDGE_SESSIONS[-1]
     assert alpha158_latest(AdjustedStore(paths).read(), day).equals(ours.filter(pl.col("date") == day))
+    # The store path reads 61 sessions: LONG, halted on the first two of them, is not a new listing.
+    day = EDGE_SESSIONS[32 + HISTORY_SESSIONS - 1]
+    assert history_start(day) == EDGE_SESSIONS[32]
+    latest = alpha158_latest_from_store(paths, day)
+    assert "LONG" in latest.get_column("symbol").to_list()
+    assert latest.equals(ours.filter(pl.col("date") == day))

@@ -311,6 +311,22 @@ def test_latest_reads_only_the_last_history_sessions(bars: pl.DataFrame) -> None
     assert not alpha158_latest(oldest, day).equals(expected)
 
 
+def test_latest_on_cut_bars_needs_to_know_where_each_history_starts(
+    bars: pl.DataFrame, full: pl.DataFrame
+) -> None:
+    day = SESSIONS[152]  # its window starts on session 92, inside BBB's halt (90..95)
+    cut = bars.filter(pl.col("date") >= history_start(day))
+    expected = full.filter(pl.col("date") == day)
+    # Without more, BBB's first bar in the cut (session 96) looks like a new listing: shorter windows.
+    naive = alpha158_latest(cut, day)
+    assert not naive.filter(pl.col("symbol") == "BBB").equals(expected.filter(pl.col("symbol") == "BBB"))
+    assert naive.filter(pl.col("symbol") != "BBB").equals(expected.filter(pl.col("symbol") != "BBB"))
+    first_bars = bars.group_by("symbol").agg(pl.col("date").min().alias("first_date"))
+    assert alpha158_latest(cut, day, first_bars=first_bars).equals(expected)
+    with pytest.raises(Alpha158InputError, match="first_bars lacks"):
+        alpha158_latest(cut, day, first_bars=first_bars.rename({"first_date": "day"}))
+
+
 def test_latest_rows_are_the_symbols_whose_span_contains_the_day(bars: pl.DataFrame) -> None:
     assert alpha158_latest(bars, SESSIONS[-1]).get_column("symbol").to_list() == [
         "AAA", "BBB", "CCC", "EEE", "ONE"

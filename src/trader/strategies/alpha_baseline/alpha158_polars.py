@@ -30,6 +30,7 @@ import polars as pl
 
 from trader.data.calendar import trading_calendar
 from trader.data.paths import DataPaths
+from trader.data.store import AdjustedStore, scan
 from trader.strategies.alpha_baseline import alpha158_ops as op
 from trader.strategies.alpha_baseline.alpha158_grid import (
     IN_SPAN,
@@ -108,15 +109,22 @@ def alpha158_features(bars: pl.DataFrame | pl.LazyFrame, *, sessions: Sessions |
 
 
 def alpha158_latest(
-    bars: pl.DataFrame | pl.LazyFrame, day: date, *, sessions: Sessions | None = None
+    bars: pl.DataFrame | pl.LazyFrame,
+    day: date,
+    *,
+    sessions: Sessions | None = None,
+    first_bars: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Alpha158 on ``day`` only: one row per symbol whose span (first bar .. last bar) contains ``day``.
 
-    Uses only the last :data:`HISTORY_SESSIONS` sessions up to ``day``, and gives the same bits as
+    Uses only the last :data:`HISTORY_SESSIONS` sessions up to ``day`` and gives the same bits as
     :func:`alpha158_features` on the same bars for ``day``. ``bars`` may hold more history than that
-    (it is cut here), but passing only what is needed is what makes it fast (see
-    :func:`alpha158_latest_from_store`). Raises :class:`Alpha158InputError` when ``day`` is not a
-    session.
+    (it is cut here); passing only what is needed is what makes it fast (see
+    :func:`alpha158_latest_from_store`). A symbol's span starts at its first bar, and a window reaching
+    before it is shorter (Qlib's partial windows): when ``bars`` starts later than some symbols'
+    history, ``first_bars`` (``symbol, first_date``) says where each really starts — otherwise a
+    symbol halted at the start of the cut would look newly listed. Raises
+    :class:`Alpha158InputError` when ``day`` is not a session.
     """
     frame = as_frame(bars)
     if frame.is_empty():
@@ -127,15 +135,14 @@ def alpha158_latest(
     slot = int(calendar.search_sorted(day, side="left"))
     first_needed = slot - (HISTORY_SESSIONS - 1)
     slotted = with_slots(frame, calendar)
-    ranges = (
-        spans(slotted)
-        .filter((pl.col("_first") <= slot) & (pl.col("_last") >= slot))
-        .select(
-            "symbol",
-            pl.lit(slot - WIDE_ROWS + 1, dtype=pl.Int64).alias("_from"),
-            pl.max_horizontal("_first", pl.lit(first_needed, dtype=pl.Int64)).alias("_start"),
-            pl.lit(slot, dtype=pl.Int64).alias("_end"),
-        )
+    symbol_spans = spans(slotted)
+    if first_bars is not None:
+        symbol_spans = _started_earlier(symbol_spans, first_bars, calendar, before=first_needed)
+    ranges = symbol_spans.filter((pl.col("_first") <= slot) & (pl.col("_last") >= slot)).select(
+        "symbol",
+        pl.lit(slot - WIDE_ROWS + 1, dtype=pl.Int64).alias("_from"),
+        pl.max_horizontal("_first", pl.lit(first_needed, dtype=pl.Int64)).alias("_start"),
+        pl.lit(slot, dtype=pl.Int64).alias("_end"),
     )
     if ranges.is_empty():
         return _empty()
@@ -159,13 +166,23 @@ def alpha158_latest_from_store(
 ) -> pl.DataFrame:
     """:func:`alpha158_latest` for ``day`` from the adjusted store of ``paths``, reading only what it needs.
 
-    Reads the bars of the :data:`HISTORY_SESSIONS` sessions up to ``day``, so a symbol gets a row
-    when it has a bar on ``day`` (one halted that day has no fresh price to score).
+    Reads the bars of the :data:`HISTORY_SESSIONS` sessions up to ``day``, plus, for the symbols, the
+    date of their first bar (the ``symbol`` and ``date`` columns of the older year files), so a symbol
+    that was halted when the window starts is not taken for a new listing. A symbol gets a row when
+    it has a bar on ``day`` (one halted that day has no fresh price to score).
     """
-    from trader.data.store import AdjustedStore
-
-    bars = AdjustedStore(paths).read(start=history_start(day, sessions=sessions), end=day)
-    return alpha158_latest(bars, day, sessions=sessions)
+    store = AdjustedStore(paths)
+    start = history_start(day, sessions=sessions)
+    bars = store.read(start=start, end=day)
+    older = [path for path in store.files() if int(path.parent.name.removeprefix("year=")) <= start.year]
+    first_bars = (
+        scan(older, {"symbol": pl.String(), "date": pl.Date()})
+        .filter(pl.col("date") < start)
+        .group_by("symbol")
+        .agg(pl.col("date").min().alias("first_date"))
+        .collect()
+    )
+    return alpha158_latest(bars, day, sessions=sessions, first_bars=first_bars)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,15 +197,36 @@ def _empty() -> pl.DataFrame:
 
 
 def _sessions_for(frame: pl.DataFrame, sessions: Sessions | None, through: date | None = None) -> pl.Series:
-    """The sessions from the first bar to the last bar (or ``through``): ``sessions``, or XNYS's."""
+    """Sessions (``sessions``, or XNYS's) from the first bar to the last (or ``through`` and its window)."""
     first = frame.get_column("date").min()
     last = frame.get_column("date").max()
     assert isinstance(first, date) and isinstance(last, date)
-    last = max(last, through) if through is not None else last
-    if sessions is None:
-        return trading_calendar().sessions(first, last)
-    series = session_series(sessions)
+    series = session_series(sessions) if sessions is not None else trading_calendar().all_sessions()
+    if through is not None:
+        # Reach back to the window's first session, so that its slots exist even without bars.
+        before = series.filter(series <= through).tail(HISTORY_SESSIONS)
+        first = min(first, before[0]) if before.len() else first
+        last = max(last, through)
     return series.filter(series.is_between(first, last))
+
+
+def _started_earlier(
+    symbol_spans: pl.DataFrame, first_bars: pl.DataFrame, calendar: pl.Series, before: int
+) -> pl.DataFrame:
+    """``symbol_spans`` with ``_first`` before slot ``before`` for symbols whose history starts earlier."""
+    missing = {"symbol", "first_date"} - set(first_bars.columns)
+    if missing:
+        raise Alpha158InputError(f"first_bars lacks the column(s) {sorted(missing)}; give symbol, first_date")
+    dates = pl.DataFrame(
+        {"_first_day": calendar, "_first": pl.int_range(calendar.len(), dtype=pl.Int64, eager=True)}
+    )
+    known = first_bars.select(pl.col("symbol").cast(pl.String), pl.col("first_date").cast(pl.Date))
+    with_days = symbol_spans.join(dates, on="_first", how="left").join(known, on="symbol", how="left")
+    earlier = pl.col("first_date") < pl.col("_first_day")
+    moved = (
+        pl.when(earlier).then(pl.lit(before - 1, dtype=pl.Int64)).otherwise(pl.col("_first")).alias("_first")
+    )
+    return with_days.select("symbol", moved, "_last")
 
 
 def _chunks(ranges: pl.DataFrame) -> list[pl.DataFrame]:
