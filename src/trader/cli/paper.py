@@ -95,7 +95,6 @@ def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
     from trader.data.paths import DataPaths
     from trader.data.pipeline import DataPipeline
     from trader.data.sources.alpaca_source import AlpacaSource
-
     from trader.signal.service import tradable_on
 
     paths = DataPaths(settings.data_dir)
@@ -190,3 +189,108 @@ def paper_run(
     finally:
         engine.dispose()
     console.print(_summary(results, settings.dry_run))
+
+
+def replay(
+    day: Annotated[str, typer.Option("--date", help="The recorded paper day to replay, YYYY-MM-DD.")],
+    strategy: Annotated[str | None, typer.Option(help="Strategy (default: STRATEGY_ID).")] = None,
+) -> None:
+    """Replay a recorded paper day through the same code in dry-run and write a parity report.
+
+    The raw recorded bars are run through the pipeline again (point in time), the recorded model
+    version scores them, and the allocator and the risk check decide on the recorded account
+    snapshot. Weights, orders and risk verdicts must be identical (scores within 1e-9 relative).
+    Exit 1 when anything differs. Report: ARTIFACTS_DIR/reports/<date>/replay.md.
+    """
+    from trader.ops.replay import Replayer, write_replay_report
+
+    settings = load_settings()
+    chosen = parse_day(day, "--date")
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+        with console.status(f"replaying {chosen} ..."):
+            report = Replayer(settings, engine, strategy=strategy or settings.strategy_id).replay(chosen)
+    finally:
+        engine.dispose()
+    folder = write_replay_report(report, settings.artifacts_dir / "reports")
+    console.print(report.to_markdown())
+    console.print(f"report: {folder / 'replay.md'}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+report_app = typer.Typer(help="Daily reports: blotter, P&L by symbol and strategy, equity curve.")
+
+
+@report_app.command("pnl")
+def report_pnl(
+    day: Annotated[str, typer.Option("--date", help="Trading day, YYYY-MM-DD.")],
+) -> None:
+    """Write the day's report (blotter CSV, P&L Markdown/HTML/JSON with the equity curve) from the
+    database, marking positions at the day's raw closes, and print its summary."""
+    from sqlalchemy.orm import Session
+
+    from trader.data.paths import DataPaths
+    from trader.ops.paper_day import raw_closes
+    from trader.portfolio.report import build_daily_report, write_daily_report
+
+    settings = load_settings()
+    chosen = parse_day(day, "--date")
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+        marks = raw_closes(DataPaths(settings.data_dir), chosen)
+        with Session(engine) as session:
+            report = build_daily_report(session, chosen, marks)
+    finally:
+        engine.dispose()
+    folder = write_daily_report(report, settings.artifacts_dir / "reports")
+    console.print((folder / "pnl.md").read_text(encoding="utf-8"))
+    console.print(f"report: {folder}")
+
+
+def signal(
+    day: Annotated[str, typer.Option("--date", help="Trading day to compute the weights for, YYYY-MM-DD.")],
+    strategy: Annotated[str | None, typer.Option(help="Strategy (default: STRATEGY_ID).")] = None,
+) -> None:
+    """Compute (or show, when already recorded) the production model's target weights for a day.
+
+    Scores come from the session before the date; the run is recorded in signal_runs and published
+    (Redis stream when REDIS_URL is set, else the events table).
+    """
+    from trader.data.paths import DataPaths
+    from trader.signal.service import SignalService
+
+    settings = load_settings()
+    chosen = parse_day(day, "--date")
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+        redis = _redis_client(settings)
+        service = SignalService(
+            engine, DataPaths(settings.data_dir), strategy=strategy or settings.strategy_id, redis=redis
+        )
+        outcome = service.run(chosen)
+    finally:
+        engine.dispose()
+    result = outcome.result
+    table = Table(
+        title=f"Signal {chosen} (from {outcome.as_of}), model {result.model_version}", title_justify="left"
+    )
+    table.add_column("symbol")
+    table.add_column("score", justify="right")
+    table.add_column("weight", justify="right")
+    for symbol, weight in sorted(result.weights.items(), key=lambda item: -result.scores.get(item[0], 0.0)):
+        table.add_row(symbol, f"{result.scores.get(symbol, float('nan')):+.5f}", f"{weight:.4f}")
+    console.print(table)
+    state = "computed and recorded" if outcome.computed else "already recorded (not recomputed)"
+    console.print(f"{len(result.scores)} symbols scored; run #{outcome.run_id} {state}")
+
+
+def _redis_client(settings: Settings) -> object | None:
+    if not settings.redis_url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url)

@@ -25,21 +25,6 @@ class Planned:
 
 PLANNED: tuple[Planned, ...] = (
     Planned(
-        "signal",
-        "Compute target weights for a trading date from the production model.",
-        "the paper-trading issue (#6)",
-    ),
-    Planned(
-        "replay",
-        "Replay a recorded day through the same code in dry-run and report parity.",
-        "the paper-trading issue (#6)",
-    ),
-    Planned(
-        "report",
-        "Daily reports: blotter, P&L by symbol and strategy, equity curve.",
-        "the paper-trading issue (#6)",
-    ),
-    Planned(
         "status",
         "Positions, open orders, today's P&L, circuit-breaker state, last reconcile.",
         "the safety issue (#7)",
