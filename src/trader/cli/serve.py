@@ -1,4 +1,5 @@
-"""``trader serve``: run a service. ``paper-broker`` is built; the others arrive with later issues."""
+"""``trader serve``: run a service. ``paper-broker`` and ``gateway`` are built; the others arrive with
+later issues."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import typer
 from sqlalchemy.engine import make_url
 
 from trader.config import load_settings, mask_url_password, normalize_database_url
-from trader.errors import NotBuiltError, UsageError
+from trader.errors import ConfigError, NotBuiltError, UsageError
 from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
 
 app = typer.Typer(
-    help="Run a service: paper-broker (built), gateway, signal, reconciler.",
+    help="Run a service: paper-broker (built), gateway (built), signal, reconciler.",
     no_args_is_help=True,
 )
 
@@ -150,6 +151,57 @@ def paper_broker(
     uvicorn.run(create_app(broker), host=host, port=port, log_level="warning")
 
 
+@app.command("gateway")
+def gateway(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on (1-65535).")] = 8000,
+) -> None:
+    """Run the execution gateway (HTTP API): POST /orders (record -> risk -> send, or record only under
+    DRY_RUN), GET /orders, GET /orders/{client_order_id}, GET /positions, GET /health and
+    POST /webhooks/trade-updates, plus the broker's trade-update stream applied to the ledger.
+
+    Needs TRADER_API_KEY (clients send it as X-API-Key or Authorization: Bearer) and a database at the
+    newest schema (trader db upgrade). Orders go to the broker at ALPACA_BASE_URL, which also gives the
+    account and prices for the risk check: start 'trader serve paper-broker' first for the built-in one.
+    See docs/gateway.md.
+    """
+    import logging
+
+    import uvicorn
+
+    from trader.broker.alpaca import AlpacaBroker
+    from trader.execution.gateway import create_gateway_app
+    from trader.store import migrate
+    from trader.store.db import make_engine
+
+    check_port(port)
+    settings = load_settings()
+    if settings.trader_api_key is None:
+        raise ConfigError(
+            "TRADER_API_KEY is not set: the gateway refuses to start without an API key; set it to a "
+            "long random secret (e.g. the output of: openssl rand -hex 32)"
+        )
+    engine = make_engine(settings.database_url)
+    try:
+        current = migrate.current_revision(engine)
+        if current != migrate.head_revision():
+            state = "has no schema" if current is None else f"is at revision {current}"
+            raise UsageError(f"the database {state}; run 'trader db upgrade' first")
+        logging.basicConfig(
+            level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        app_ = create_gateway_app(settings, broker=AlpacaBroker.from_settings(settings), engine=engine)
+        mode = "DRY_RUN: orders recorded, never sent" if settings.dry_run else "orders are sent"
+        broker_url = str(settings.alpaca_base_url).rstrip("/")
+        print(
+            f"execution gateway on http://{host}:{port} ({mode}); broker {broker_url}; "
+            f"database {mask_url_password(settings.database_url)}"
+        )
+        uvicorn.run(app_, host=host, port=port, log_level=settings.log_level.value.lower())
+    finally:
+        engine.dispose()
+
+
 def _check_url(url: str) -> str:
     try:
         return normalize_database_url(url)
@@ -172,6 +224,5 @@ def _not_built(name: str, issue: str) -> None:
         raise NotBuiltError(f"'trader serve {name}' is not built yet; it arrives with {issue}")
 
 
-_not_built("gateway", "the paper-trading issue (#6)")
 _not_built("signal", "the paper-trading issue (#6)")
 _not_built("reconciler", "the safety issue (#7)")

@@ -10,9 +10,14 @@ state the next run continues from):
    ``risk_rejected`` and the order never reaches the broker;
 3. **send** (unless ``DRY_RUN``: then ``dry_run``): the broker adapter submits exactly once (an
    ambiguous failure is resolved by looking the ``client_order_id`` up before any resend); the
-   broker's answer moves the row along the state machine. An order refused by the broker is
-   ``rejected`` with the broker's reason; one whose fate stays unknown remains ``pending_submit`` for
-   the reconciler, and is never sent twice.
+   broker's answer moves the row along the state machine. An order the broker refuses outright (a
+   4xx) is ``submit_failed`` with the broker's reason; one whose fate stays unknown remains
+   ``pending_submit`` for the reconciler, and is never sent twice (a later request for it re-sends
+   under the same ``client_order_id``, which the broker adapter resolves by lookup).
+
+A repeated request whose ``client_order_id`` is recorded for a *different* order (another size, type
+or price) changes nothing and is reported with ``matches=False``. A notional order is risk-checked as
+the quantity it buys at the reference price.
 
 Trade updates (the broker's stream, or the fills webhook) go through :meth:`ExecutionService.on_trade_update`:
 status and fill in one transaction, each fill applied exactly once by the ledger.
@@ -29,7 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from trader.broker.base import Broker, TradeUpdate
-from trader.broker.errors import BrokerError, InvalidOrderError
+from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, InvalidOrderError
 from trader.config import Settings
 from trader.domain.enums import OrderStatus
 from trader.execution.orders import (
@@ -40,6 +45,7 @@ from trader.execution.orders import (
     record_intent,
     record_status,
 )
+from trader.execution.sql import lock_position
 from trader.portfolio.ledger import Fill, FillResult, apply_fill
 from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
@@ -64,6 +70,9 @@ class SubmitOutcome:
     #: True when this call sent it to the broker.
     sent: bool
     reason: str | None = None
+    #: False when the ``client_order_id`` was already recorded for a different order (other size,
+    #: type or prices): the recorded order is left as it is and nothing is sent.
+    matches: bool = True
 
 
 class ExecutionService:
@@ -108,12 +117,13 @@ class ExecutionService:
             for intent in intents:
                 result = record_intent(session, intent, source=self._source)
                 status = OrderStatus(result.order.status)
-                if status is OrderStatus.PENDING_SUBMIT:
+                if status is OrderStatus.PENDING_SUBMIT and result.matches:
                     fresh.append((intent, result.created))
                 else:
+                    reason = result.order.reject_reason if result.matches else _mismatch(intent)
                     outcomes[intent.client_order_id] = SubmitOutcome(
                         intent.client_order_id, intent.symbol, status, created=False, sent=False,
-                        reason=result.order.reject_reason,
+                        reason=reason, matches=result.matches,
                     )  # fmt: skip
         for intent, verdict, created in self._check(fresh, snapshot, price_of):
             outcomes[intent.client_order_id] = self._decide(intent, verdict, created)
@@ -133,13 +143,13 @@ class ExecutionService:
         priced: list[tuple[OrderIntent, bool]] = []
         for intent, created in fresh:
             price = intent.limit_price or price_of(intent.symbol)
-            if price is None or intent.qty is None:
-                why = "no reference price" if price is None else "notional orders are not risk-checked"
-                checked.append((intent, f"{why} for {intent.symbol}: refused (fail closed)", created))
+            if price is None or not price > 0:
+                why = f"no reference price for {intent.symbol}: refused (fail closed)"
+                checked.append((intent, why, created))
                 continue
-            proposed.append(
-                ProposedOrder(intent.symbol, intent.side, intent.qty, price, intent.client_order_id)
-            )
+            # A notional order is checked as the quantity it buys at the reference price.
+            qty = intent.qty if intent.qty is not None else Decimal(intent.notional or 0) / price
+            proposed.append(ProposedOrder(intent.symbol, intent.side, qty, price, intent.client_order_id))
             priced.append((intent, created))
         verdicts = RiskEngine(limits, self._risk_options).check(proposed, snapshot)
         checked.extend(
@@ -150,6 +160,13 @@ class ExecutionService:
     def _decide(self, intent: OrderIntent, verdict: OrderVerdict | str, created: bool) -> SubmitOutcome:
         cid = intent.client_order_id
         with self._session() as session, session.begin():
+            # A concurrent request for the same order may have decided it since it was recorded: the
+            # position lock (taken by every writer of the order) makes this check and the write atomic.
+            lock_position(session, intent.strategy_id, intent.to_request().symbol)
+            order = get_order(session, cid)
+            if order is not None and order.status != OrderStatus.PENDING_SUBMIT:
+                status = OrderStatus(order.status)
+                return SubmitOutcome(cid, intent.symbol, status, created, False, order.reject_reason)
             if isinstance(verdict, str) or not verdict.approved:
                 reason = verdict if isinstance(verdict, str) else verdict.decision.reason
                 if not isinstance(verdict, str):
@@ -167,10 +184,16 @@ class ExecutionService:
         cid = intent.client_order_id
         try:
             report = self._broker.submit_order(intent.to_request())
+        except DuplicateClientOrderIdError as exc:
+            # The broker holds an order under this id that it would not show or that differs: its fate
+            # is the reconciler's question, not a refusal of this request.
+            log.warning("order %s: the broker already has this client_order_id: %s", cid, exc)
+            return SubmitOutcome(cid, intent.symbol, OrderStatus.PENDING_SUBMIT, created, True, str(exc))
         except InvalidOrderError as exc:
+            # A definitive 4xx: no order exists at the broker (docs/execution.md: submit_failed).
             with self._session() as session, session.begin():
-                record_status(session, cid, OrderStatus.REJECTED, reason=str(exc), source=self._source)
-            return SubmitOutcome(cid, intent.symbol, OrderStatus.REJECTED, created, True, str(exc))
+                record_status(session, cid, OrderStatus.SUBMIT_FAILED, reason=str(exc), source=self._source)
+            return SubmitOutcome(cid, intent.symbol, OrderStatus.SUBMIT_FAILED, created, True, str(exc))
         except BrokerError as exc:
             # Unknown fate (or the broker is down): the row stays pending_submit; the next run or the
             # reconciler looks the client_order_id up before anything is sent again.
@@ -201,3 +224,10 @@ class ExecutionService:
                 "trade update for unknown order %s (%s): skipped", update.order.client_order_id, update.event
             )
             return None
+
+
+def _mismatch(intent: OrderIntent) -> str:
+    return (
+        f"client_order_id {intent.client_order_id} is already recorded for a different order (size, "
+        "type or prices differ); it was left as it is. Use another intent or sequence for a new order"
+    )
