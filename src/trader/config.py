@@ -31,6 +31,8 @@ from trader.errors import ConfigError
 VAR_DIR = Path("var")
 #: The built-in Alpaca-compatible paper broker (``trader serve paper-broker``).
 LOCAL_PAPER_BROKER_URL = "http://127.0.0.1:8765"
+#: Hosts a built-in paper broker may listen on (any port).
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 #: Key pair the built-in paper broker accepts when none is configured. Not secret: it opens only the
 #: local simulator, never a real account.
 LOCAL_PAPER_KEY_ID = "PKLOCALPAPER00000000"
@@ -172,7 +174,10 @@ class Settings(BaseSettings):
 
     @property
     def uses_local_paper_broker(self) -> bool:
-        return str(self.alpaca_base_url).rstrip("/") == LOCAL_PAPER_BROKER_URL
+        """True for the built-in paper broker: plain HTTP on this machine, on any port (tests and a
+        second broker use another port than the default 8765)."""
+        url = self.alpaca_base_url
+        return url.scheme == "http" and url.host in LOCAL_HOSTS
 
     @property
     def effective_data_url(self) -> str:

@@ -118,6 +118,24 @@ def test_alpaca_paper_uses_alpaca_data_host(monkeypatch: pytest.MonkeyPatch) -> 
     assert load_settings().effective_data_url == "http://127.0.0.1:9999"
 
 
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://127.0.0.1:8765", True),
+        ("http://127.0.0.1:41234", True),
+        ("http://localhost:9000/", True),
+        ("https://paper-api.alpaca.markets", False),
+        ("http://10.0.0.5:8765", False),
+        ("https://127.0.0.1:8765", False),
+    ],
+)
+def test_local_paper_broker_is_any_loopback_port(
+    monkeypatch: pytest.MonkeyPatch, url: str, local: bool
+) -> None:
+    monkeypatch.setenv("ALPACA_BASE_URL", url)
+    assert load_settings().uses_local_paper_broker is local
+
+
 def test_empty_optional_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("REDIS_URL", "ALPACA_DATA_URL", "TRADER_API_KEY"):
         monkeypatch.setenv(name, "")
