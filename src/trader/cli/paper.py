@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -111,30 +112,21 @@ def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
 
 def _summary(results: list[DayResult], dry_run: bool) -> Table:
     table = Table(title="Paper days", title_justify="left")
-    for column in (
-        "date",
-        "model",
-        "orders",
-        "sent",
-        "rejected",
-        "fills",
-        "unfinished",
-        "equity",
-        "realized",
-        "unrealized",
-        "report",
-    ):
-        table.add_column(column, justify="left" if column in {"date", "model", "report"} else "right")
+    for column in ("date", "orders", "sent", "rejected", "fills", "open", "equity", "realized", "unrealized"):
+        table.add_column(column, justify="left" if column == "date" else "right")
     for r in results:
-        version = r.signal.result.model_version if r.signal else "-"
         table.add_row(
-            str(r.trading_date), version, str(len(r.orders)) + (" (reused)" if r.reused_orders else ""),
+            str(r.trading_date), str(len(r.orders)) + (" (reused)" if r.reused_orders else ""),
             str(r.sent), str(len(r.rejected)), str(r.fills), str(len(r.unfinished)),
             f"{r.equity:,.2f}" if r.equity is not None else "-", f"{r.realized:,.2f}", f"{r.unrealized:,.2f}",
-            r.report_dir or "-",
         )  # fmt: skip
+    models = sorted({r.signal.result.model_version for r in results if r.signal})
+    notes = [f"model {', '.join(models)}", f"reports in {Path(results[-1].report_dir or '.').parent}/<date>/"]
+    if any(r.rejected for r in results):
+        notes.append("rejection reasons: reject_reason in each day's blotter.csv")
     if dry_run:
-        table.caption = "DRY_RUN=true: orders were recorded, not sent (set DRY_RUN=false to paper trade)"
+        notes.append("DRY_RUN=true: orders were recorded, not sent (set DRY_RUN=false to paper trade)")
+    table.caption = "; ".join(notes)
     return table
 
 
