@@ -96,14 +96,16 @@ def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
     from trader.data.paths import DataPaths
     from trader.data.pipeline import DataPipeline
     from trader.data.sources.alpaca_source import AlpacaSource
+    from trader.ops.paper_day import raw_closes
     from trader.signal.service import tradable_on
 
     paths = DataPaths(settings.data_dir)
     pipeline = DataPipeline(paths)
 
     def ingest(day: date) -> None:
-        # Alpaca has no "every symbol" bar query: ask for the symbols listed that day.
-        symbols = sorted(tradable_on(paths, day))
+        # Alpaca has no "every symbol" bar query: ask for the symbols listed that day, unless the store
+        # has that day already (re-fetching it from another source would record it again as newer).
+        symbols = sorted(tradable_on(paths, day) - set(raw_closes(paths, day)))
         if symbols:
             pipeline.ingest(AlpacaSource.from_settings(settings), symbols, day, day)
 
@@ -142,7 +144,10 @@ def paper_run(
     ] = 60.0,
     ingest: Annotated[
         bool,
-        typer.Option(help="Ingest the previous session's bars from the broker's market data first."),
+        typer.Option(
+            help="Ingest the previous session's bars from the broker's market data first (symbols "
+            "the store has for that day already are not fetched again)."
+        ),
     ] = True,
 ) -> None:
     """Run whole paper-trading days: ingest -> signal -> allocation -> risk -> orders -> fills ->
@@ -173,6 +178,7 @@ def paper_run(
             runner = PaperDay(
                 settings, engine, broker, strategy=name, admin=admin, fill_timeout=fill_timeout,
                 ingest=_ingest_from_broker(settings) if ingest else None, on_stage=show,
+                redis=_redis_client(settings),
             )  # fmt: skip
             for trading_day in days:
                 current["day"] = trading_day
