@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from trader.config import load_settings, mask_url_password, normalize_database_url
 from trader.errors import ConfigError, NotBuiltError, UsageError
 from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
+from trader.reconcile.cli import reconciler as reconciler_command
 
 app = typer.Typer(
     help="Run a service: paper-broker (built), gateway (built), signal, reconciler.",
@@ -225,4 +226,4 @@ def _not_built(name: str, issue: str) -> None:
 
 
 _not_built("signal", "the paper-trading issue (#6)")
-_not_built("reconciler", "the safety issue (#7)")
+app.command("reconciler")(reconciler_command)
