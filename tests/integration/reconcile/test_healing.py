@@ -113,7 +113,9 @@ def test_a_position_edited_in_the_database_is_healed_and_raises_a_drift_alert(
         service.submit_batch(
             [OrderIntent("rec", DAY, s, OrderSide.BUY, qty=D(10)) for s in SYMBOLS], ACCOUNT, price
         )
-        reconciler = Reconciler(migrated_engine, broker, ReconcileConfig(drift_shares=D(2), drift_notional=D(10_000)))
+        reconciler = Reconciler(
+            migrated_engine, broker, ReconcileConfig(drift_shares=D(2), drift_notional=D(10_000))
+        )
         reconciler.run_once()
         assert reconciler.run_once().clean
         truth = internal_positions(migrated_engine)
