@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from trader.broker.base import Broker, TradeUpdate
@@ -48,11 +48,11 @@ from trader.execution.service import ExecutionService, SubmitOutcome
 from trader.execution.state_machine import is_terminal
 from trader.paperbroker.runner import PaperBrokerAdmin
 from trader.portfolio.allocator import AllocationOptions, allocate
-from trader.portfolio.ledger import daily_pnl_rows
+from trader.portfolio.ledger import ACCOUNT, daily_pnl_rows, market_day_bounds
 from trader.portfolio.report import build_daily_report, write_daily_report
 from trader.risk.snapshot import Holding, PortfolioSnapshot
 from trader.signal.service import SignalOutcome, SignalService
-from trader.store.models import Event, Order
+from trader.store.models import Event, Execution, Order, Pnl
 
 #: ``orders.intent`` of the day's rebalance orders (part of their ``client_order_id``).
 REBALANCE = "rebalance"
@@ -325,6 +325,11 @@ class PaperDay:
             time.sleep(0.1)
 
     def _pnl(self, result: DayResult) -> None:
+        if self._later_day_recorded(result.trading_date):
+            # The ledger's positions are now those of a later day: rewriting this day's rows and report
+            # would value the wrong holdings. A closed day keeps what it recorded.
+            self._recorded_pnl(result)
+            return
         account = self._broker.get_account()
         marks = {
             p.symbol: p.current_price for p in self._broker.get_positions() if p.current_price is not None
@@ -340,6 +345,33 @@ class PaperDay:
             report = build_daily_report(session, result.trading_date, marks)
             result.fills = len(report.executions)
         result.report_dir = str(write_daily_report(report, self._settings.artifacts_dir / "reports"))
+
+    def _later_day_recorded(self, day: date) -> bool:
+        with Session(self._engine) as session:
+            later = session.scalar(
+                select(Pnl.trading_date).where(Pnl.strategy_id == ACCOUNT, Pnl.trading_date > day).limit(1)
+            )
+        return later is not None
+
+    def _recorded_pnl(self, result: DayResult) -> None:
+        """The day's numbers as recorded when it was run (its ``'*'`` pnl row and its executions)."""
+        start, end = market_day_bounds(result.trading_date)
+        with Session(self._engine) as session:
+            row = session.get(Pnl, (result.trading_date, ACCOUNT))
+            result.fills = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Execution)
+                    .where(Execution.executed_at >= start, Execution.executed_at < end)
+                )
+                or 0
+            )
+        if row is not None:
+            result.equity, result.realized, result.unrealized, result.fees = (
+                row.equity, row.realized, row.unrealized, row.fees,
+            )  # fmt: skip
+        folder = self._settings.artifacts_dir / "reports" / result.trading_date.isoformat()
+        result.report_dir = str(folder) if folder.is_dir() else None
 
 
 def _intent_of(order: Order) -> OrderIntent:
