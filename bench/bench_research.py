@@ -231,16 +231,69 @@ def stage_polars_one_day(market: Market) -> dict[str, Any]:
     }
 
 
-#: Stage name -> the function a worker process runs. Add ``train`` / ``backtest`` here.
+def stage_train(market: Market) -> dict[str, Any]:
+    """``train_strategy`` of the shipped alpha_baseline (Alpha158 + LightGBM), MLflow run included."""
+    from trader.research.train import train_strategy
+    from trader.strategies.config import load_strategy_config
+
+    config = load_strategy_config("alpha_baseline")
+    init_seconds = _init_qlib(market)
+    result, seconds = _timed(
+        lambda: train_strategy(
+            config,
+            provider_uri=market.qlib,
+            mlflow_uri=market.mlflow_uri,
+            artifacts_dir=market.root / "artifacts",
+        )
+    )
+    return {
+        "seconds": round(seconds, 3),
+        "init_qlib_seconds": round(init_seconds, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "version": result.artifact.version,
+        "test_ic": result.artifact.ic("test").ic,
+    }
+
+
+def stage_backtest(market: Market) -> dict[str, Any]:
+    """The four cost scenarios of the trained model's test segment (``run_scenarios``)."""
+    from trader.research.artifacts import ModelArtifact
+    from trader.research.backtest import run_scenarios
+
+    artifact = ModelArtifact.find(market.root / "artifacts", "alpha_baseline")
+    init_seconds = _init_qlib(market)
+    result, seconds = _timed(
+        lambda: run_scenarios(
+            artifact.predictions("test"),
+            artifact.config(),
+            provider_uri=market.qlib,
+            out_dir=market.root / "backtest",
+            mlflow_uri=market.mlflow_uri,
+        )
+    )
+    return {
+        "seconds": round(seconds, 3),
+        "init_qlib_seconds": round(init_seconds, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "scenarios": sorted(result.scenarios),
+        "sharpe": result.summary.get("sharpe"),
+    }
+
+
+#: Stage name -> the function a worker process runs.
 WORKERS: dict[str, Callable[[Market], dict[str, Any]]] = {
     "export": stage_export,
     "qlib_features": stage_qlib_features,
     "polars_features": stage_polars_features,
     "qlib_one_day": stage_qlib_one_day,
     "polars_one_day": stage_polars_one_day,
+    "train": stage_train,
+    "backtest": stage_backtest,
 }
 #: The stages run for each size, in order (later ones read what earlier ones wrote).
-STAGES: tuple[str, ...] = ("export", "qlib_features", "polars_features", "qlib_one_day", "polars_one_day")
+STAGES: tuple[str, ...] = (
+    "export", "qlib_features", "polars_features", "qlib_one_day", "polars_one_day", "train", "backtest",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
