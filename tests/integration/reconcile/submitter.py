@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     )
     broker = AlpacaBroker.from_settings(settings, policy=RetryPolicy(max_retries=5, base_delay=0.01))
     engine = make_engine(database_url)
-    service = ExecutionService(engine, Hanging(broker, int(hang_at)), settings)  # type: ignore[arg-type]
+    service = ExecutionService(engine, Hanging(broker, int(hang_at)), settings)
     account = PortfolioSnapshot(Decimal(100_000), Decimal(100_000), Decimal(100_000))
     outcomes = service.submit_batch(intents(int(count)), account, lambda _symbol: Decimal(30))
     print("DONE " + " ".join(o.status.value for o in outcomes), flush=True)

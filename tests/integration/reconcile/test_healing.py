@@ -131,9 +131,9 @@ def test_a_position_edited_in_the_database_is_healed_and_raises_a_drift_alert(
         [alert] = report.drift
         assert (alert.symbol, alert.broker_qty, alert.recorded_qty, alert.ledger_qty) == (
             "SYN002",
-            10,
-            25,
-            10,
+            D(10),
+            D(25),
+            D(10),
         )
         assert alert.resolved and alert.gap_shares == D(-15)
         [journaled] = events(migrated_engine, DRIFT)
@@ -171,7 +171,7 @@ def test_orders_never_recorded_are_adopted_and_unsent_pending_orders_fail_after_
         old = reconciler.run_once()
         assert old.count(SUBMIT_FAILED) == 1 and old.count(ORDER_ADOPTED) == 0
         status, filled, broker_id = orders_here(migrated_engine)[unsent.client_order_id]
-        assert (status, filled, broker_id) == (OrderStatus.SUBMIT_FAILED.value, 0, None)
+        assert (status, filled, broker_id) == (OrderStatus.SUBMIT_FAILED.value, D(0), None)
         assert broker.get_order_by_client_id(unsent.client_order_id) is None  # never sent by us
         assert_agree(migrated_engine, broker)
         assert reconciler.run_once().clean

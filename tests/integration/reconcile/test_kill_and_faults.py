@@ -27,6 +27,7 @@ from tests.integration.reconcile.support import (
     price,
     wait_for,
 )
+from trader.broker.base import TradeUpdate
 from trader.domain.enums import OrderSide, OrderStatus, OrderType
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService
@@ -98,7 +99,11 @@ def test_a_batch_through_5xx_and_lost_responses_ends_with_exactly_the_intended_o
     with paper_broker(tmp_path) as paper:
         broker = alpaca_broker(paper)
         service = ExecutionService(migrated_engine, broker, SEND)
-        stream = broker.trade_updates(service.on_trade_update, resync_interval=0.3)
+
+        def consume(update: TradeUpdate) -> None:
+            service.on_trade_update(update)
+
+        stream = broker.trade_updates(consume, resync_interval=0.3)
         assert stream.start(timeout=10)
         market = [OrderIntent("flt", DAY, f"SYN{i:03d}", OrderSide.BUY, qty=D(3 + i)) for i in range(1, 5)]
         resting = [  # limit buys far below the market: they stay open
