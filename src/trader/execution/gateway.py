@@ -52,7 +52,13 @@ from trader.config import Settings
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, TimeInForce
 from trader.errors import ConfigError, TraderError
 from trader.execution.client_ids import InvalidOrderIdError
-from trader.execution.orders import InvalidOrderIntentError, OrderConflictError, OrderIntent, get_order
+from trader.execution.orders import (
+    InvalidOrderIntentError,
+    OrderConflictError,
+    OrderIntent,
+    get_order,
+    same_request,
+)
 from trader.execution.service import ExecutionService, SubmitOutcome
 from trader.execution.snapshots import (
     BrokerRiskInputs,
@@ -414,7 +420,7 @@ class Gateway:
         with Session(self.engine) as session:
             existing = get_order(session, request.client_order_id)
         if existing is not None and existing.status != OrderStatus.PENDING_SUBMIT:
-            if not _same_order(existing, request):
+            if not same_request(existing, request):
                 return 409, _answer(existing, created=False, sent=False, message=_conflict(request))
             return 200, _answer(existing, created=False, sent=False, message=existing.reject_reason)
         inputs = self.risk_inputs.risk_inputs()
@@ -504,19 +510,6 @@ class Gateway:
         except BrokerError:
             return False
         return True
-
-
-def _same_order(order: Order, request: OrderRequest) -> bool:
-    return (
-        order.symbol == request.symbol
-        and order.side == request.side.value
-        and order.qty == request.qty
-        and order.notional == request.notional
-        and order.order_type == request.type.value
-        and order.time_in_force == request.time_in_force.value
-        and order.limit_price == request.limit_price
-        and order.stop_price == request.stop_price
-    )
 
 
 def _conflict(request: OrderRequest) -> str:

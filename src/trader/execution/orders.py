@@ -172,10 +172,11 @@ def record_intent(session: Session, intent: OrderIntent, *, source: str = SOURCE
     order = _load(session, request.client_order_id, lock=False)
     if created:
         _journal(session, INTENT_EVENT, order, {**_jsonable(values), "sequence": intent.sequence}, source)
-    return IntentResult(order=order, created=created, matches=_same_request(order, request))
+    return IntentResult(order=order, created=created, matches=same_request(order, request))
 
 
-def _same_request(order: Order, request: OrderRequest) -> bool:
+def same_request(order: Order, request: OrderRequest) -> bool:
+    """Whether the order row asks for what ``request`` asks (symbol, side, size, type, prices)."""
     return (
         order.symbol == request.symbol
         and order.side == request.side.value

@@ -102,6 +102,15 @@ def version_at(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(VERSION_FORMAT)
 
 
+def free_folder(root: Path, base: str) -> Path:
+    """``root/base``, or ``root/base-2``, ``-3``... when taken (not created: the caller writes it)."""
+    candidate, number = root / base, 1
+    while candidate.exists():
+        number += 1
+        candidate = root / f"{base}-{number}"
+    return candidate
+
+
 def models_root(artifacts_dir: Path, name: str) -> Path:
     """``ARTIFACTS_DIR/models/<name>``: where the versions of strategy ``name`` live."""
     return artifacts_dir / MODELS_FOLDER / name

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from trader.data.paths import DataPaths
-from trader.research.artifacts import ModelArtifact, export_fingerprint, version_at
+from trader.research.artifacts import ModelArtifact, export_fingerprint, free_folder, version_at
 from trader.research.backtest import BacktestResult, run_scenarios
 from trader.research.leakage import CheckReport, run_checks
 from trader.research.model_card import (
@@ -248,13 +248,9 @@ def _utc_now() -> datetime:
 def new_backtest_dir(artifacts_dir: Path, artifact: ModelArtifact, now: datetime) -> Path:
     """``ARTIFACTS_DIR/backtests/<name>-<version>-<UTC time>``, not yet existing (``-2``, ``-3``, ...
     when that second is taken)."""
-    root = artifacts_dir / BACKTESTS_FOLDER
-    base = f"{artifact.name}-{artifact.version}-{version_at(now)}"
-    candidate, number = root / base, 1
-    while candidate.exists():
-        number += 1
-        candidate = root / f"{base}-{number}"
-    return candidate
+    return free_folder(
+        artifacts_dir / BACKTESTS_FOLDER, f"{artifact.name}-{artifact.version}-{version_at(now)}"
+    )
 
 
 def _input_notes(artifact: ModelArtifact, provider_uri: Path) -> tuple[str, ...]:

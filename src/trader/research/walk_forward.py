@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from trader.errors import UsageError
-from trader.research.artifacts import export_fingerprint, version_at
+from trader.research.artifacts import export_fingerprint, free_folder, version_at
 from trader.research.backtest import BacktestResult, run_backtest
 from trader.research.qlib_export import write_atomic
 from trader.research.tracking import RunStatus, end_run, log_to_run, start_run
@@ -322,13 +322,7 @@ def summarize(windows: Sequence[WindowResult]) -> dict[str, float]:
 
 def new_run_dir(artifacts_dir: Path, strategy: str, now: datetime) -> Path:
     """``ARTIFACTS_DIR/walk_forward/<strategy>-<UTC time>`` (``-2``, ... when that second is taken)."""
-    root = artifacts_dir / WALK_FORWARD_FOLDER
-    base = f"{strategy}-{version_at(now)}"
-    candidate, number = root / base, 1
-    while candidate.exists():
-        number += 1
-        candidate = root / f"{base}-{number}"
-    return candidate
+    return free_folder(artifacts_dir / WALK_FORWARD_FOLDER, f"{strategy}-{version_at(now)}")
 
 
 def _silent(window: int, total: int, stage: str, detail: str = "") -> None:
