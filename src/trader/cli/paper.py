@@ -95,6 +95,7 @@ def _broker_for(settings: Settings, days: list[date]) -> Iterator[tuple[Broker, 
 def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
     from trader.data.paths import DataPaths
     from trader.data.pipeline import DataPipeline
+    from trader.data.sources import SourceError
     from trader.data.sources.alpaca_source import AlpacaSource
     from trader.ops.paper_day import raw_closes
     from trader.signal.service import tradable_on
@@ -105,9 +106,17 @@ def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
     def ingest(day: date) -> None:
         # Alpaca has no "every symbol" bar query: ask for the symbols listed that day, unless the store
         # has that day already (re-fetching it from another source would record it again as newer).
-        symbols = sorted(tradable_on(paths, day) - set(raw_closes(paths, day)))
-        if symbols:
+        stored = set(raw_closes(paths, day))
+        symbols = sorted(tradable_on(paths, day) - stored)
+        if not symbols:
+            return
+        try:
             pipeline.ingest(AlpacaSource.from_settings(settings), symbols, day, day)
+        except SourceError:
+            if not stored:
+                raise
+            # The store has the day; the symbols still missing had no bar (halted that session), so
+            # the source has nothing for them either. PaperDay trades on what the store holds.
 
     return ingest
 
