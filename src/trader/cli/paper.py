@@ -301,3 +301,42 @@ def _redis_client(settings: Settings) -> object | None:
     import redis
 
     return redis.Redis.from_url(settings.redis_url)
+
+
+def serve_signal(
+    poll_seconds: Annotated[
+        float, typer.Option(min=0.5, max=3600.0, help="Seconds between checks of the registry and the data.")
+    ] = 5.0,
+    strategy: Annotated[str | None, typer.Option(help="Strategy (default: STRATEGY_ID).")] = None,
+) -> None:
+    """Run the signal service: follow the production model (reloaded within one poll of a promotion or
+    rollback; at once on PostgreSQL, which notifies on channel model_registry) and compute the next
+    trading day's target weights once the previous session's bars are in the store. Stop with Ctrl-C.
+    """
+    import logging
+    import threading
+
+    from trader.data.paths import DataPaths
+    from trader.signal.runner import SignalLoop, notification_waiter
+    from trader.signal.service import SignalService
+
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    engine = make_engine(settings.database_url)
+    stop = threading.Event()
+    try:
+        check_schema(engine)
+        name = strategy or settings.strategy_id
+        paths = DataPaths(settings.data_dir)
+        service = SignalService(engine, paths, strategy=name, redis=_redis_client(settings))
+        loop = SignalLoop(service, paths)
+        where = "Redis stream" if settings.redis_url else "events table"
+        console.print(f"signal service for {name}: polling every {poll_seconds}s, intents to the {where}")
+        try:
+            loop.run(stop, notification_waiter(engine), poll_seconds)
+        except KeyboardInterrupt:
+            stop.set()
+    finally:
+        engine.dispose()

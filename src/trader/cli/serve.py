@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
+from trader.cli.paper import serve_signal
 from trader.config import load_settings, mask_url_password, normalize_database_url
-from trader.errors import ConfigError, NotBuiltError, UsageError
+from trader.errors import ConfigError, UsageError
 from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
 from trader.reconcile.cli import reconciler as reconciler_command
 
@@ -20,8 +21,6 @@ app = typer.Typer(
     help="Run a service: paper-broker (built), gateway (built), signal, reconciler.",
     no_args_is_help=True,
 )
-
-_ACCEPT_ANYTHING = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 def check_port(port: int) -> int:
@@ -217,13 +216,5 @@ def _make_sqlite_folder(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _not_built(name: str, issue: str) -> None:
-    @app.command(name, help=f"Not built yet: arrives with {issue}.", context_settings=_ACCEPT_ANYTHING)
-    def handler(ctx: typer.Context) -> None:
-        if ctx.resilient_parsing:
-            return
-        raise NotBuiltError(f"'trader serve {name}' is not built yet; it arrives with {issue}")
-
-
-_not_built("signal", "the paper-trading issue (#6)")
 app.command("reconciler")(reconciler_command)
+app.command("signal")(serve_signal)

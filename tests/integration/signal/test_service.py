@@ -14,49 +14,17 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tests.support.research import ResearchMarket, copy_market
+from tests.integration.signal.conftest import train_and_promote
+from tests.support.research import ResearchMarket
 from trader.data.calendar import trading_calendar
 from trader.data.store import AdjustedStore
-from trader.research.leakage import CheckReport, CheckResult
 from trader.research.registry import ModelRegistry
-from trader.research.train import train_strategy
 from trader.signal.service import NoProductionModelError, SignalService, tradable_on
 from trader.store.models import Event, Position, SignalRun
-from trader.strategies.config import DateRange, Segments, load_strategy_config
 
 pytestmark = pytest.mark.slow
 
-SEGMENTS = Segments(
-    train=DateRange(start=date(2021, 3, 1), end=date(2022, 6, 30)),
-    valid=DateRange(start=date(2022, 7, 6), end=date(2022, 12, 23)),
-    test=DateRange(start=date(2023, 1, 4), end=date(2023, 12, 28)),
-)
 DAY = date(2023, 11, 15)  # a Wednesday; the signal is computed from Tuesday's close
-PASSED = CheckReport((CheckResult("segments", True, "ok"),)).to_dict()
-GOOD = {"sharpe": 1.0, "max_drawdown": -0.1, "ic": 0.02, "turnover": 0.1}
-
-
-@pytest.fixture(scope="module")
-def momentum_market(
-    research_market: ResearchMarket, tmp_path_factory: pytest.TempPathFactory
-) -> ResearchMarket:
-    return copy_market(research_market, tmp_path_factory.mktemp("signal_market"))
-
-
-def _train_and_promote(market: ResearchMarket, engine: Engine, lookback: int) -> str:
-    base = load_strategy_config("momentum").with_segments(SEGMENTS)
-    config = base.model_copy(update={"momentum": base.momentum.model_copy(update={"lookback": lookback})})
-    result = train_strategy(
-        config,
-        provider_uri=market.provider_uri,
-        mlflow_uri=market.mlflow_uri,
-        artifacts_dir=market.root / "artifacts",
-    )
-    registry = ModelRegistry(engine)
-    version = result.artifact.version
-    registry.register("momentum", version, str(result.artifact.path), result.run_id, GOOD, PASSED)
-    registry.promote("momentum", version, approved_by="test", thresholds=config.promotion)
-    return version
 
 
 def test_no_production_model_is_a_clear_error(
@@ -70,7 +38,7 @@ def test_no_production_model_is_a_clear_error(
 def test_weights_come_from_momentum_scores_and_are_recorded_once(
     migrated_engine: Engine, momentum_market: ResearchMarket
 ) -> None:
-    version = _train_and_promote(momentum_market, migrated_engine, lookback=20)
+    version = train_and_promote(momentum_market, migrated_engine, lookback=20)
     service = SignalService(migrated_engine, momentum_market.paths, strategy="momentum")
     outcome = service.run(DAY)
     assert outcome.computed and outcome.as_of == date(2023, 11, 14)
@@ -105,7 +73,7 @@ def test_weights_come_from_momentum_scores_and_are_recorded_once(
 def test_holdings_are_kept_by_the_topk_dropout_rule(
     migrated_engine: Engine, momentum_market: ResearchMarket
 ) -> None:
-    _train_and_promote(momentum_market, migrated_engine, lookback=20)
+    train_and_promote(momentum_market, migrated_engine, lookback=20)
     service = SignalService(migrated_engine, momentum_market.paths, strategy="momentum")
     fresh, _ = service.compute(service.model(), DAY, held=[])
     ranked = sorted(fresh.scores, key=lambda s: (-fresh.scores[s], s))
@@ -124,10 +92,10 @@ def test_holdings_are_kept_by_the_topk_dropout_rule(
 def test_promotion_of_a_new_version_is_picked_up(
     migrated_engine: Engine, momentum_market: ResearchMarket
 ) -> None:
-    first = _train_and_promote(momentum_market, migrated_engine, lookback=20)
+    first = train_and_promote(momentum_market, migrated_engine, lookback=20)
     service = SignalService(migrated_engine, momentum_market.paths, strategy="momentum")
     assert service.model().version == first
-    second = _train_and_promote(momentum_market, migrated_engine, lookback=5)
+    second = train_and_promote(momentum_market, migrated_engine, lookback=5)
     assert second != first
     assert service.model().version == second
     assert service.model().config.momentum.lookback == 5
@@ -138,7 +106,7 @@ def test_promotion_of_a_new_version_is_picked_up(
 def test_only_symbols_listed_on_the_day_are_scored(
     migrated_engine: Engine, momentum_market: ResearchMarket
 ) -> None:
-    _train_and_promote(momentum_market, migrated_engine, lookback=20)
+    train_and_promote(momentum_market, migrated_engine, lookback=20)
     service = SignalService(migrated_engine, momentum_market.paths, strategy="momentum")
     listings = pl.read_parquet(momentum_market.paths.universe)
     gone = set(
