@@ -1,0 +1,124 @@
+"""PaperDay's own behaviour on the research market: stages, DRY_RUN, the journaled plan, a repeated
+trade-update stream, and a symbol halted on the previous session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tests.e2e.paper_support import (
+    STRATEGY,
+    PaperWorld,
+    broker_state,
+    db_positions,
+    make_world,
+    trader,
+    train_momentum,
+)
+from tests.support.paper_broker import running_paper_broker
+from tests.support.research import ResearchMarket
+from trader.broker.alpaca import AlpacaBroker
+from trader.config import load_settings
+from trader.data.calendar import trading_calendar
+from trader.domain.enums import OrderStatus
+from trader.ops.paper_day import PLAN_EVENT, DayResult, PaperDay, Plan
+from trader.paperbroker import PaperBrokerSettings
+from trader.paperbroker.runner import PaperBrokerAdmin
+from trader.paperbroker.settings import FaultSettings
+from trader.research.artifacts import ModelArtifact
+from trader.store.models import Event, Execution, Order
+
+pytestmark = pytest.mark.slow
+
+DAY = date(2023, 12, 12)
+#: SYN005 is listed and tradable but has no bar on 2023-11-02 (a halt in the synthetic market).
+AFTER_HALT = date(2023, 11, 3)
+STAGES = ["data", "signal", "open", "orders", "fills", "close", "pnl"]
+
+
+@pytest.fixture(scope="module")
+def artifact(research_market: ResearchMarket, tmp_path_factory: pytest.TempPathFactory) -> ModelArtifact:
+    return train_momentum(research_market, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def world(research_market: ResearchMarket, artifact: ModelArtifact, tmp_path: Path) -> PaperWorld:
+    return make_world(research_market, tmp_path / "w", f"sqlite:///{tmp_path / 'w.db'}", artifact=artifact)
+
+
+@contextmanager
+def paper_day_with_broker(world: PaperWorld, day: date, faults: FaultSettings) -> Iterator[PaperDay]:
+    """A PaperDay in this process, against a paper broker with ``faults`` (the world's databases)."""
+    broker_settings = PaperBrokerSettings(
+        data_dir=world.data_dir,
+        database_url=world.broker_database_url,
+        start_at=trading_calendar().session_open(day),
+        faults=faults,
+    )
+    with running_paper_broker(broker_settings) as running, pytest.MonkeyPatch.context() as patch:
+        for name, value in world.env(ALPACA_BASE_URL=running.url).items():
+            patch.setenv(name, value)
+        settings = load_settings()
+        engine = world.engine()
+        try:
+            with PaperBrokerAdmin(running.url, running.key_id, running.secret_key) as admin:
+                broker = AlpacaBroker.from_settings(settings)
+                yield PaperDay(settings, engine, broker, strategy=STRATEGY, admin=admin, fill_timeout=20)
+        finally:
+            engine.dispose()
+
+
+def test_every_stage_is_timed_and_a_repeated_stream_counts_each_fill_once(world: PaperWorld) -> None:
+    # The broker sends every trade update twice: the ledger must still apply each fill once.
+    with paper_day_with_broker(world, DAY, FaultSettings(duplicate_event_rate=1.0)) as paper_day:
+        result: DayResult = paper_day.run(DAY)
+    assert list(result.stage_seconds) == STAGES
+    assert all(seconds >= 0 for seconds in result.stage_seconds.values())
+    assert result.sent == len(result.orders) > 0 and not result.unfinished and not result.rejected
+    broker = broker_state(world)
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            executions = list(session.scalars(select(Execution)))
+        assert len(executions) == len(broker.fills) == result.fills
+        assert db_positions(engine) == broker.positions
+    finally:
+        engine.dispose()
+    assert result.equity is not None and result.report_dir is not None
+
+
+def test_dry_run_records_orders_sends_nothing_and_journals_the_plan(world: PaperWorld) -> None:
+    assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "5", DRY_RUN="true") == 0
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            orders = list(session.scalars(select(Order)))
+            (event,) = session.scalars(select(Event).where(Event.kind == PLAN_EVENT)).all()
+    finally:
+        engine.dispose()
+    assert orders and {OrderStatus(o.status) for o in orders} == {OrderStatus.DRY_RUN}
+    assert all(o.broker_order_id is None for o in orders)
+    assert broker_state(world).orders == []
+    plan = Plan.from_json(event.payload)
+    assert plan.to_json() == event.payload  # the journal round-trips exactly
+    assert plan.trading_date == DAY and plan.as_of == date(2023, 12, 11)
+    assert sorted(plan.orders) == sorted((o.symbol, o.side, o.qty) for o in orders)
+    # Every order was priced from the journaled previous close.
+    assert {o.symbol for o in orders} <= set(plan.prices)
+
+
+def test_a_symbol_halted_on_the_previous_session_does_not_stop_the_day(world: PaperWorld) -> None:
+    assert trader(world, "paper-run", "--date", str(AFTER_HALT), "--fill-timeout", "20") == 0
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            symbols = set(session.scalars(select(Order.symbol)))
+    finally:
+        engine.dispose()
+    assert symbols and "SYN005" not in symbols
