@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from tests.integration.broker.conftest import admin
+from tests.support.paper_broker import RunningBroker
 from tests.support.services import RedisKeySpace
+from trader.broker.base import Broker, BrokerOrder
+from trader.domain.enums import OrderSide, OrderType
+from trader.execution.orders import OrderIntent, apply_broker_update, record_intent
 from trader.ops.breakers import BreakerStore, CircuitBreaker, DatabaseBreakerStore, RedisBreakerStore
 from trader.store.models import AuditLog
 
 QUIET = timedelta(minutes=15)
+#: The trading day of the paper-broker tests (Tuesday 2024-03-05).
+T0_DAY = date(2024, 3, 5)
 
 
 class ManualClock:
@@ -43,3 +53,46 @@ def audit_actions(engine: Engine) -> list[tuple[str, str]]:
     with Session(engine) as session:
         rows = session.execute(select(AuditLog.action, AuditLog.actor).order_by(AuditLog.id)).all()
     return [(action, actor) for action, actor in rows]
+
+
+def move_broker_clock(paper: RunningBroker, at: datetime) -> None:
+    """Move the paper broker's simulated clock (frozen there); open orders are matched up to ``at``."""
+    admin(paper, "POST", "clock", {"at": at.isoformat(), "frozen": True})
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def send(engine: Engine, broker: Broker, intent: OrderIntent) -> BrokerOrder:
+    """Record the order, send it and record the broker's answer, as the gateway does."""
+    with Session(engine) as session, session.begin():
+        record_intent(session, intent)
+    sent = broker.submit_order(intent.to_request())
+    with Session(engine) as session, session.begin():
+        apply_broker_update(session, sent)
+    return sent
+
+
+def market(
+    symbol: str, side: OrderSide, qty: int, intent: str = "rebalance", day: date = T0_DAY
+) -> OrderIntent:
+    return OrderIntent("alpha_baseline", day, symbol, side, qty=Decimal(qty), intent=intent)
+
+
+def limit(symbol: str, side: OrderSide, qty: int, price: str, sequence: int = 0) -> OrderIntent:
+    return OrderIntent(
+        "alpha_baseline",
+        T0_DAY,
+        symbol,
+        side,
+        qty=Decimal(qty),
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(price),
+        sequence=sequence,
+    )
