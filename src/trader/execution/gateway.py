@@ -29,8 +29,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -411,9 +412,16 @@ class Gateway:
     risk_inputs: RiskInputsProvider
     consumer: TradeUpdateConsumer | None
     clock: Callable[[], datetime]
+    #: Set once the boot reconciliation finished (at once without a broker): no order before that.
+    ready: threading.Event = field(default_factory=threading.Event)
 
     def submit(self, body: OrderBody) -> tuple[int, OrderAnswer]:
         """``POST /orders``: the HTTP status and the answer."""
+        if not self.ready.is_set():
+            raise NotReconciledError(
+                "the boot reconciliation with the broker has not finished: no new order until our "
+                "books and the broker's agree; retry shortly"
+            )
         trading_date = body.trading_date or default_trading_date(self.clock())
         intent = body.to_intent(trading_date)
         request = intent.to_request()
@@ -576,8 +584,12 @@ def _install_error_handlers(app: FastAPI, api_key: str) -> None:
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
 
+class NotReconciledError(TraderError):
+    """The gateway has not finished its boot reconciliation, so it takes no order yet."""
+
+
 def _status_of(exc: TraderError) -> int:
-    if isinstance(exc, RiskInputsUnavailableError):
+    if isinstance(exc, RiskInputsUnavailableError | NotReconciledError):
         return 503
     if isinstance(exc, InvalidOrderIntentError | InvalidOrderIdError | InvalidFillError):
         return 422
@@ -723,6 +735,35 @@ async def _probe(check: Callable[[], bool]) -> bool:
 # ------------------------------------------------------------------------------------------ factory
 
 
+def _reconcile_until_ready(
+    gateway: Gateway, broker: Broker, stop: threading.Event, retry_seconds: float
+) -> None:
+    """The boot reconciliation: once now; if the broker cannot be read, again in the background until
+    it can (orders are refused with 503 meanwhile)."""
+    from trader.reconcile import Reconciler
+
+    reconciler = Reconciler(gateway.engine, broker)
+
+    def attempt() -> bool:
+        try:
+            report = reconciler.run_once()
+        except BrokerError as exc:
+            log.warning("boot reconciliation failed (%s); orders refused until it succeeds", exc)
+            return False
+        log.warning("boot reconciliation: %s", report.summary())
+        gateway.ready.set()
+        return True
+
+    if attempt():
+        return
+
+    def retry() -> None:
+        while not stop.wait(retry_seconds) and not attempt():
+            pass
+
+    threading.Thread(target=retry, name="gateway-boot-reconcile", daemon=True).start()
+
+
 def create_gateway_app(
     settings: Settings,
     *,
@@ -733,6 +774,8 @@ def create_gateway_app(
     consume_trade_updates: bool = True,
     stream_resync_seconds: float | None = STREAM_RESYNC_SECONDS,
     clock: Callable[[], datetime] | None = None,
+    boot_reconcile: bool = True,
+    reconcile_retry_seconds: float = 5.0,
 ) -> FastAPI:
     """The gateway app.
 
@@ -743,6 +786,9 @@ def create_gateway_app(
       which runs while the app runs when ``consume_trade_updates``.
     - ``risk_inputs``: the account snapshot and reference prices (e.g.
       :class:`~trader.execution.snapshots.StaticRiskInputs` to keep the broker out of the loop).
+    - ``boot_reconcile``: with a broker, run the reconciler (:mod:`trader.reconcile`) at start-up and
+      answer ``POST /orders`` with 503 until it has finished once (retried every
+      ``reconcile_retry_seconds`` while the broker cannot be read).
     - ``clock``: now, for the default ``trading_date`` (wall clock; the paper broker's simulated clock
       is not consulted: post ``trading_date`` when you drive one).
 
@@ -778,13 +824,22 @@ def create_gateway_app(
         clock=clock or (lambda: datetime.now(UTC)),
     )
 
+    stop_reconciling = threading.Event()
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if consumer is not None:
             await asyncio.to_thread(consumer.start)
+        if broker is not None and boot_reconcile:
+            await asyncio.to_thread(
+                _reconcile_until_ready, gateway, broker, stop_reconciling, reconcile_retry_seconds
+            )
+        else:
+            gateway.ready.set()
         try:
             yield
         finally:
+            stop_reconciling.set()
             if consumer is not None:
                 await asyncio.to_thread(consumer.stop)
             if owns_engine:

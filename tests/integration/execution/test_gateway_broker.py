@@ -23,7 +23,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from tests.integration.broker.conftest import OPEN_TUESDAY, admin, alpaca_broker, set_faults
-from tests.integration.execution.gateway_support import AUTH, count, order_body, serving, settings, wait_until
+from tests.integration.execution.gateway_support import (
+    AUTH,
+    count,
+    order_body,
+    serving,
+    settings,
+    static_inputs,
+    wait_until,
+)
 from tests.support.paper_broker import RunningBroker, running_paper_broker
 from trader.broker.alpaca import AlpacaBroker
 from trader.broker.base import OrderQuery
@@ -244,3 +252,45 @@ def test_webhook_fills_count_once_in_any_order(
     assert (row.status, row.filled_qty, row.filled_avg_price) == ("filled", D(10), D("30.6"))
     assert count(migrated_engine, Execution) == 2
     assert positions(migrated_engine) == {"SYN006": (D(10), D("30.6"))}
+
+
+def test_boot_reconcile_heals_before_the_first_order(
+    serve: Serve, broker: AlpacaBroker, migrated_engine: Engine
+) -> None:
+    """An order placed at the broker while the gateway was down is adopted at start-up, before any
+    new order is taken."""
+    from trader.broker.base import OrderRequest
+    from trader.domain.enums import OrderSide, OrderType, TimeInForce
+    from trader.store.models import Event
+
+    broker.submit_order(
+        OrderRequest("placed-by-hand-1", "SYN002", OrderSide.BUY, OrderType.MARKET, TimeInForce.DAY, qty=D(3))
+    )
+    with serve(consume=False) as client:
+        assert client.app_state.gateway.ready.is_set()  # type: ignore[attr-defined]
+        with Session(migrated_engine) as session:
+            kinds = set(session.scalars(select(Event.kind).where(Event.kind.like("reconcile.%"))))
+        assert kinds  # the adoption was journaled before the app answered
+        body = order_body(symbol="SYN001", trading_date=DAY)
+        assert client.post("/orders", json=body, headers=AUTH).status_code == 201
+
+
+def test_orders_are_refused_until_the_broker_can_be_reconciled(migrated_engine: Engine) -> None:
+    from tests.integration.broker.conftest import FAST_POLICY
+    from tests.support.services import free_port
+    from trader.config import Settings
+
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    dead = AlpacaBroker.from_settings(
+        Settings(alpaca_base_url=dead_url, broker_timeout_seconds=1), policy=FAST_POLICY
+    )
+    config = settings(dry_run=False)
+    app = create_gateway_app(
+        config, broker=dead, engine=migrated_engine, consume_trade_updates=False,
+        risk_inputs=static_inputs(), reconcile_retry_seconds=60,
+    )  # fmt: skip
+    with serving(app) as client:
+        answer = client.post("/orders", json=order_body(), headers=AUTH)
+        assert answer.status_code == 503
+        assert "boot reconciliation" in answer.json()["detail"]
+        assert count(migrated_engine, Order) == 0
