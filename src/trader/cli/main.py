@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from trader import __version__
-from trader.cli import config_cmd, data, db, model, paper, planned, research, serve
+from trader.cli import config_cmd, data, db, model, ops, paper, planned, research, serve
 from trader.cli.output import error
 from trader.config import VAR_DIR
 from trader.errors import TraderError
@@ -42,6 +42,9 @@ app.command("replay")(paper.replay)
 app.command("signal")(paper.signal)
 app.add_typer(paper.report_app, name="report")
 app.add_typer(model.app, name="model")
+app.command("status")(ops.status)
+app.add_typer(ops.circuit_app, name="circuit")
+app.command("kill")(ops.kill)
 planned.register(app)
 
 

@@ -23,19 +23,7 @@ class Planned:
     arrives_with: str
 
 
-PLANNED: tuple[Planned, ...] = (
-    Planned(
-        "status",
-        "Positions, open orders, today's P&L, circuit-breaker state, last reconcile.",
-        "the safety issue (#7)",
-    ),
-    Planned("circuit", "Trip, approve and clear the circuit breakers.", "the safety issue (#7)"),
-    Planned(
-        "kill",
-        "Kill switch: cancel all orders, flatten all positions, block new signals.",
-        "the safety issue (#7)",
-    ),
-)
+PLANNED: tuple[Planned, ...] = ()
 
 
 def _not_built(item: Planned) -> NotBuiltError:

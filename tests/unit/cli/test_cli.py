@@ -146,10 +146,8 @@ def test_internal_errors_are_logged_not_shown(
 
 def test_installed_entry_point_runs() -> None:
     script = Path(sys.executable).parent / "trader"
-    result = subprocess.run(
-        [str(script), "kill", "--reason", "test"], capture_output=True, text=True
-    )
-    assert result.returncode == 3
-    assert result.stderr.startswith("trader: error: 'trader kill' is not built yet")
+    result = subprocess.run([str(script), "kill"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("trader: error: Missing option '--reason'")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"trader {__version__}"

@@ -1,0 +1,55 @@
+"""``trader kill --yes`` and ``trader status`` against the built-in paper broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.ops.support import limit, market, send, wait_for
+from tests.support.paper_broker import RunningBroker
+from trader.broker.alpaca import AlpacaBroker
+from trader.cli.main import run
+from trader.domain.enums import OrderSide
+from trader.store import migrate
+from trader.store.db import make_engine
+
+
+@pytest.fixture
+def cli_engine(paper: RunningBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    for name, value in {
+        "DATABASE_URL": url,
+        "ALPACA_BASE_URL": paper.url,
+        "ALPACA_API_KEY_ID": paper.key_id,
+        "ALPACA_API_SECRET_KEY": paper.secret_key,
+    }.items():
+        monkeypatch.setenv(name, value)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    return engine
+
+
+def test_status_then_kill_then_status(
+    cli_engine: Engine, broker: AlpacaBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    send(cli_engine, broker, market("SYN001", OrderSide.BUY, 30))
+    resting = send(cli_engine, broker, limit("SYN002", OrderSide.BUY, 10, "1.00"))
+    wait_for(lambda: len(broker.get_positions()) == 1)
+
+    assert run(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Positions (1)" in out and "SYN001" in out
+    assert "Open orders (1)" in out and "SYN002" in out and resting.status.value in out
+    assert "today's P&L" in out and "last reconcile: never" in out
+
+    assert run(["kill", "--reason", "runaway", "--yes", "--actor", "ops"]) == 0
+    out = capsys.readouterr().out
+    assert "TRIPPED: kill: runaway" in out
+    assert "canceled 1 order(s)" in out and "closing orders sent for 1 position(s)" in out
+    wait_for(lambda: not broker.get_positions() and not broker.list_open_orders())
+
+    assert run(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Positions (0)" in out and "Open orders (0)" in out and "BLOCKED (exits allowed)" in out
