@@ -71,17 +71,19 @@ def test_drawdown_trips_exits_pass_and_recovery_waits_for_approval_and_quiet_per
     assert morning.breaker is BreakerState.OPEN and morning.drawdown_pct == 0
     assert morning.start_equity == start.equity == morning.equity
     price_then = broker.get_position(LOSER).current_price  # type: ignore[union-attr]
+    assert price_then is not None
     assert morning.gross_exposure == morning.net_exposure == QTY * price_then
 
     both(paper, clock, AFTERNOON)
     afternoon = monitor.check()
     price_now = broker.get_position(LOSER).current_price  # type: ignore[union-attr]
-    assert price_then is not None and price_now is not None and price_now < price_then
+    assert price_now is not None and price_now < price_then
     # Only the position moved: the equity fell by exactly its loss, measured from the morning's peak.
     assert afternoon.peak_equity == morning.equity
-    assert afternoon.equity == morning.equity - QTY * (price_then - price_now)  # type: ignore[operator]
-    assert afternoon.drawdown_pct == (afternoon.peak_equity - afternoon.equity) / afternoon.peak_equity  # type: ignore[operator]
-    assert afternoon.drawdown_pct > Decimal("0.005")  # type: ignore[operator]
+    peak, equity, drawdown = afternoon.peak_equity, afternoon.equity, afternoon.drawdown_pct
+    assert peak is not None and equity is not None and drawdown is not None
+    assert equity == peak - QTY * (price_then - price_now)
+    assert drawdown == (peak - equity) / peak and drawdown > Decimal("0.005")
     assert afternoon.breaker is BreakerState.TRIPPED
     assert redis_breaker.status().kind is TripReason.DRAWDOWN
 
