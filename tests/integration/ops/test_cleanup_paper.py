@@ -38,7 +38,9 @@ def test_orders_open_longer_than_the_limit_are_canceled_and_recorded(
     assert all(s.status is OrderStatus.CANCELED for s in report.canceled)
     assert [o.client_order_id for o in broker.list_open_orders()] == [young.client_order_id]
     with Session(migrated_engine) as session:
-        statuses = dict(session.execute(select(Order.client_order_id, Order.status)).tuples().all())
+        statuses = {
+            cid: status for cid, status in session.execute(select(Order.client_order_id, Order.status))
+        }
         events = session.scalars(select(Event).where(Event.kind == ANOMALY).order_by(Event.id)).all()
     assert statuses == {old.client_order_id: "canceled", young.client_order_id: "new"}
     assert sorted(e.correlation_id or "" for e in events) == sorted(by_id)
