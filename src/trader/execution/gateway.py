@@ -68,6 +68,7 @@ from trader.execution.snapshots import (
     default_trading_date,
 )
 from trader.execution.state_machine import OPEN_BROKER
+from trader.ops.breakers import CircuitBreaker, breaker_from_settings
 from trader.portfolio.ledger import FillConflictError, FillResult, InvalidFillError
 from trader.risk.checks import RiskOptions
 from trader.store.db import make_engine
@@ -776,6 +777,7 @@ def create_gateway_app(
     clock: Callable[[], datetime] | None = None,
     boot_reconcile: bool = True,
     reconcile_retry_seconds: float = 5.0,
+    breaker: CircuitBreaker | None = None,
 ) -> FastAPI:
     """The gateway app.
 
@@ -789,6 +791,8 @@ def create_gateway_app(
     - ``boot_reconcile``: with a broker, run the reconciler (:mod:`trader.reconcile`) at start-up and
       answer ``POST /orders`` with 503 until it has finished once (retried every
       ``reconcile_retry_seconds`` while the broker cannot be read).
+    - ``breaker``: the circuit breaker (default: Redis when ``REDIS_URL`` is set, else the database);
+      while it is TRIPPED only risk-reducing orders are accepted.
     - ``clock``: now, for the default ``trading_date`` (wall clock; the paper broker's simulated clock
       is not consulted: post ``trading_date`` when you drive one).
 
@@ -808,7 +812,10 @@ def create_gateway_app(
         risk_inputs = BrokerRiskInputs(broker)
     owns_engine = engine is None
     db = engine if engine is not None else make_engine(settings.database_url)
-    service = ExecutionService(db, broker, settings, risk_options=risk_options, source="gateway")
+    breaker = breaker if breaker is not None else breaker_from_settings(settings, db)
+    service = ExecutionService(
+        db, broker, settings, risk_options=risk_options, source="gateway", breaker=breaker
+    )
     consumer = (
         TradeUpdateConsumer(broker, service, db, resync_interval=stream_resync_seconds)
         if broker is not None and consume_trade_updates

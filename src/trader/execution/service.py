@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from trader.broker.base import Broker, TradeUpdate
 from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, InvalidOrderError
 from trader.config import Settings
-from trader.domain.enums import OrderStatus
+from trader.domain.enums import OrderSide, OrderStatus
 from trader.execution.orders import (
     OrderIntent,
     UnknownOrderError,
@@ -46,6 +46,7 @@ from trader.execution.orders import (
     record_status,
 )
 from trader.execution.sql import lock_position
+from trader.ops.breakers import CircuitBreaker, is_risk_reducing
 from trader.portfolio.ledger import Fill, FillResult, apply_fill
 from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
@@ -86,9 +87,11 @@ class ExecutionService:
         *,
         risk_options: RiskOptions | None = None,
         source: str = "gateway",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if broker is None and not settings.dry_run:
             raise ValueError("a broker is needed unless DRY_RUN is on")
+        self._breaker = breaker
         self._engine = engine
         self._broker = broker
         self._settings = settings
@@ -142,6 +145,10 @@ class ExecutionService:
         proposed: list[ProposedOrder] = []
         priced: list[tuple[OrderIntent, bool]] = []
         for intent, created in fresh:
+            blocked = self._blocked_by_breaker(intent, snapshot)
+            if blocked is not None:
+                checked.append((intent, blocked, created))
+                continue
             price = intent.limit_price or price_of(intent.symbol)
             if price is None or not price > 0:
                 why = f"no reference price for {intent.symbol}: refused (fail closed)"
@@ -156,6 +163,20 @@ class ExecutionService:
             (intent, verdict, created) for (intent, created), verdict in zip(priced, verdicts, strict=True)
         )
         return checked
+
+    def _blocked_by_breaker(self, intent: OrderIntent, snapshot: PortfolioSnapshot) -> str | None:
+        """Why the circuit breaker refuses ``intent`` (only risk-reducing orders pass while TRIPPED)."""
+        if self._breaker is None:
+            return None
+        holding = snapshot.positions.get(intent.symbol.strip().upper())
+        position = holding.qty if holding is not None else Decimal(0)
+        qty = intent.qty if intent.qty is not None else Decimal(0)
+        if self._breaker.allows(is_risk_reducing(OrderSide(intent.side), qty, position)):
+            return None
+        status = self._breaker.status()
+        return (
+            f"circuit breaker TRIPPED ({status.reason}): only risk-reducing orders pass until it is cleared"
+        )
 
     def _decide(self, intent: OrderIntent, verdict: OrderVerdict | str, created: bool) -> SubmitOutcome:
         cid = intent.client_order_id

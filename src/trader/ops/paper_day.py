@@ -46,6 +46,7 @@ from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService, SubmitOutcome
 from trader.execution.state_machine import is_terminal
+from trader.ops.breakers import breaker_from_settings
 from trader.paperbroker.runner import PaperBrokerAdmin
 from trader.portfolio.allocator import AllocationOptions, allocate
 from trader.portfolio.ledger import ACCOUNT, daily_pnl_rows, market_day_bounds
@@ -196,10 +197,12 @@ class PaperDay:
         self._allocation = allocation or AllocationOptions(cash_buffer=Decimal("0.02"))
         self._calendar = calendar or trading_calendar()
         self._paths = DataPaths(settings.data_dir)
+        # While the breaker is TRIPPED only exits are sent; after a kill no signal is computed.
+        breaker = breaker_from_settings(settings, engine)
         self._signals = SignalService(
-            engine, self._paths, strategy=strategy, redis=redis, calendar=self._calendar
+            engine, self._paths, strategy=strategy, redis=redis, calendar=self._calendar, breaker=breaker
         )
-        self._execution = ExecutionService(engine, broker, settings, source="paper-run")
+        self._execution = ExecutionService(engine, broker, settings, source="paper-run", breaker=breaker)
         self._on_stage = on_stage or (lambda _message: None)
 
     # ------------------------------------------------------------------ the day

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -93,8 +94,7 @@ class SignalLoop:
 def notification_waiter(engine: Engine) -> Callable[[float], None]:
     """A wait that returns early on ``NOTIFY model_registry`` (PostgreSQL), else a plain sleep."""
     if engine.dialect.name != "postgresql":
-        event = threading.Event()
-        return lambda seconds: None if event.wait(seconds) else None
+        return time.sleep
     import psycopg
 
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -31,6 +31,7 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.paths import DataPaths
 from trader.data.store import UniverseStore
 from trader.errors import TraderError
+from trader.ops.breakers import CircuitBreaker, TripReason
 from trader.research.artifacts import ModelArtifact
 from trader.research.registry import ModelRegistry, RegistryEntry, artifact_path
 from trader.signal.publish import (
@@ -47,6 +48,10 @@ from trader.signal.scoring import Scorer, scorer_for
 from trader.signal.weights import target_weights
 from trader.store.models import Position
 from trader.strategies.config import StrategyConfig
+
+
+class SignalBlockedError(TraderError):
+    """The kill switch is engaged: no new signal until the circuit breaker is cleared."""
 
 
 class NoProductionModelError(TraderError):
@@ -109,7 +114,9 @@ class SignalService:
         redis: Any | None = None,
         redis_prefix: str = "",
         calendar: TradingCalendar | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
+        self._breaker = breaker
         self._engine = engine
         self._paths = paths
         self.strategy = strategy
@@ -163,6 +170,7 @@ class SignalService:
         recorded and published. ``held`` defaults to the strategy's long positions in the database."""
         if not self._calendar.is_session(trading_date):
             raise TraderError(f"{trading_date} is not a trading session; pass a trading day")
+        self._check_not_killed()
         loaded = self.model()
         as_of = self.as_of(trading_date)
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
@@ -182,6 +190,17 @@ class SignalService:
         if publish and self._redis is not None:
             self._publisher().publish(result, row.id)
         return SignalOutcome(result, row.id, computed=True, as_of=as_of, dropped=dropped)
+
+    def _check_not_killed(self) -> None:
+        # Other trips still allow signals: the execution service lets only their exits through.
+        if self._breaker is None:
+            return
+        status = self._breaker.status()
+        if status.kind is TripReason.KILL:
+            raise SignalBlockedError(
+                f"new signals are blocked by the kill switch ({status.reason}); "
+                "see 'trader circuit status' to approve and clear it"
+            )
 
     def compute(
         self, loaded: LoadedModel, trading_date: date, held: Iterable[str]

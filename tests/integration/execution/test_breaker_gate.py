@@ -1,0 +1,75 @@
+"""The circuit breaker in the money path: while TRIPPED only risk-reducing orders pass, and the kill
+switch blocks new signals."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.execution.gateway_support import settings
+from trader.data.paths import DataPaths
+from trader.domain.enums import OrderSide, OrderStatus
+from trader.execution.orders import OrderIntent
+from trader.execution.service import ExecutionService
+from trader.ops.breakers import CircuitBreaker, DatabaseBreakerStore, TripReason
+from trader.risk.snapshot import Holding, PortfolioSnapshot
+from trader.signal.service import SignalBlockedError, SignalService
+
+D = Decimal
+DAY = date(2024, 3, 5)
+SNAPSHOT = PortfolioSnapshot(D(100_000), D(50_000), D(50_000), positions={"AAA": Holding(D(10), D(100))})
+PRICES = {"AAA": D(100), "BBB": D(50)}
+
+
+def _service(engine: Engine, breaker: CircuitBreaker) -> ExecutionService:
+    return ExecutionService(engine, None, settings(dry_run=True), source="test", breaker=breaker)
+
+
+def _intent(symbol: str, side: OrderSide, qty: int) -> OrderIntent:
+    return OrderIntent("gate", DAY, symbol, side, qty=D(qty), intent="rebalance")
+
+
+def test_tripped_breaker_refuses_entries_and_lets_exits_through(migrated_engine: Engine) -> None:
+    breaker = CircuitBreaker(DatabaseBreakerStore(migrated_engine), migrated_engine)
+    service = _service(migrated_engine, breaker)
+    open_day = service.submit_batch([_intent("BBB", OrderSide.BUY, 5)], SNAPSHOT, PRICES.get)
+    assert open_day[0].status is OrderStatus.DRY_RUN  # OPEN breaker: the risk check decides
+
+    breaker.trip(TripReason.DRAWDOWN, "intraday drawdown 3% > 2%", "test")
+    entry, grow, exit_ = service.submit_batch(
+        [
+            _intent("BBB", OrderSide.SELL, 7),
+            _intent("AAA", OrderSide.BUY, 1),
+            _intent("AAA", OrderSide.SELL, 10),
+        ],
+        SNAPSHOT,
+        PRICES.get,
+    )
+    assert entry.status is OrderStatus.RISK_REJECTED  # opening a short is an entry
+    assert grow.status is OrderStatus.RISK_REJECTED
+    assert grow.reason is not None and "circuit breaker TRIPPED (drawdown" in grow.reason
+    assert exit_.status is OrderStatus.DRY_RUN  # selling the long down to zero is an exit
+
+
+def test_a_flip_through_zero_is_not_an_exit(migrated_engine: Engine) -> None:
+    breaker = CircuitBreaker(DatabaseBreakerStore(migrated_engine), migrated_engine)
+    breaker.trip(TripReason.MANUAL, "operator", "test")
+    (flip,) = _service(migrated_engine, breaker).submit_batch(
+        [_intent("AAA", OrderSide.SELL, 11)], SNAPSHOT, PRICES.get
+    )
+    assert flip.status is OrderStatus.RISK_REJECTED
+
+
+@pytest.mark.parametrize("reason", [TripReason.KILL])
+def test_the_kill_switch_blocks_new_signals(
+    migrated_engine: Engine, tmp_path: Path, reason: TripReason
+) -> None:
+    breaker = CircuitBreaker(DatabaseBreakerStore(migrated_engine), migrated_engine)
+    breaker.trip(reason, "kill switch", "test")
+    service = SignalService(migrated_engine, DataPaths(tmp_path), strategy="gate", breaker=breaker)
+    with pytest.raises(SignalBlockedError, match="kill switch"):
+        service.run(DAY)
