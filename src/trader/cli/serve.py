@@ -218,3 +218,76 @@ def _make_sqlite_folder(url: str) -> None:
 
 app.command("reconciler")(reconciler_command)
 app.command("signal")(serve_signal)
+
+
+@app.command("monitor")
+def monitor(
+    interval: Annotated[float, typer.Option(min=1.0, max=3600.0, help="Seconds between two checks.")] = 30.0,
+    stale_minutes: Annotated[
+        float, typer.Option(min=1.0, max=1440.0, help="Cancel orders open longer than this many minutes.")
+    ] = 15.0,
+    once: Annotated[bool, typer.Option("--once", help="One check and one cleanup pass, then exit.")] = False,
+) -> None:
+    """Run the post-trade monitor and the stale-order cleanup: drawdown, broker error rate and data
+    staleness trip the circuit breaker (automatic trips recover once clear, after approval and the
+    quiet period); orders open longer than --stale-minutes are canceled and recorded. See
+    docs/operations.md.
+    """
+    import logging
+    import threading
+    from datetime import UTC, date, datetime, timedelta
+
+    from trader.broker.alpaca import AlpacaBroker
+    from trader.cli.paper import check_schema
+    from trader.data.calendar import trading_calendar
+    from trader.data.paths import DataPaths
+    from trader.data.store import AdjustedStore
+    from trader.ops.breakers import breaker_from_settings
+    from trader.ops.cleanup import cancel_stale_orders, run_cleanup
+    from trader.ops.monitor import MonitorLimits, PostTradeMonitor, drawdown_limit
+    from trader.store.db import make_engine
+
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+        broker = AlpacaBroker.from_settings(settings)
+        limit = drawdown_limit(engine, settings.strategy_id)
+        limits = MonitorLimits(max_drawdown_pct=limit) if limit is not None else MonitorLimits()
+        store = AdjustedStore(DataPaths(settings.data_dir))
+
+        def latest_bar() -> date | None:
+            # The newest bar is recent when the data is fresh; a month back is enough to judge it.
+            recent = store.read(start=datetime.now(UTC).date() - timedelta(days=31))
+            newest = recent.get_column("date").max() if not recent.is_empty() else None
+            return newest if isinstance(newest, date) else None
+
+        watcher = PostTradeMonitor(
+            broker, breaker_from_settings(settings, engine), limits=limits, latest_bar=latest_bar,
+            calendar=trading_calendar(), engine=engine,
+        )  # fmt: skip
+        max_age = timedelta(minutes=stale_minutes)
+        if once:
+            reading = watcher.check()
+            report = cancel_stale_orders(broker, engine, max_age=max_age)
+            print(f"monitor: {reading}\ncleanup: {report}")
+            return
+        drawdown = f"{limits.max_drawdown_pct:.2%}"
+        print(f"monitor every {interval}s (drawdown limit {drawdown}); stale orders > {stale_minutes} min")
+        stop = threading.Event()
+        cleaner = threading.Thread(
+            target=run_cleanup,
+            args=(broker, engine, stop),
+            kwargs={"interval": interval, "max_age": max_age},
+            daemon=True,
+        )
+        cleaner.start()
+        try:
+            watcher.run(stop, interval)
+        except KeyboardInterrupt:
+            stop.set()
+    finally:
+        engine.dispose()
