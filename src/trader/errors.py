@@ -26,12 +26,6 @@ class UsageError(TraderError):
     exit_code = 2
 
 
-class NotBuiltError(TraderError):
-    """The command exists in the interface but its feature has not been built yet."""
-
-    exit_code = 3
-
-
 class DatabaseError(TraderError):
     """The database cannot be reached or is not at the schema version the code needs."""
 

@@ -297,7 +297,7 @@ def test_prometheus_scrapes_the_ports_the_services_listen_on(compose: dict[str, 
         assert host in services, f"Prometheus scrapes {target}, but there is no service {host!r}"
         assert _listen_port(services[host]) == int(port), f"{host} does not listen on {port}"
         scraped.add(host)
-    assert {"gateway", "signal", "reconciler"} <= scraped
+    assert "gateway" in scraped
     assert any(p.endswith(":9090:9090") for p in services["prometheus"]["ports"])
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from trader import __version__
-from trader.cli import config_cmd, data, db, model, ops, paper, planned, research, serve
+from trader.cli import config_cmd, data, db, model, ops, paper, research, serve
 from trader.cli.output import error
 from trader.config import VAR_DIR
 from trader.errors import TraderError
@@ -45,7 +45,6 @@ app.add_typer(model.app, name="model")
 app.command("status")(ops.status)
 app.add_typer(ops.circuit_app, name="circuit")
 app.command("kill")(ops.kill)
-planned.register(app)
 
 
 def _print_version(value: bool) -> None:
@@ -76,7 +75,7 @@ def _record_crash() -> Path:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code: 0 ok, 1 failed, 2 bad usage/config, 3 not built yet."""
+    """Run the CLI and return its exit code: 0 ok, 1 failed, 2 bad usage or configuration."""
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     try:

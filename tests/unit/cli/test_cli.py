@@ -12,7 +12,6 @@ import typer
 
 from trader import __version__
 from trader.cli.main import app, run
-from trader.cli.planned import PLANNED
 
 REQUIRED_GROUPS = {
     "db",
@@ -55,16 +54,6 @@ def test_help_everywhere(path: list[str], capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "Usage:" in out
     assert f"trader {' '.join(path)}".strip() in " ".join(out.split())
-
-
-@pytest.mark.parametrize("item", PLANNED, ids=lambda p: p.name)
-def test_planned_commands_say_not_built_and_fail(item: object, capsys: pytest.CaptureFixture[str]) -> None:
-    name = item.name  # type: ignore[attr-defined]
-    assert run([name, "some-subcommand", "--some-flag", "x"]) == 3
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    assert f"'trader {name}' is not built yet" in captured.err
 
 
 @pytest.mark.parametrize(
