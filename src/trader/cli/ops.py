@@ -62,10 +62,11 @@ def _actor(actor: str | None) -> str:
 
 def _engine(settings: Settings) -> Engine:
     engine = make_engine(settings.database_url)
-    current = migrate.current_revision(engine)
-    if current != migrate.head_revision():
-        state = "has no schema" if current is None else f"is at revision {current}"
-        raise UsageError(f"the database {state}; run 'trader db upgrade' first")
+    try:
+        migrate.require_current(engine)
+    except UsageError:
+        engine.dispose()
+        raise
     return engine
 
 

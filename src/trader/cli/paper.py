@@ -30,10 +30,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 def check_schema(engine: Engine) -> None:
     """Refuse to run on a database whose schema is not the newest (a clear message, no traceback)."""
-    current = migrate.current_revision(engine)
-    if current != migrate.head_revision():
-        state = "has no schema" if current is None else f"is at revision {current}"
-        raise UsageError(f"the database {state}; run 'trader db upgrade' first")
+    migrate.require_current(engine)
 
 
 def trading_days(day: str | None, first: str | None, last: str | None) -> list[date]:

@@ -183,10 +183,7 @@ def gateway(
         )
     engine = make_engine(settings.database_url)
     try:
-        current = migrate.current_revision(engine)
-        if current != migrate.head_revision():
-            state = "has no schema" if current is None else f"is at revision {current}"
-            raise UsageError(f"the database {state}; run 'trader db upgrade' first")
+        migrate.require_current(engine)
         logging.basicConfig(
             level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )

@@ -85,10 +85,7 @@ def reconciler(
     )
     engine = make_engine(settings.database_url)
     try:
-        current = migrate.current_revision(engine)
-        if current != migrate.head_revision():
-            state = "has no schema" if current is None else f"is at revision {current}"
-            raise UsageError(f"the database {state}; run 'trader db upgrade' first")
+        migrate.require_current(engine)
         service = Reconciler(engine, AlpacaBroker.from_settings(settings), config)
 
         def show(report: ReconcileReport) -> None:

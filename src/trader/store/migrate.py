@@ -48,3 +48,13 @@ def downgrade(engine: Engine, revision: str) -> None:
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
+
+
+def require_current(engine: Engine) -> None:
+    """Refuse a database whose schema is not the newest: :class:`UsageError` saying what to run."""
+    from trader.errors import UsageError
+
+    current = current_revision(engine)
+    if current != head_revision():
+        state = "has no schema" if current is None else f"is at revision {current}"
+        raise UsageError(f"the database {state}; run 'trader db upgrade' first")
