@@ -17,6 +17,8 @@ from trader.broker.alpaca import AlpacaBroker
 from trader.ops.breakers import CircuitBreaker
 from trader.paperbroker import PaperBrokerSettings
 from trader.paperbroker.settings import FaultSettings
+from trader.store import migrate
+from trader.store.db import make_engine
 
 #: Tuesday 2024-03-05, 10:00 New York (the paper broker's open in these tests).
 T0 = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)
@@ -56,3 +58,18 @@ def paper(tmp_path: Path) -> Iterator[RunningBroker]:
 def broker(paper: RunningBroker) -> AlpacaBroker:
     """An ``AlpacaBroker`` on the paper broker, without retries (a fault is seen at once)."""
     return alpaca_broker(paper, policy=RetryPolicy(max_retries=0))
+
+
+@pytest.fixture
+def cli_engine(paper: RunningBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    for name, value in {
+        "DATABASE_URL": url,
+        "ALPACA_BASE_URL": paper.url,
+        "ALPACA_API_KEY_ID": paper.key_id,
+        "ALPACA_API_SECRET_KEY": paper.secret_key,
+    }.items():
+        monkeypatch.setenv(name, value)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    return engine

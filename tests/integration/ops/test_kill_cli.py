@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine
 
 from tests.integration.ops.support import limit, market, send, wait_for
-from tests.support.paper_broker import RunningBroker
 from trader.broker.alpaca import AlpacaBroker
 from trader.cli.main import run
 from trader.domain.enums import OrderSide
-from trader.store import migrate
-from trader.store.db import make_engine
-
-
-@pytest.fixture
-def cli_engine(paper: RunningBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    for name, value in {
-        "DATABASE_URL": url,
-        "ALPACA_BASE_URL": paper.url,
-        "ALPACA_API_KEY_ID": paper.key_id,
-        "ALPACA_API_SECRET_KEY": paper.secret_key,
-    }.items():
-        monkeypatch.setenv(name, value)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    return engine
 
 
 def test_status_then_kill_then_status(

@@ -6,14 +6,13 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from tests.integration.ops.test_kill_cli import cli_engine  # noqa: F401 - the fixture
 from tests.support.paper_broker import RunningBroker
 from trader.cli.main import run
 from trader.store.models import AuditLog, Snapshot
 
 
 def test_one_pass_trips_on_missing_data_and_snapshots_the_account(
-    cli_engine: Engine,  # noqa: F811 - the fixture
+    cli_engine: Engine,
     paper: RunningBroker,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
