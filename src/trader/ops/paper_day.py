@@ -25,10 +25,10 @@ broker adapter looks those up by ``client_order_id`` before sending.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import polars as pl
@@ -48,10 +48,12 @@ from trader.execution.service import ExecutionService, SubmitOutcome
 from trader.execution.state_machine import is_terminal
 from trader.ops.breakers import breaker_from_settings
 from trader.paperbroker.runner import PaperBrokerAdmin
-from trader.portfolio.allocator import AllocationOptions, allocate
+from trader.portfolio.allocator import AllocationOptions, IntentReason, allocate
+from trader.portfolio.allocator import OrderIntent as AllocatorIntent
 from trader.portfolio.ledger import ACCOUNT, daily_pnl_rows, market_day_bounds
 from trader.portfolio.report import build_daily_report, write_daily_report
 from trader.risk.snapshot import Holding, PortfolioSnapshot
+from trader.risk.store import resolve_limits
 from trader.signal.service import SignalOutcome, SignalService
 from trader.store.models import Event, Execution, Order, Pnl
 
@@ -59,6 +61,8 @@ from trader.store.models import Event, Execution, Order, Pnl
 REBALANCE = "rebalance"
 #: ``events.kind`` of the journaled allocation inputs.
 PLAN_EVENT = "paper.plan"
+#: An exit is sliced into at most this many orders (see :func:`order_intents`).
+MAX_EXIT_SLICES = 20
 #: Minutes after the open at which the day's orders are sent (the built-in broker's clock).
 SEND_AFTER_OPEN = timedelta(minutes=5)
 
@@ -290,10 +294,11 @@ class PaperDay:
                     payload=plan.to_json(),
                 )
             )
-        return [
-            OrderIntent(self.strategy, result.trading_date, o.symbol, o.side, qty=o.qty, intent=REBALANCE)
-            for o in allocation.orders
-        ]
+        with Session(self._engine) as session:
+            limit = resolve_limits(session, self.strategy, self._settings).max_order_notional
+        return order_intents(
+            self.strategy, result.trading_date, allocation.orders, limit.value if limit else None
+        )
 
     def _snapshot(self) -> PortfolioSnapshot:
         account = self._broker.get_account()
@@ -377,25 +382,59 @@ class PaperDay:
         result.report_dir = str(folder) if folder.is_dir() else None
 
 
+def _exit_slices(qty: Decimal, price: Decimal, max_notional: Decimal | None) -> list[Decimal]:
+    """``qty`` in whole-share slices each worth at most ``max_notional`` at ``price`` (one slice when it
+    fits, or when even one share is above the limit: the risk check then refuses it with its reason)."""
+    if max_notional is None or max_notional <= 0 or qty * price <= max_notional:
+        return [qty]
+    per_slice = (max_notional / price).to_integral_value(rounding=ROUND_FLOOR)
+    if per_slice < 1 or qty / per_slice > MAX_EXIT_SLICES:
+        return [qty]
+    full, rest = divmod(qty, per_slice)
+    return [per_slice] * int(full) + ([rest] if rest else [])
+
+
+def order_intents(
+    strategy: str, day: date, orders: Sequence[AllocatorIntent], max_order_notional: Decimal | None
+) -> list[OrderIntent]:
+    """The allocator's orders as execution intents (``intent`` ``rebalance``).
+
+    An exit (a reduce or a close) worth more than ``max_order_notional`` at its reference price is
+    sent as whole-share slices within the limit (``sequence`` 0, 1, ...): an exit must never be
+    blocked by its size. Entries are not sliced: the limit caps them and the risk check says so.
+    """
+    intents: list[OrderIntent] = []
+    for order in orders:
+        exit_ = order.reason in {IntentReason.REDUCE, IntentReason.CLOSE}
+        limit = max_order_notional if exit_ else None
+        for sequence, qty in enumerate(_exit_slices(order.qty, order.reference_price, limit)):
+            intents.append(
+                OrderIntent(
+                    strategy, day, order.symbol, order.side, qty=qty, intent=REBALANCE, sequence=sequence
+                )
+            )
+    return intents
+
+
 def _intent_of(order: Order) -> OrderIntent:
     """The intent an order row was recorded from (same fields → same ``client_order_id``)."""
     from trader.domain.enums import OrderSide, OrderType, TimeInForce
 
-    intent = OrderIntent(
-        order.strategy_id,
-        order.trading_date,
-        order.symbol,
-        OrderSide(order.side),
-        qty=order.qty,
-        notional=order.notional,
-        intent=order.intent,
-        order_type=OrderType(order.order_type),
-        time_in_force=TimeInForce(order.time_in_force),
-        limit_price=order.limit_price,
-        stop_price=order.stop_price,
-    )
-    if intent.client_order_id != order.client_order_id:
-        raise PaperDayError(
-            f"order {order.client_order_id} was not recorded by paper-run; reconcile it first"
+    for sequence in range(MAX_EXIT_SLICES + 1):  # a sliced exit has sequence 1, 2, ...
+        intent = OrderIntent(
+            order.strategy_id,
+            order.trading_date,
+            order.symbol,
+            OrderSide(order.side),
+            qty=order.qty,
+            notional=order.notional,
+            intent=order.intent,
+            order_type=OrderType(order.order_type),
+            time_in_force=TimeInForce(order.time_in_force),
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            sequence=sequence,
         )
-    return intent
+        if intent.client_order_id == order.client_order_id:
+            return intent
+    raise PaperDayError(f"order {order.client_order_id} was not recorded by paper-run; reconcile it first")

@@ -39,14 +39,15 @@ from trader.data.pipeline import DataPipeline
 from trader.data.raw import RawRecorder
 from trader.data.sources import SourceHealth
 from trader.data.store import ActionStore, UniverseStore
-from trader.domain.enums import OrderSide, OrderStatus
+from trader.domain.enums import OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService
-from trader.ops.paper_day import PLAN_EVENT, REBALANCE, Plan
+from trader.ops.paper_day import PLAN_EVENT, REBALANCE, Plan, order_intents
 from trader.portfolio.allocator import allocate
 from trader.research.artifacts import ModelArtifact
 from trader.research.registry import ModelRegistry, artifact_path
+from trader.risk.store import resolve_limits
 from trader.signal.publish import find_signal_run, stored_scores, stored_weights
 from trader.signal.scoring import scorer_for
 from trader.signal.service import LoadedModel, SignalService
@@ -230,14 +231,13 @@ class Replayer:
         allocation = allocate(
             dict(replayed.weights), plan.snapshot.equity, positions, plan.prices, plan.options
         )
-        replayed_orders = {(o.symbol, o.side.value): o.qty for o in allocation.orders}
-        recorded_orders = {(o.symbol, o.side): o.qty for o in orders}
+        with Session(self._engine) as session:
+            limit = resolve_limits(session, self.strategy, self._settings).max_order_notional
+        intents = order_intents(self.strategy, day, allocation.orders, limit.value if limit else None)
+        replayed_orders = {i.client_order_id: (i.symbol, i.side.value, i.qty) for i in intents}
+        recorded_orders = {o.client_order_id: (o.symbol, o.side, o.qty) for o in orders}
         self._compare(report, "order", recorded_orders, replayed_orders)
 
-        intents = [
-            OrderIntent(self.strategy, day, o.symbol, OrderSide(o.side), qty=o.qty, intent=REBALANCE)
-            for o in allocation.orders
-        ]
         replayed_verdicts = self._dry_run(intents, plan, scratch)
         self._compare(report, "risk verdict", verdicts, replayed_verdicts)
         return report
