@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -63,15 +63,6 @@ def serving(app: FastAPI, startup_timeout: float = 30.0) -> Iterator[httpx.Clien
 def count(engine: Engine, model: type[Base], *where: Any) -> int:
     with Session(engine) as session:
         return int(session.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def order_body(**changes: Any) -> dict[str, Any]:

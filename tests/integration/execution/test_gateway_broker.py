@@ -30,9 +30,9 @@ from tests.integration.execution.gateway_support import (
     serving,
     settings,
     static_inputs,
-    wait_until,
 )
 from tests.support.paper_broker import RunningBroker, running_paper_broker
+from tests.support.waiting import wait_until
 from trader.broker.alpaca import AlpacaBroker
 from trader.broker.base import OrderQuery
 from trader.data.sources.synthetic import SyntheticConfig, SyntheticSource

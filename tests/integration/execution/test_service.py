@@ -19,9 +19,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from tests.integration.broker.conftest import OPEN_TUESDAY, admin, alpaca_broker
-from tests.integration.execution.gateway_support import count, wait_until
+from tests.integration.execution.gateway_support import count
 from tests.support.paper_broker import RunningBroker, running_paper_broker
 from tests.support.services import free_port
+from tests.support.waiting import wait_until
 from trader.broker import RetryPolicy
 from trader.broker.alpaca import AlpacaBroker
 from trader.broker.base import OrderQuery, TradeUpdate

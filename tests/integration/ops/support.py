@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -13,11 +11,15 @@ from sqlalchemy.orm import Session
 from tests.integration.broker.conftest import admin
 from tests.support.paper_broker import RunningBroker
 from tests.support.services import RedisKeySpace
+from tests.support.waiting import wait_until
 from trader.broker.base import Broker, BrokerOrder
 from trader.domain.enums import OrderSide, OrderType
 from trader.execution.orders import OrderIntent, apply_broker_update, record_intent
 from trader.ops.breakers import BreakerStore, CircuitBreaker, DatabaseBreakerStore, RedisBreakerStore
 from trader.store.models import AuditLog
+
+#: The tests of this folder call it wait_for.
+wait_for = wait_until
 
 QUIET = timedelta(minutes=15)
 #: The trading day of the paper-broker tests (Tuesday 2024-03-05).
@@ -58,15 +60,6 @@ def audit_actions(engine: Engine) -> list[tuple[str, str]]:
 def move_broker_clock(paper: RunningBroker, at: datetime) -> None:
     """Move the paper broker's simulated clock (frozen there); open orders are matched up to ``at``."""
     admin(paper, "POST", "clock", {"at": at.isoformat(), "frozen": True})
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def send(engine: Engine, broker: Broker, intent: OrderIntent) -> BrokerOrder:

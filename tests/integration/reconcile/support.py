@@ -3,7 +3,6 @@ gateway uses it, and the comparisons that say the database and the broker agree.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from tests.integration.broker.conftest import OPEN_TUESDAY, admin
 from tests.support.paper_broker import RunningBroker, running_paper_broker
+from tests.support.waiting import wait_until
 from trader.broker.alpaca import AlpacaBroker
 from trader.broker.base import OrderQuery
 from trader.config import Settings
@@ -23,6 +23,9 @@ from trader.paperbroker import PaperBrokerSettings
 from trader.paperbroker.settings import FaultSettings
 from trader.risk.snapshot import PortfolioSnapshot
 from trader.store.models import Event, Order, Position
+
+#: The tests of this folder call it wait_for.
+wait_for = wait_until
 
 D = Decimal
 DAY = date(2024, 3, 5)
@@ -95,12 +98,3 @@ def events(engine: Engine, kind: str) -> list[dict[str, Any]]:
     with Session(engine) as session:
         rows = session.execute(select(Event.payload).where(Event.kind == kind).order_by(Event.id)).scalars()
         return list(rows)
-
-
-def wait_for(check: Any, timeout: float = 20.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
