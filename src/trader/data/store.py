@@ -77,7 +77,8 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s contents to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -85,8 +86,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # A rename is only durable once the folder entry is flushed.
+def fsync_dir(folder: Path) -> None:
+    """Flush ``folder``'s entries: a rename is only durable once its folder entry is flushed."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory handles
@@ -99,6 +100,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk (for files inside a folder renamed into place)."""
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        write_synced(tmp, data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_temp(frame: pl.DataFrame, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(target)
@@ -106,7 +127,7 @@ def _write_temp(frame: pl.DataFrame, target: Path) -> Path:
         frame.write_parquet(
             tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, statistics=True
         )
-        _fsync_file(tmp)
+        fsync_file(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -121,7 +142,7 @@ def write_replace(frame: pl.DataFrame, path: Path) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -134,7 +155,7 @@ def write_new(frame: pl.DataFrame, folder: Path, stem: str) -> Path:
     """
     tmp = _write_temp(frame, folder / f"{stem}.parquet")
     target = _link_new(tmp, folder, stem)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target
 
 

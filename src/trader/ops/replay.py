@@ -38,7 +38,7 @@ from trader.data.paths import DataPaths
 from trader.data.pipeline import DataPipeline
 from trader.data.raw import RawRecorder
 from trader.data.sources import SourceHealth
-from trader.data.store import ActionStore, UniverseStore
+from trader.data.store import ActionStore, UniverseStore, write_atomic
 from trader.domain.enums import OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
@@ -289,11 +289,6 @@ def write_replay_report(report: ReplayReport, reports_dir: Path) -> Path:
     """``replay.json`` and ``replay.md`` in ``reports_dir/<date>/``; returns the folder."""
     folder = reports_dir / report.trading_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("replay.json", json.dumps(report.to_json(), indent=2)),
-        ("replay.md", report.to_markdown()),
-    ):
-        temporary = folder / f".{name}.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(folder / name)
+    write_atomic(folder / "replay.json", json.dumps(report.to_json(), indent=2).encode())
+    write_atomic(folder / "replay.md", report.to_markdown().encode())
     return folder

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trader.data.store import write_atomic
 from trader.portfolio.ledger import ACCOUNT, market_day_bounds, realized_by_position
 from trader.store.models import Execution, Order, Pnl, Position
 
@@ -233,12 +234,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
 def _blotter_csv(report: DailyReport) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -413,10 +408,10 @@ def write_daily_report(report: DailyReport, reports_dir: Path) -> Path:
     folder = reports_dir / report.trading_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     png = _equity_png(report)
-    _atomic_write(folder / "blotter.csv", _blotter_csv(report))
+    write_atomic(folder / "blotter.csv", _blotter_csv(report))
     if png is not None:
-        _atomic_write(folder / "equity.png", png)
-    _atomic_write(folder / "pnl.md", _markdown(report, png is not None).encode())
-    _atomic_write(folder / "pnl.html", _html(report, png).encode())
-    _atomic_write(folder / "pnl.json", _json(report))
+        write_atomic(folder / "equity.png", png)
+    write_atomic(folder / "pnl.md", _markdown(report, png is not None).encode())
+    write_atomic(folder / "pnl.html", _html(report, png).encode())
+    write_atomic(folder / "pnl.json", _json(report))
     return folder

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pickle
 import platform
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from trader.data.store import _fsync_dir  # the store flushes its renames the same way
+from trader.data.store import fsync_dir, fsync_file, write_synced
 from trader.errors import TraderError
 from trader.research.qlib_export import MANIFEST
 from trader.research.scores import PREDICTION_SCHEMA, ICStats, TrainOutput
@@ -257,7 +256,7 @@ class ModelArtifact:
                     if target.exists():
                         continue
                     raise
-                _fsync_dir(root)
+                fsync_dir(root)
                 return cls(target, info)
             raise ArtifactError(f"no free version for {base} under {root}")
         finally:
@@ -303,25 +302,13 @@ def _train_info(
 
 def _write_files(folder: Path, config: StrategyConfig, output: TrainOutput, info: dict[str, Any]) -> None:
     if output.model is not None:
-        _write(folder / MODEL_FILE, pickle.dumps(output.model, protocol=pickle.HIGHEST_PROTOCOL))
+        write_synced(folder / MODEL_FILE, pickle.dumps(output.model, protocol=pickle.HIGHEST_PROTOCOL))
     predictions = output.predictions.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA)
     predictions.write_parquet(folder / PREDICTIONS_FILE)
-    _fsync_file(folder / PREDICTIONS_FILE)
-    _write(folder / STRATEGY_FILE, config.to_yaml().encode("utf-8"))
-    _write(folder / TRAIN_FILE, (json.dumps(info, indent=1, allow_nan=False) + "\n").encode("utf-8"))
-    _fsync_dir(folder)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
+    fsync_file(folder / PREDICTIONS_FILE)
+    write_synced(folder / STRATEGY_FILE, config.to_yaml().encode("utf-8"))
+    write_synced(folder / TRAIN_FILE, (json.dumps(info, indent=1, allow_nan=False) + "\n").encode("utf-8"))
+    fsync_dir(folder)
 
 
 def _json_float(value: float) -> float | None:

@@ -33,7 +33,6 @@ import functools
 import io
 import json
 import math
-import os
 import shutil
 import uuid
 import warnings
@@ -47,7 +46,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from trader.data.store import _fsync_dir as fsync_dir  # the store flushes its renames the same way
+from trader.data.store import fsync_dir, write_synced
 from trader.errors import TraderError
 from trader.research import metrics as m
 from trader.strategies.config import Costs, DateRange, StrategyConfig
@@ -857,10 +856,7 @@ def publish_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
     staging.mkdir()
     try:
         for name, data in files.items():
-            with (staging / name).open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_synced(staging / name, data)
         fsync_dir(staging)
         if out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()

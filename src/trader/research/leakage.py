@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from trader.data.store import write_atomic
 from trader.errors import TraderError
 from trader.research.qlib_export import (
     FREQ,
@@ -45,7 +46,6 @@ from trader.research.qlib_export import (
     decode_feature,
     encode_feature,
     feature_folder,
-    write_atomic,
 )
 from trader.strategies.config import DateRange, Segments
 

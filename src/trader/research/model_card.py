@@ -25,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from trader.data.store import write_atomic
 from trader.errors import TraderError
 from trader.research.leakage import CheckReport
-from trader.research.qlib_export import write_atomic
 from trader.strategies.config import Costs, Segments
 
 MODEL_CARD_FILE = "MODEL_CARD.md"

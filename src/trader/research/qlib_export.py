@@ -37,7 +37,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,8 +50,7 @@ import polars as pl
 
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.paths import DataPaths
-from trader.data.store import AdjustedStore, UniverseStore
-from trader.data.store import _fsync_dir as fsync_dir  # the store flushes its renames the same way
+from trader.data.store import AdjustedStore, UniverseStore, fsync_dir, write_atomic
 from trader.errors import TraderError
 
 #: Fields taken from the adjusted store as they are.
@@ -207,22 +205,6 @@ def is_unchanged(recorded: str | None, new: bytes, on_disk_size: int | None) -> 
 # --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A leading dot and a .tmp suffix: no reader mistakes it for a .day.bin or .txt file.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _size(path: Path) -> int | None:

@@ -44,10 +44,10 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from trader.data.store import write_atomic
 from trader.errors import UsageError
 from trader.research.artifacts import export_fingerprint, free_folder, version_at
 from trader.research.backtest import BacktestResult, run_backtest
-from trader.research.qlib_export import write_atomic
 from trader.research.tracking import RunStatus, end_run, log_to_run, start_run
 from trader.research.train import export_sessions, train_strategy
 from trader.strategies.config import DateRange, Segments, StrategyConfig

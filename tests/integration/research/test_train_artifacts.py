@@ -118,14 +118,14 @@ def test_model_free_artifact_has_no_model(tmp_path: Path) -> None:
 
 
 def test_a_crash_while_writing_leaves_no_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = artifacts_module._write
+    real_write = artifacts_module.write_synced
 
     def crash_on_train_json(path: Path, data: bytes) -> None:
         if path.name == "train.json":
             raise OSError("disk full")
         real_write(path, data)
 
-    monkeypatch.setattr(artifacts_module, "_write", crash_on_train_json)
+    monkeypatch.setattr(artifacts_module, "write_synced", crash_on_train_json)
     with pytest.raises(OSError, match="disk full"):
         ModelArtifact.save(
             tmp_path, load_strategy_config("momentum"), output(), data=DATA, mlflow_run_id=None
