@@ -46,8 +46,9 @@ from trader.execution.orders import (
     record_status,
 )
 from trader.execution.sql import lock_position
+from trader.execution.updates import handle_trade_update
 from trader.ops.breakers import CircuitBreaker, is_risk_reducing
-from trader.portfolio.ledger import Fill, FillResult, apply_fill
+from trader.portfolio.ledger import FillResult
 from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
 from trader.risk.snapshot import PortfolioSnapshot
@@ -232,14 +233,9 @@ class ExecutionService:
         Updates of orders we never recorded (placed by hand at the broker) are logged and skipped; the
         reconciler adopts them.
         """
-        fill = Fill.from_trade_update(update)
         try:
             with self._session() as session, session.begin():
-                if get_order(session, update.order.client_order_id) is None:
-                    raise UnknownOrderError(update.order.client_order_id)
-                result = apply_fill(session, fill, source=self._source) if fill is not None else None
-                apply_broker_update(session, update, source=self._source)
-                return result
+                return handle_trade_update(session, update, source=self._source).fill
         except UnknownOrderError:
             log.warning(
                 "trade update for unknown order %s (%s): skipped", update.order.client_order_id, update.event

@@ -30,14 +30,18 @@ class UpdateResult:
     status: StatusChange
 
 
-def handle_trade_update(session: Session, update: TradeUpdate, *, fee: Decimal = Decimal(0)) -> UpdateResult:
+def handle_trade_update(
+    session: Session, update: TradeUpdate, *, fee: Decimal = Decimal(0), source: str | None = None
+) -> UpdateResult:
     """Apply ``update``'s fill, then its status, in the caller's transaction (the caller commits).
 
     ``fee`` is the fee of this execution when known (Alpaca's stream carries none; fees arrive as
-    account activities). Raises :class:`~trader.execution.orders.UnknownOrderError` for an order
-    never recorded, and the ledger's :class:`~trader.portfolio.ledger.FillConflictError` for a fill
-    that contradicts its order.
+    account activities). ``source`` names the caller in the ``events`` journal (default: each step's
+    own). Raises :class:`~trader.execution.orders.UnknownOrderError` for an order never recorded,
+    and the ledger's :class:`~trader.portfolio.ledger.FillConflictError` for a fill that contradicts
+    its order.
     """
+    journal = {"source": source} if source is not None else {}
     fill = Fill.from_trade_update(update, fee=fee)
-    applied = apply_fill(session, fill) if fill is not None else None
-    return UpdateResult(fill=applied, status=apply_broker_update(session, update))
+    applied = apply_fill(session, fill, **journal) if fill is not None else None
+    return UpdateResult(fill=applied, status=apply_broker_update(session, update, **journal))
