@@ -218,7 +218,7 @@ class PaperDay:
             )
         result = DayResult(day)
         as_of = self._calendar.previous_session(day)
-        self._stage(result, "data", lambda: self._data(as_of))
+        closes: dict[str, Decimal] = self._stage(result, "data", lambda: self._data(as_of))
         result.signal = self._stage(result, "signal", lambda: self._signals.run(day))
         admin = self._admin
         if admin is not None:
@@ -227,7 +227,7 @@ class PaperDay:
         stream = self._broker.trade_updates(self._on_trade_update)
         stream.start()
         try:
-            self._stage(result, "orders", lambda: self._orders(result, as_of))
+            self._stage(result, "orders", lambda: self._orders(result, as_of, closes))
             self._stage(result, "fills", lambda: self._wait_for_fills(result))
             if admin is not None:
                 closing = self._calendar.session_close(day) + timedelta(minutes=1)
@@ -249,17 +249,19 @@ class PaperDay:
         finally:
             result.stage_seconds[name] = round(time.perf_counter() - started, 3)
 
-    def _data(self, as_of: date) -> None:
+    def _data(self, as_of: date) -> dict[str, Decimal]:
+        """Ingest ``as_of`` if needed; its raw closes (the prices the day's orders are valued at)."""
         if self._ingest is not None:
             self._ingest(as_of)
-        if not raw_closes(self._paths, as_of):
+        closes = raw_closes(self._paths, as_of)
+        if not closes:
             # Fail closed: without the previous session's bars there is no signal to trust.
             raise StalenessError(latest=None, expected=as_of, sessions_behind=None)
+        return closes
 
-    def _orders(self, result: DayResult, as_of: date) -> None:
+    def _orders(self, result: DayResult, as_of: date, prices: dict[str, Decimal]) -> None:
         existing = self._day_orders(result.trading_date)
         snapshot = self._snapshot()
-        prices = raw_closes(self._paths, as_of)
         if existing:
             result.reused_orders = True
             intents = [_intent_of(order) for order in existing]
