@@ -23,7 +23,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import polars as pl
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -92,14 +91,8 @@ def held_symbols(session: Session, strategy_id: str) -> list[str]:
 
 
 def tradable_on(paths: DataPaths, day: date) -> set[str]:
-    """Symbols listed and tradable on ``day`` (point in time: listed from start_date through end_date)."""
-    listings = UniverseStore(paths).read()
-    live = listings.filter(
-        (pl.col("start_date") <= day)
-        & (pl.col("end_date").is_null() | (pl.col("end_date") >= day))
-        & pl.col("tradable")
-    )
-    return set(live.get_column("symbol").to_list())
+    """Symbols listed and tradable on ``day`` (:meth:`UniverseStore.listed_on`), as a set."""
+    return set(UniverseStore(paths).listed_on(day))
 
 
 class SignalService:
