@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine
 
 from trader.broker.base import Broker
 from trader.cli.data import parse_day
@@ -26,11 +25,6 @@ from trader.store import migrate
 from trader.store.db import make_engine
 
 NEW_YORK = ZoneInfo("America/New_York")
-
-
-def check_schema(engine: Engine) -> None:
-    """Refuse to run on a database whose schema is not the newest (a clear message, no traceback)."""
-    migrate.require_current(engine)
 
 
 def trading_days(day: str | None, first: str | None, last: str | None) -> list[date]:
@@ -167,7 +161,7 @@ def paper_run(
     days = trading_days(day, first, last)
     engine = make_engine(settings.database_url)
     try:
-        check_schema(engine)
+        migrate.require_current(engine)
         name = strategy or settings.strategy_id
         results: list[DayResult] = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -212,7 +206,7 @@ def replay(
     chosen = parse_day(day, "--date")
     engine = make_engine(settings.database_url)
     try:
-        check_schema(engine)
+        migrate.require_current(engine)
         with console.status(f"replaying {chosen} ..."):
             report = Replayer(settings, engine, strategy=strategy or settings.strategy_id).replay(chosen)
     finally:
@@ -243,7 +237,7 @@ def report_pnl(
     chosen = parse_day(day, "--date")
     engine = make_engine(settings.database_url)
     try:
-        check_schema(engine)
+        migrate.require_current(engine)
         marks = raw_closes(DataPaths(settings.data_dir), chosen)
         with Session(engine) as session:
             report = build_daily_report(session, chosen, marks)
@@ -270,7 +264,7 @@ def signal(
     chosen = parse_day(day, "--date")
     engine = make_engine(settings.database_url)
     try:
-        check_schema(engine)
+        migrate.require_current(engine)
         redis = _redis_client(settings)
         service = SignalService(
             engine, DataPaths(settings.data_dir), strategy=strategy or settings.strategy_id, redis=redis
@@ -324,7 +318,7 @@ def serve_signal(
     engine = make_engine(settings.database_url)
     stop = threading.Event()
     try:
-        check_schema(engine)
+        migrate.require_current(engine)
         name = strategy or settings.strategy_id
         paths = DataPaths(settings.data_dir)
         service = SignalService(engine, paths, strategy=name, redis=_redis_client(settings))

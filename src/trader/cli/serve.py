@@ -235,13 +235,13 @@ def monitor(
     from datetime import UTC, date, datetime, timedelta
 
     from trader.broker.alpaca import AlpacaBroker
-    from trader.cli.paper import check_schema
     from trader.data.calendar import trading_calendar
     from trader.data.paths import DataPaths
     from trader.data.store import AdjustedStore
     from trader.ops.breakers import breaker_from_settings
     from trader.ops.cleanup import cancel_stale_orders, run_cleanup
     from trader.ops.monitor import MonitorLimits, PostTradeMonitor, drawdown_limit
+    from trader.store import migrate
     from trader.store.db import make_engine
 
     settings = load_settings()
@@ -250,7 +250,7 @@ def monitor(
     )
     engine = make_engine(settings.database_url)
     try:
-        check_schema(engine)
+        migrate.require_current(engine)
         broker = AlpacaBroker.from_settings(settings)
         limit = drawdown_limit(engine, settings.strategy_id)
         limits = MonitorLimits(max_drawdown_pct=limit) if limit is not None else MonitorLimits()
