@@ -8,6 +8,9 @@ its own: the process loads the input (not timed), then times one full ingest int
 freshness, keeps the universe, and writes atomically with fsync); ``pandas`` is the straightforward
 implementation in :mod:`bench.pandas_baseline`. Target: at least 1,000,000 rows/s end to end and 5x
 the pandas one.
+
+Also measured (no target): the daily ingest a paper-trading day does, one session of all symbols
+into the store that already holds the ten years, for the last sessions of the period.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from bench.common import peak_rss_mb, write_result
 
 SYMBOLS, START, END, SEED = 500, date(2015, 1, 1), date(2024, 12, 31), 7
 REPEATS = 5  # best of five fresh processes for each implementation
+DAILY_SESSIONS = 15  # the last sessions of the period, ingested one by one after the backfill
 TARGET_ROWS_PER_SECOND = 1_000_000
 TARGET_SPEEDUP = 5.0
 
@@ -84,6 +88,8 @@ def _worker(kind: str, inputs: Path, out: Path) -> dict[str, Any]:
         counts = {"clean": report.clean_rows, "quarantined": report.quarantined_rows, "gaps": report.gaps}
         stages = report.stage_seconds
     else:
+        import pyarrow.parquet  # noqa: F401 - pandas loads its Parquet engine on first use: not timed
+
         from bench.pandas_baseline import run
         from trader.data.calendar import trading_calendar
 
@@ -105,6 +111,40 @@ def _worker(kind: str, inputs: Path, out: Path) -> dict[str, Any]:
         "rss_before_run_mb": round(loaded_mb, 1),
         "counts": counts,
         "stage_seconds": stages,
+    }
+
+
+def _daily_worker(inputs: Path, out: Path) -> dict[str, Any]:
+    """Backfill up to the last sessions (untimed), then time each of them ingested on its own."""
+    from trader.data.calendar import trading_calendar
+    from trader.data.paths import DataPaths
+    from trader.data.pipeline import DataPipeline
+
+    bars = pl.read_parquet(inputs / "bars.parquet")
+    actions = pl.read_parquet(inputs / "actions.parquet")
+    listings = pl.read_parquet(inputs / "listings.parquet")
+    calendar = trading_calendar()
+    days = calendar.sessions(START, END).tail(DAILY_SESSIONS).to_list()
+    pipeline = DataPipeline(DataPaths(out), calendar=calendar)
+
+    def ingest(first: date, last: date) -> Any:
+        rows = bars.filter(pl.col("date").is_between(first, last))
+        known = actions.filter(pl.col("ex_date") <= last)
+        after_close = datetime.combine(last, datetime.min.time(), UTC) + timedelta(hours=23)
+        return pipeline.ingest(_Frames(rows, known, listings), None, first, last, now=after_close)
+
+    ingest(START, days[0] - timedelta(days=1))
+    seconds, rows = [], []
+    for day in days:
+        start = time.perf_counter()
+        report = ingest(day, day)
+        seconds.append(time.perf_counter() - start)
+        rows.append(report.rows_received)
+    return {
+        "sessions": len(days),
+        "rows_per_session": round(statistics.mean(rows)),
+        "median_seconds": round(statistics.median(seconds), 4),
+        "max_seconds": round(max(seconds), 4),
     }
 
 
@@ -148,6 +188,11 @@ def main() -> Path:
         for _ in range(REPEATS):
             for kind in runs:
                 runs[kind].append(_run_child(kind, inputs, scratch))
+        daily = _run_child("daily", inputs, scratch)
+        print(
+            f"   daily ingest of one session ({daily['rows_per_session']} rows) into the ten-year store: "
+            f"median {daily['median_seconds'] * 1000:.0f} ms, max {daily['max_seconds'] * 1000:.0f} ms"
+        )
         results: dict[str, dict[str, Any]] = {}
         for kind in runs:
             results[kind] = _summary(runs[kind], rows)
@@ -173,6 +218,7 @@ def main() -> Path:
             "targets": {"rows_per_second": TARGET_ROWS_PER_SECOND, "speedup_vs_pandas": TARGET_SPEEDUP},
             "polars_pipeline": results["polars"],
             "pandas_baseline": results["pandas"],
+            "daily_ingest": daily,
             **verdict,
         },
     )
@@ -180,12 +226,13 @@ def main() -> Path:
 
 def _cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_data")
-    parser.add_argument("--worker", choices=["polars", "pandas"])
+    parser.add_argument("--worker", choices=["polars", "pandas", "daily"])
     parser.add_argument("paths", nargs="*", type=Path)
     args = parser.parse_args()
     if args.worker:
         inputs, out = args.paths
-        print(json.dumps(_worker(args.worker, inputs, out)))
+        result = _daily_worker(inputs, out) if args.worker == "daily" else _worker(args.worker, inputs, out)
+        print(json.dumps(result))
     else:
         print(main())
 

@@ -3,9 +3,11 @@
 Idiomatic pandas (groupby transforms, no per-row Python loops), the same rules as the Polars pipeline:
 back-adjustment for splits and dividends with a factor column, OHLC/price/volume checks, duplicates,
 sessions, spike-aware outliers, calendar gaps. It writes the same files (raw partitioned by month,
-adjusted by year, quarantine, gaps). It does less than the Polars pipeline in places (no reason text
-or JSON payload per quarantined row, actions on days without a bar are ignored, no universe, no
-atomic publish or fsync), which only flatters it.
+adjusted by year, quarantine, gaps). The month key is ``dt.to_period("M")``, pandas' vectorised
+way: ``dt.strftime("%Y-%m")`` formats every row in Python and would add ~0.8 s to this baseline.
+It does less than the Polars pipeline in places (no reason text or JSON payload per quarantined row,
+actions on days without a bar are ignored, no universe, no atomic publish or fsync), which only
+flatters it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def run(
 
     # raw recorder: one file per month
     raw_dir = out / "raw"
-    for month, part in bars.groupby(bars["date"].dt.strftime("%Y-%m")):
+    for month, part in bars.groupby(bars["date"].dt.to_period("M")):
         target = raw_dir / f"month={month}"
         target.mkdir(parents=True, exist_ok=True)
         part.to_parquet(target / "part.parquet", index=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -26,11 +26,18 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.freshness import judge_symbols
 from trader.data.online import OnlineStore
 from trader.data.paths import DataPaths
-from trader.data.quality import GateConfig, validate
+from trader.data.quality import GateConfig, gate
 from trader.data.raw import RawRecorder, as_recorded, newest_arrival
 from trader.data.raw import ingest_id as raw_ingest_id
 from trader.data.sources import BarSource, SourceError
-from trader.data.store import ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
+from trader.data.store import (
+    ActionStore,
+    AdjustedStore,
+    GapStore,
+    QuarantineStore,
+    StagedFiles,
+    UniverseStore,
+)
 from trader.errors import TraderError
 from trader.store.db import session_factory, transaction
 from trader.store.models import Event
@@ -136,53 +143,62 @@ class DataPipeline:
             # The new raw files are written in the background while the batch is adjusted and
             # validated (Parquet encoding and fsync release the GIL), and waited for before anything
             # else is written, or raised: raw keeps what arrived, even when the ingest is refused.
-            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-publish")
-            publishing = writer.submit(pending.publish)
+            background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")
+            publishing = background.submit(pending.publish)
+        staging: Future[StagedFiles] | None = None
         try:
-            _newest_date(bars)  # a batch without a single usable date is the source's fault
-            with timer("adjust"):
-                if earlier is None:
-                    history = as_recorded(bars, now)
-                else:
-                    # The raw record after this ingest, for these symbols: what it held plus the new rows.
-                    recorded_rows = pending.rows().filter(pl.col("symbol").is_not_null())
-                    history = newest_arrival(pl.concat([earlier, recorded_rows]))
-                    # Rows without a symbol cannot be found by symbol in the raw record: take this
-                    # batch's, so the gate quarantines them (they are recorded in raw all the same).
-                    history = pl.concat([history, _unkeyed(bars, now)])
-                actions = self.actions.read_merged(batch.actions, affected)
-                adjusted = _adjust_or_refuse(history, actions)
+            try:
+                _newest_date(bars)  # a batch without a single usable date is the source's fault
+                with timer("adjust"):
+                    if earlier is None:
+                        history = as_recorded(bars, now)
+                    else:
+                        # The raw record after this ingest, for these symbols: what it held plus the
+                        # new rows.
+                        recorded_rows = pending.rows().filter(pl.col("symbol").is_not_null())
+                        history = newest_arrival(pl.concat([earlier, recorded_rows]))
+                        # Rows without a symbol cannot be found by symbol in the raw record: take this
+                        # batch's, so the gate quarantines them (they are recorded in raw all the same).
+                        history = pl.concat([history, _unkeyed(bars, now)])
+                    actions = self.actions.read_merged(batch.actions, affected)
+                    adjusted = _adjust_or_refuse(history, actions)
 
-            with timer("validate"):
-                universe = self.universe.plan(batch.listings, first_bars=_first_bars(adjusted))
-                listings = universe.listings
-                result = validate(adjusted, actions, self.calendar, listings=listings, config=self.gate)
-                # Judged per symbol on the bars that passed the gate: a symbol whose newest bars were
-                # all quarantined is stale; a delisted one is not judged.
-                freshness = judge_symbols(result.clean, affected, now, self.calendar, listings=listings)
-        finally:
-            with timer("raw_publish"):
-                try:
+                with timer("validate"):
+                    universe = self.universe.plan(batch.listings, first_bars=_first_bars(adjusted))
+                    listings = universe.listings
+                    gated = gate(adjusted, actions, self.calendar, config=self.gate)
+                    # The clean rows are final: their year files are encoded in the background, under
+                    # temporary names that the store stage publishes, while the gaps are looked for.
+                    staging = background.submit(self.adjusted.stage, gated.clean, affected)
+                    result = gated.result(self.calendar, listings)
+                    # Judged per symbol on the bars that passed the gate: a symbol whose newest bars
+                    # were all quarantined is stale; a delisted one is not judged.
+                    freshness = judge_symbols(result.clean, affected, now, self.calendar, listings=listings)
+            finally:
+                with timer("raw_publish"):
                     recorded = publishing.result()
-                finally:
-                    writer.shutdown()
-        # The raw files' id names the ingest; when nothing was new, a hash of the batch does.
-        ingest_id = recorded.ingest_id or raw_ingest_id(now, bars)
-        stale = freshness.error()
-        if require_fresh and stale is not None:
-            raise stale
+            # The raw files' id names the ingest; when nothing was new, a hash of the batch does.
+            ingest_id = recorded.ingest_id or raw_ingest_id(now, bars)
+            stale = freshness.error()
+            if require_fresh and stale is not None:
+                raise stale
 
-        with timer("store"):
-            # Corporate actions are stored only once the history adjusted with them passed, so a bad
-            # action does not block the symbol forever; listings only once the ingest is accepted.
-            self.actions.merge(batch.actions)
-            self.universe.apply(universe)
-            self.adjusted.replace_symbols(result.clean, symbols=affected)
-            self.quarantine.append(result.quarantined, ingest_id)
-            self.gaps.replace_symbols(result.gaps, affected)
-            if self.engine is not None:
-                self.quarantine.record_in_db(self.engine, result.quarantined)
-                self.universe.sync_to_db(self.engine)
+            with timer("store"):
+                # Corporate actions are stored only once the history adjusted with them passed, so a
+                # bad action does not block the symbol forever; listings only once the ingest is
+                # accepted.
+                self.actions.merge(batch.actions)
+                self.universe.apply(universe)
+                staging.result().commit()
+                self.quarantine.append(result.quarantined, ingest_id)
+                self.gaps.replace_symbols(result.gaps, affected)
+                if self.engine is not None:
+                    self.quarantine.record_in_db(self.engine, result.quarantined)
+                    self.universe.sync_to_db(self.engine)
+        finally:
+            if staging is not None:
+                _discard(staging)  # a refused or failed ingest leaves no staged file behind
+            background.shutdown()
 
         online_error = None
         if self.online is not None:
@@ -286,6 +302,12 @@ def _first_bars(adjusted: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("symbol").is_not_null() & first_of_symbol)
         .drop_nulls("start_date")
     )
+
+
+def _discard(staging: Future[StagedFiles]) -> None:
+    """Remove what ``staging`` wrote unless it was committed (a failed staging cleaned up itself)."""
+    if staging.exception() is None:
+        staging.result().discard()
 
 
 def _unkeyed(bars: pl.DataFrame, now: datetime) -> pl.DataFrame:

@@ -65,6 +65,8 @@ _REQUIRED = ("symbol", "date", *PRICE_COLUMNS, "volume", "factor")
 _NUMBERS = (*PRICE_COLUMNS, "volume", "factor")
 _VERSION = (*PRICE_COLUMNS, "volume", "factor")  # what makes two rows of one key the same version
 _ROW = "__row"
+_CODE = "__rule"  # the number in RULES of the first of rules 1-5 a row breaks (null: none)
+_NOT_A_SESSION = RULES.index("not_a_session")
 
 
 @dataclass(frozen=True)
@@ -115,16 +117,48 @@ def validate(
     (:data:`~trader.data.bars.LISTING_SCHEMA`) the range runs from the listing's start to its end date
     (still listed: the newest date in ``adj_bars``), clipped to the dates ``adj_bars`` covers. Only
     symbols that have rows in ``adj_bars`` are checked for gaps. See the module docstring for the rules.
+
+    The same as :func:`gate` followed by :meth:`Gated.result` (the pipeline starts writing the clean
+    rows in between).
     """
+    return gate(adj_bars, actions, calendar, config).result(calendar, listings)
+
+
+@dataclass(frozen=True)
+class Gated:
+    """The quality gate's verdict on every row, before calendar gaps are looked for."""
+
+    clean: pl.DataFrame  # ADJ_BAR_SCHEMA, sorted by symbol and date, unique per symbol and date
+    quarantined: pl.DataFrame  # QUARANTINE_SCHEMA, sorted by symbol and date
+    #: Every input row with the gate's internal columns (row number, rule 1-5 code), from which the
+    #: symbols' date ranges for :meth:`gaps` are taken.
+    rows: pl.DataFrame
+
+    def gaps(self, calendar: TradingCalendar, listings: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Sessions without a clean bar inside each symbol's range (see :func:`validate`)."""
+        return _gaps(self.rows, self.clean, self.quarantined, calendar, listings)
+
+    def result(self, calendar: TradingCalendar, listings: pl.DataFrame | None = None) -> GateResult:
+        """The verdict with the gaps (:func:`validate`'s answer)."""
+        return GateResult(self.clean, self.quarantined, self.gaps(calendar, listings))
+
+
+def gate(
+    adj_bars: pl.DataFrame,
+    actions: pl.DataFrame,
+    calendar: TradingCalendar,
+    config: GateConfig = GateConfig(),
+) -> Gated:
+    """Rules 1-7 of the module docstring: every row of ``adj_bars`` ends clean or quarantined."""
     frame = _row_rules(conform(adj_bars, ADJ_BAR_SCHEMA).with_row_index(_ROW), calendar)
-    rows = frame.drop("rule")  # every row with its values; ``_ROW`` is its position here
+    rows = frame.drop(_CODE)  # every row with its values; ``_ROW`` is its position here
 
     # The duplicate and outlier rules only need the key, the close and the row number of the rows
     # that passed 1-5: a narrow copy, not the whole table. One stable sort (skipped when the bars
     # arrive sorted, as adjust leaves them) serves both rules: repeats of a key stay in input order.
-    passed = pl.col("rule").is_null()
+    passed = pl.col(_CODE).is_null()
     keys = frame.select(_ROW, "symbol", "date", "close", passed.alias("passed"))
-    if frame.get_column("rule").null_count() < frame.height:
+    if frame.get_column(_CODE).null_count() < frame.height:
         keys = keys.filter("passed")
     keys = keys.drop("passed")
     resorted = not sorted_by(keys, ("symbol", "date"))
@@ -138,7 +172,7 @@ def validate(
 
     flagged = pl.concat(
         [
-            _row_reasons(frame.filter(pl.col("rule").is_not_null()), calendar),
+            _row_reasons(frame.filter(pl.col(_CODE).is_not_null()), calendar),
             duplicates,
             rows.filter(pl.col(_ROW).is_in(outlier_rows)).join(outliers, on=_ROW),
         ],
@@ -163,9 +197,7 @@ def validate(
     else:
         refused = flagged.get_column(_ROW).implode()
         clean = rows.filter(~pl.col(_ROW).is_in(refused)).select(list(ADJ_BAR_SCHEMA))
-    clean = conform(clean, ADJ_BAR_SCHEMA)
-    gaps = _gaps(frame, clean, quarantined, calendar, listings)
-    return GateResult(clean=clean, quarantined=conform(quarantined, QUARANTINE_SCHEMA), gaps=gaps)
+    return Gated(conform(clean, ADJ_BAR_SCHEMA), conform(quarantined, QUARANTINE_SCHEMA), frame)
 
 
 def _text(column: str | pl.Expr) -> pl.Expr:
@@ -193,7 +225,9 @@ def _listing(parts: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
 
 
 def _row_rules(frame: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFrame:
-    """Add ``rule``: the first of rules 1-5 the row breaks, null when it passes them all."""
+    """Add ``_CODE``: the first of rules 1-5 the row breaks (its number in :data:`RULES`), null when
+    it passes them all. A number rather than the rule's name: text for every row costs 2.5x more, and
+    names are only needed for the few rows that fail (:func:`_row_reasons`)."""
     low, high = pl.col("low"), pl.col("high")
     dates = frame.get_column("date").drop_nulls()
     sessions = (
@@ -219,14 +253,14 @@ def _row_rules(frame: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFrame:
         ),
         ("not_a_session", ~pl.col("date").is_in(sessions.implode())),
     ]
-    rule: pl.Expr = pl.lit(None, pl.String)
+    code: pl.Expr = pl.lit(None, pl.UInt8)
     for name, condition in reversed(checks):  # built inside out so the first rule wins
-        rule = pl.when(condition).then(pl.lit(name)).otherwise(rule)
-    return frame.with_columns(rule.alias("rule"))
+        code = pl.when(condition).then(pl.lit(RULES.index(name), pl.UInt8)).otherwise(code)
+    return frame.with_columns(code.alias(_CODE))
 
 
 def _row_reasons(flagged: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFrame:
-    """Add ``reason`` to rows flagged by :func:`_row_rules` (text is built for flagged rows only)."""
+    """Add ``rule`` and ``reason`` to rows flagged by :func:`_row_rules` (text for flagged rows only)."""
     low, high = pl.col("low"), pl.col("high")
     body_low = pl.min_horizontal("open", "close")
     body_high = pl.max_horizontal("open", "close")
@@ -278,7 +312,8 @@ def _row_reasons(flagged: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFra
     reason: pl.Expr = pl.lit(None, pl.String)
     for name, text in texts.items():
         reason = pl.when(pl.col("rule") == name).then(text).otherwise(reason)
-    return _described(flagged, reason)
+    names = pl.col(_CODE).replace_strict(dict(enumerate(RULES)), return_dtype=pl.String)
+    return _described(flagged.with_columns(rule=names).drop(_CODE), reason)
 
 
 def _described(frame: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
@@ -473,7 +508,7 @@ def _gaps(
     placed = frame.filter(
         pl.col("symbol").is_not_null()
         & pl.col("date").is_not_null()
-        & (pl.col("rule").is_null() | (pl.col("rule") != "not_a_session"))
+        & (pl.col(_CODE).is_null() | (pl.col(_CODE) != _NOT_A_SESSION))
     )
     if placed.is_empty():
         return empty(GAP_SCHEMA)
@@ -506,7 +541,7 @@ def _gaps(
     # full table. (``clean`` is sorted by symbol and date, unique, and holds sessions only.)
     numbered = clean.select(
         "symbol",
-        pl.Series(sessions.search_sorted(clean.get_column("date"), side="left")).cast(pl.Int64).alias("pos"),
+        calendar.session_positions(clean.get_column("date")).alias("pos"),
     ).with_columns(new_symbol=(pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True))
     holes = (
         numbered.with_columns(hole_first=pl.col("pos").shift(1) + 1, hole_stop=pl.col("pos"))

@@ -12,8 +12,9 @@ appended; :meth:`RawRecorder.read` with ``latest_only`` returns the newest versi
 from __future__ import annotations
 
 import hashlib
+import shutil
+import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,15 +24,17 @@ import polars as pl
 from trader.data.bars import BAR_SCHEMA, RAW_BAR_SCHEMA, conform
 from trader.data.paths import DataPaths
 from trader.data.store import (
-    WRITERS,
+    COMPRESSION,
+    NULL_PARTITION,
+    fsync_file,
     month_folder,
     month_number,
     month_partitions,
     month_text,
     parquet_files,
+    publish_new,
     scan,
     strictly_sorted,
-    write_new,
 )
 
 #: What :meth:`RawRecorder.record` takes: a source's bars plus the name of the source.
@@ -59,13 +62,9 @@ _MONTH = "_month"
 class PendingRecord:
     """Rows :meth:`RawRecorder.prepare` found new, not written yet; :meth:`publish` writes them once."""
 
-    def __init__(
-        self, recorder: RawRecorder, at: datetime, new: pl.DataFrame, skipped_rows: int, ingest_id: str | None
-    ) -> None:
+    def __init__(self, recorder: RawRecorder, at: datetime, new: pl.DataFrame, skipped_rows: int) -> None:
         self._recorder, self._at, self._new = recorder, at, new
         self.skipped_rows = skipped_rows
-        #: Names the files :meth:`publish` writes; ``None`` when nothing is new.
-        self.ingest_id = ingest_id
         self._result: RecordResult | None = None
 
     @property
@@ -79,36 +78,47 @@ class PendingRecord:
         return self._new.with_columns(ingested_at=arrival).select(RAW_BAR_SCHEMA.keys())
 
     def publish(self) -> RecordResult:
-        """Write one new file per month the new rows touch; a second call returns the first result."""
+        """Write one new file per month the new rows touch; a second call returns the first result.
+
+        The files are named by :func:`ingest_id` (``RecordResult.ingest_id``), computed here rather
+        than in :meth:`RawRecorder.prepare`, so that hashing a large batch happens in the background
+        too when the caller publishes in the background.
+        """
         if self._result is None:
             self._result = self._publish()
         return self._result
 
     def _publish(self) -> RecordResult:
-        new, file_id = self._new, self.ingest_id
-        if file_id is None or new.is_empty():
+        new = self._new
+        if new.is_empty():
             return RecordResult(new_rows=0, skipped_rows=self.skipped_rows)
+        file_id = ingest_id(self._at, new.drop(_MONTH))
         root = self._recorder.root
-        parts = sorted(
-            ((month, part) for (month,), part in new.partition_by(_MONTH, as_dict=True).items()),
-            key=lambda item: -1 if item[0] is None else int(item[0]),
-        )
+        rows = new.lazy().with_columns(ingested_at=pl.lit(self._at, dtype=RAW_BAR_SCHEMA["ingested_at"]))
         # Sorted files compress better and let readers skip row groups by min/max statistics. A batch
         # already sorted with unique keys (what sources deliver) stays sorted in each partition.
-        presorted = strictly_sorted(new, ("symbol", "date"))
-        arrival = pl.lit(self._at, dtype=RAW_BAR_SCHEMA["ingested_at"])
-
-        def publish(item: tuple[int | None, pl.DataFrame]) -> Path:
-            month, part = item
-            # The arrival time is added per file (in the writer threads), not copied through the split.
-            rows = part.with_columns(ingested_at=arrival).select(RAW_BAR_SCHEMA.keys())
-            if not presorted:
-                rows = rows.sort(["symbol", "date", "source"])
-            return write_new(rows, root / month_folder(month_text(month)), file_id)
-
-        # Encoding Parquet and fsync release the GIL, so threads overlap the per-month files.
-        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-            written = list(pool.map(publish, parts))
+        if not strictly_sorted(new, ("symbol", "date")):
+            rows = rows.sort("symbol", "date", "source", maintain_order=True)
+        # Polars' streaming engine splits and encodes every month in one pass (no copy of the batch
+        # per month, no thread per file); the files land in a hidden staging folder first and are
+        # then published under the ingest's name, so a crash never leaves a partial file visible.
+        staging = root / f".staging-{file_id}-{uuid.uuid4().hex[:8]}"
+        written: list[Path] = []
+        try:
+            rows.select(*RAW_BAR_SCHEMA, _MONTH).sink_parquet(
+                pl.PartitionBy(staging, key=_MONTH, include_key=False, approximate_bytes_per_file=None),
+                compression=COMPRESSION,
+                statistics=True,
+                mkdir=True,
+            )
+            for part in sorted(staging.iterdir()):  # ``_month=202401``, ``_month=__HIVE_DEFAULT_PARTITION__``
+                value = part.name.partition("=")[2]
+                month = None if value == NULL_PARTITION else month_text(int(value))
+                for tmp in sorted(part.glob("*.parquet")):
+                    fsync_file(tmp)
+                    written.append(publish_new(tmp, root / month_folder(month), file_id))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return RecordResult(
             new_rows=new.height, skipped_rows=self.skipped_rows, files=written, ingest_id=file_id
         )
@@ -179,7 +189,7 @@ class RawRecorder:
         at = _utc(ingested_at)
         frame = conform(bars, RECORD_SCHEMA)
         if frame.is_empty():
-            return PendingRecord(self, at, frame, skipped_rows=0, ingest_id=None)
+            return PendingRecord(self, at, frame, skipped_rows=0)
         # Months as integers (202401): cheaper to compute and to partition on than text per row.
         frame = frame.with_columns(month_number().alias(_MONTH))
 
@@ -192,9 +202,7 @@ class RawRecorder:
             recorded = newest_arrival(self._scan_folders(folders, latest_only=True).collect())
             recorded = recorded.select(VALUE_COLUMNS)
             new = frame.join(recorded, on=list(VALUE_COLUMNS), how="anti", nulls_equal=True)
-        skipped = frame.height - new.height
-        file_id = ingest_id(at, new.drop(_MONTH)) if new.height else None
-        return PendingRecord(self, at, new, skipped_rows=skipped, ingest_id=file_id)
+        return PendingRecord(self, at, new, skipped_rows=frame.height - new.height)
 
     def _scan_folders(
         self, folders: Sequence[Path], latest_only: bool, where: pl.Expr | None = None

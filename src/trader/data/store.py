@@ -136,13 +136,11 @@ def _write_temp(frame: pl.DataFrame, target: Path) -> Path:
 
 def write_replace(frame: pl.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` atomically, replacing the file if it exists (derived data)."""
-    tmp = _write_temp(frame, path)
+    staged = StagedFiles([(path, _write_temp(frame, path))], rows=frame.height)
     try:
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        staged.commit()
+    finally:
+        staged.discard()  # the temporary file, should the rename have failed
     return path
 
 
@@ -153,7 +151,14 @@ def write_new(frame: pl.DataFrame, folder: Path, stem: str) -> Path:
     under a temporary name and hard-linked to its final name: ``link`` fails instead of replacing an
     existing file, so even a concurrent writer cannot clobber a published file (``rename`` would).
     """
-    tmp = _write_temp(frame, folder / f"{stem}.parquet")
+    return publish_new(_write_temp(frame, folder / f"{stem}.parquet"), folder, stem)
+
+
+def publish_new(tmp: Path, folder: Path, stem: str) -> Path:
+    """Publish ``tmp``, a written and flushed file on the same file system, as the first free name
+    ``folder/<stem>[-N].parquet``: linked under that name (never replacing a file), ``tmp`` removed
+    and the folder entry flushed. Returns the published path."""
+    folder.mkdir(parents=True, exist_ok=True)
     target = _link_new(tmp, folder, stem)
     fsync_dir(folder)
     return target
@@ -204,12 +209,6 @@ def month_folder(month: str | None) -> str:
     return f"month={month if month is not None else NULL_PARTITION}"
 
 
-def parse_month_folder(name: str) -> str | None:
-    """``YYYY-MM`` of a ``month=YYYY-MM`` folder name; ``None`` for the null partition."""
-    value = name.removeprefix("month=")
-    return None if value == NULL_PARTITION else value
-
-
 def _month_of(day: date) -> str:
     return f"{day.year:04d}-{day.month:02d}"
 
@@ -246,12 +245,9 @@ def _partitions(root: Path, key: str, first: str | None, last: str | None) -> li
     return folders
 
 
-def _as_text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _year_folder(year: str | None) -> str:
-    return f"year={year if year is not None else NULL_PARTITION}"
+def year_folder(year: int | str | None) -> str:
+    """Folder name of a year partition (``year=2024``); rows without a date go to Hive's null partition."""
+    return f"year={NULL_PARTITION}" if year is None else f"year={int(year):04d}"
 
 
 def month_number(column: str = "date") -> pl.Expr:
@@ -281,15 +277,31 @@ def sorted_by(frame: pl.DataFrame, key: Sequence[str], unique: bool = False) -> 
     """Whether ``frame`` is sorted ascending by the two columns of ``key`` and has no null in them.
 
     With ``unique`` no key may repeat; without, repeats must be adjacent (as a stable sort leaves
-    them). One cheap pass: when it says yes, a stable sort by ``key`` would change nothing, so
-    callers skip it (sources deliver sorted batches; each stage keeps them sorted).
+    them). Cheap: when it says yes, a stable sort by ``key`` would change nothing, so callers skip it
+    (sources deliver sorted batches; each stage keeps them sorted).
     """
+    first, second = (frame.get_column(name) for name in key)
+    if first.null_count() or second.null_count():
+        return False  # a null key counts as unsorted
+    numbers = second.to_physical()
+    if not numbers.dtype.is_numeric():
+        return _sorted_by_comparing(frame, key, unique)
+    if not first.is_sorted():
+        return False
+    # The second column may only fail to advance where the first one changes: comparing the (few)
+    # such rows costs far less than comparing every row's text with its neighbour's.
+    step = numbers.diff()
+    stalls = (step <= 0 if unique else step < 0).arg_true()
+    if stalls.is_empty():
+        return True
+    return bool((first.gather(stalls) != first.gather(stalls - 1)).all())
+
+
+def _sorted_by_comparing(frame: pl.DataFrame, key: Sequence[str], unique: bool) -> bool:
     first, second = (pl.col(name) for name in key)
     later = second > second.shift() if unique else second >= second.shift()
     ascending = (first > first.shift()) | ((first == first.shift()) & later)
-    # A null compares as null, which ``all`` would skip: a null key counts as unsorted instead.
-    no_nulls = first.is_not_null().all() & second.is_not_null().all()
-    return bool(frame.select(ascending.slice(1).fill_null(False).all() & no_nulls).item())
+    return bool(frame.select(ascending.slice(1).fill_null(False).all()).item())
 
 
 def _symbol_filter(frame: pl.LazyFrame, symbols: Sequence[str] | None) -> pl.LazyFrame:
@@ -330,6 +342,38 @@ def _dialect_name(target: Connection | Session) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+class StagedFiles:
+    """Files written under temporary names beside their targets, published together by :meth:`commit`.
+
+    Each file is replaced atomically (a crash between two leaves some replaced and some not; the
+    adjusted store repairs that on the next ingest of those symbols).
+    """
+
+    def __init__(self, changes: list[tuple[Path, Path | None]], rows: int) -> None:
+        #: ``(target, temporary file)``; no temporary file means the target is deleted.
+        self._changes = changes
+        self.rows = rows
+
+    def commit(self) -> int:
+        """Move every file into place (or delete it); returns the rows the staging stored."""
+        for target, tmp in self._changes:
+            if tmp is None:
+                target.unlink(missing_ok=True)
+            else:
+                tmp.replace(target)
+        for folder in {target.parent for target, _ in self._changes}:
+            fsync_dir(folder)
+        self._changes = []
+        return self.rows
+
+    def discard(self) -> None:
+        """Remove the temporary files; nothing visible changes. A no-op after :meth:`commit`."""
+        for _, tmp in self._changes:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._changes = []
+
+
 class AdjustedStore:
     """Back-adjusted bars that passed the quality gate: ``adjusted/bars/year=YYYY/data.parquet``.
 
@@ -368,6 +412,13 @@ class AdjustedStore:
         Returns the number of rows stored for the replaced symbols. Raises ``ValueError`` on a null
         key or a repeated (symbol, date): the store holds one bar per symbol and day.
         """
+        return self.stage(adj, symbols).commit()
+
+    def stage(self, adj: pl.DataFrame, symbols: Sequence[str] | None = None) -> StagedFiles:
+        """:meth:`replace_symbols` up to the point of no return: the year files that change are written
+        under temporary names, and nothing is visible until :meth:`StagedFiles.commit` (or removed
+        by :meth:`StagedFiles.discard`). The pipeline encodes while it looks for calendar gaps.
+        """
         frame = conform(adj, ADJ_BAR_SCHEMA)
         _require_keys(frame, KEY, "adjusted bars")
         # The gate hands over bars sorted by (symbol, date) and unique: one cheap pass proves both and
@@ -380,7 +431,7 @@ class AdjustedStore:
         changes = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
         replaced = set(frame.filter(changes).get_column("symbol").to_list()) | set(symbols or ())
         if not replaced:
-            return 0
+            return StagedFiles([], rows=0)
         wanted = sorted(replaced)
 
         frame = frame.with_columns(_year=pl.col("date").dt.year())
@@ -397,24 +448,28 @@ class AdjustedStore:
             if pl.scan_parquet(path).select(pl.col("symbol").is_in(wanted).any()).collect().item()
         }
 
-        def rewrite(year: int) -> None:
-            path = self.root / f"year={year}" / "data.parquet"
+        def rewrite(year: int) -> tuple[Path, Path | None] | None:
+            """``(file, its new contents under a temporary name or None to delete it)``, or None."""
+            path = self.root / year_folder(year) / "data.parquet"
             old = conform(pl.read_parquet(path), ADJ_BAR_SCHEMA) if year in existing else None
             new = incoming.get(year, empty(ADJ_BAR_SCHEMA))  # sorted: partitioning keeps order
             kept = None if old is None else old.filter(~pl.col("symbol").is_in(wanted))
             if kept is not None and not kept.is_empty():
                 new = pl.concat([kept, new]).sort(KEY)
             if old is not None and new.equals(old, null_equal=True):
-                return  # same contents: leave the file (and its mtime) alone
-            if new.is_empty():
-                path.unlink(missing_ok=True)
-            else:
-                write_replace(new, path)
+                return None  # same contents: leave the file (and its mtime) alone
+            return (path, None) if new.is_empty() else (path, _write_temp(new, path))
 
-        # Parquet encoding releases the GIL, so years are rewritten in parallel.
+        # Parquet encoding releases the GIL, so years are written in parallel.
         with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-            list(pool.map(rewrite, sorted(set(incoming) | holding)))
-        return frame.height
+            attempts = [pool.submit(rewrite, year) for year in sorted(set(incoming) | holding)]
+        written = [attempt.result() for attempt in attempts if attempt.exception() is None]
+        staged = StagedFiles([item for item in written if item is not None], rows=frame.height)
+        errors = [error for attempt in attempts if (error := attempt.exception()) is not None]
+        if errors:  # nothing half-staged survives a failed year
+            staged.discard()
+            raise errors[0]
+        return staged
 
     def read(
         self, symbols: Sequence[str] | None = None, start: date | None = None, end: date | None = None
@@ -779,12 +834,12 @@ class QuarantineStore:
             return 0
         frame = frame.with_columns(_year=pl.col("date").dt.year().cast(pl.String).str.zfill(4))
         years = frame.get_column("_year").unique().to_list()
-        files = [f for y in years for f in parquet_files(self.root / _year_folder(y))]
+        files = [f for y in years for f in parquet_files(self.root / year_folder(y))]
         if files:
             seen = scan(files, QUARANTINE_SCHEMA).select(_QUARANTINE_PARQUET_KEY).unique().collect()
             frame = frame.join(seen, on=list(_QUARANTINE_PARQUET_KEY), how="anti", nulls_equal=True)
         for (year,), part in frame.partition_by("_year", as_dict=True).items():
-            write_new(part.drop("_year"), self.root / _year_folder(_as_text(year)), ingest_id)
+            write_new(part.drop("_year"), self.root / year_folder(year), ingest_id)
         return frame.height
 
     def read(self, start: date | None = None, end: date | None = None) -> pl.DataFrame:

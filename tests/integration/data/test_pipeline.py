@@ -199,6 +199,8 @@ def test_require_fresh_refuses_a_stale_batch_before_anything_downstream(
     assert pipeline.raw.read().height == market.data.batch.bars.height  # raw keeps what arrived
     assert AdjustedStore(pipeline.paths).files() == []
     assert QuarantineStore(pipeline.paths).files() == []
+    # The adjusted files encoded while the gaps were looked for are gone too.
+    assert not [p for p in pipeline.paths.root.rglob("*") if p.name.endswith(".tmp")]
     report = pipeline.ingest(market, None, START, END, now=later)  # without the flag: reported only
     assert report.fresh is False and "7 session(s) behind" in report.freshness
 

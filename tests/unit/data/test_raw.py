@@ -219,3 +219,29 @@ def test_several_sources_are_separate_rows(recorder: RawRecorder) -> None:
     result = recorder.record(make_bars(["AAA"], days=2, source="csv"), T2)
     assert result.new_rows == 2
     assert recorder.read().get_column("source").to_list() == ["alpaca", "csv", "alpaca", "csv"]
+
+
+def test_a_failed_publish_leaves_no_staged_or_partial_file(
+    recorder: RawRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trader.data.raw as raw_module
+
+    publish_new = raw_module.publish_new
+
+    def disk_full_in_february(tmp: Path, folder: Path, stem: str) -> Path:
+        if folder.name == "month=2024-02":
+            raise OSError("No space left on device")
+        return publish_new(tmp, folder, stem)
+
+    monkeypatch.setattr(raw_module, "publish_new", disk_full_in_february)
+    with pytest.raises(OSError, match="No space left"):
+        recorder.record(make_bars(days=25), T1)  # 2024-01-29 .. 2024-03-01
+
+    assert not [p for p in recorder.root.rglob("*") if p.name.startswith(".")]  # no staging left
+    # January was published before the failure: a recorded file is whole or absent, never partial,
+    # and re-recording the batch adds only what is missing.
+    assert [p.parent.name for p in recorder.files()] == ["month=2024-01"]
+    monkeypatch.undo()
+    again = recorder.record(make_bars(days=25), T2)
+    assert again.skipped_rows == recorder.read().filter(pl.col("ingested_at") == T1).height
+    assert recorder.read().height == make_bars(days=25).height

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from trader.data import store as store_module
 from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, LISTING_SCHEMA, QUARANTINE_SCHEMA
 from trader.data.paths import DataPaths
 from trader.data.store import (
@@ -133,6 +137,62 @@ def test_replacing_with_the_same_rows_rewrites_nothing(paths: DataPaths) -> None
     store.replace_symbols(bars.reverse())
 
     assert mtimes(paths.adjusted_bars) == before
+
+
+def temporary_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_staged_replacement_is_invisible_until_committed(paths: DataPaths) -> None:
+    store = AdjustedStore(paths)
+    old = adjusted("AAA", date(2020, 1, 2), date(2021, 12, 31))
+    store.replace_symbols(old)
+    new = old.with_columns(close=pl.col("close") * 2)
+
+    discarded = store.stage(new)
+    assert temporary_files(paths.adjusted_bars)  # written, under names no reader picks up
+    assert_frame_equal(store.read(), old)
+    discarded.discard()
+    assert not temporary_files(paths.adjusted_bars)
+    assert_frame_equal(store.read(), old)
+
+    committed = store.stage(new)
+    assert committed.commit() == new.height
+    committed.discard()  # after a commit: nothing left to remove, nothing undone
+    assert_frame_equal(store.read(), new)
+    assert not temporary_files(paths.adjusted_bars)
+
+
+@pytest.mark.parametrize("store_was_empty", [True, False])
+def test_a_failed_staging_leaves_no_temporary_file(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch, store_was_empty: bool
+) -> None:
+    store = AdjustedStore(paths)
+    before = adjusted("BBB", date(2020, 1, 2), date(2020, 6, 1))
+    if not store_was_empty:
+        store.replace_symbols(before)
+    # An empty store is written in one streaming pass, an existing one year by year: a full disk
+    # while 2021 is written must leave no staged file of the other years behind, in either case.
+    write_temp, fsync_file = store_module._write_temp, store_module.fsync_file
+
+    def disk_full_in_2021(frame: pl.DataFrame, target: Path) -> Path:
+        if target.parent.name == "year=2021":
+            raise OSError("No space left on device")
+        return write_temp(frame, target)
+
+    def flush_fails_in_2021(path: Path) -> None:
+        if "2021" in path.parent.name:
+            raise OSError("No space left on device")
+        fsync_file(path)
+
+    monkeypatch.setattr(store_module, "_write_temp", disk_full_in_2021)
+    monkeypatch.setattr(store_module, "fsync_file", flush_fails_in_2021)
+    with pytest.raises(OSError, match="No space left"):
+        store.stage(adjusted("AAA", date(2020, 1, 2), date(2022, 12, 31)))
+
+    assert not temporary_files(paths.adjusted_bars)
+    assert not [p for p in paths.adjusted_bars.glob(".*")]  # no staging folder either
+    assert_frame_equal(store.read(), before.clear() if store_was_empty else before)
 
 
 def test_adjusted_store_refuses_two_rows_for_one_day(paths: DataPaths) -> None:
@@ -382,3 +442,29 @@ def test_sorted_by_tells_when_a_sort_can_be_skipped() -> None:
     assert not sorted_by(frame.with_columns(date=pl.Series([1, None, 2, 1])), ("symbol", "date"))
     assert not sorted_by(frame.with_columns(symbol=pl.Series([None, "A", "A", "B"])), ("symbol", "date"))
     assert sorted_by(frame.head(1), ("symbol", "date")) and sorted_by(frame.clear(), ("symbol", "date"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["A", "B", "BB", None]), st.one_of(st.none(), st.integers(0, 3))),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_sorted_by_agrees_with_comparing_every_neighbour(
+    rows: list[tuple[str | None, int | None]], unique: bool
+) -> None:
+    frame = pl.DataFrame(rows, schema={"symbol": pl.String, "date": pl.Int64}, orient="row")
+    dated = frame.with_columns(date=pl.date(2024, 1, 1) + pl.duration(days=pl.col("date")))
+    if any(None in row for row in rows):
+        expected = False
+    else:
+        pairs = list(itertools.pairwise(rows))
+        expected = all(a < b if unique else a <= b for a, b in pairs)  # type: ignore[operator]
+    assert sorted_by(frame, ("symbol", "date"), unique=unique) is expected
+    assert sorted_by(dated, ("symbol", "date"), unique=unique) is expected
+    assert (
+        sorted_by(frame.with_columns(date=pl.col("date").cast(pl.String)), ("symbol", "date"), unique)
+        is expected
+    )
