@@ -25,6 +25,7 @@ from trader.data.bars import BAR_SCHEMA, RAW_BAR_SCHEMA, conform
 from trader.data.paths import DataPaths
 from trader.data.store import (
     COMPRESSION,
+    COMPRESSION_LEVEL,
     NULL_PARTITION,
     fsync_file,
     month_folder,
@@ -108,6 +109,7 @@ class PendingRecord:
             rows.select(*RAW_BAR_SCHEMA, _MONTH).sink_parquet(
                 pl.PartitionBy(staging, key=_MONTH, include_key=False, approximate_bytes_per_file=None),
                 compression=COMPRESSION,
+                compression_level=COMPRESSION_LEVEL,
                 statistics=True,
                 mkdir=True,
             )
