@@ -75,8 +75,7 @@ class PendingRecord:
 
     def rows(self) -> pl.DataFrame:
         """The new rows as they will be recorded (:data:`RAW_BAR_SCHEMA`, with their arrival time)."""
-        arrival = pl.lit(self._at, dtype=RAW_BAR_SCHEMA["ingested_at"])
-        return self._new.with_columns(ingested_at=arrival).select(RAW_BAR_SCHEMA.keys())
+        return self._new.with_columns(ingested_at=_arrival(self._at)).select(RAW_BAR_SCHEMA.keys())
 
     def publish(self) -> RecordResult:
         """Write one new file per month the new rows touch; a second call returns the first result.
@@ -95,7 +94,7 @@ class PendingRecord:
             return RecordResult(new_rows=0, skipped_rows=self.skipped_rows)
         file_id = ingest_id(self._at, new.drop(_MONTH))
         root = self._recorder.root
-        rows = new.lazy().with_columns(ingested_at=pl.lit(self._at, dtype=RAW_BAR_SCHEMA["ingested_at"]))
+        rows = new.lazy().with_columns(ingested_at=_arrival(self._at))
         # Sorted files compress better and let readers skip row groups by min/max statistics. A batch
         # already sorted with unique keys (what sources deliver) stays sorted in each partition.
         if not strictly_sorted(new, ("symbol", "date")):
@@ -133,6 +132,11 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _arrival(at: datetime) -> pl.Expr:
+    """``at`` (UTC) as the ``ingested_at`` value of every row of one arrival."""
+    return pl.lit(at, dtype=RAW_BAR_SCHEMA["ingested_at"])
+
+
 def ingest_id(at: datetime, rows: pl.DataFrame) -> str:
     """``<UTC time>-<content hash>``: names the files of one ingest (``at`` must be aware)."""
     # The hashes' buffer is read in place: ``tobytes()`` would copy ~10 MB for a large batch first.
@@ -142,8 +146,7 @@ def ingest_id(at: datetime, rows: pl.DataFrame) -> str:
 
 def as_recorded(bars: pl.DataFrame, ingested_at: datetime) -> pl.DataFrame:
     """``bars`` (:data:`RECORD_SCHEMA`) as the recorder stores them: with ``ingested_at`` in UTC."""
-    at = pl.lit(_utc(ingested_at), dtype=RAW_BAR_SCHEMA["ingested_at"])
-    return conform(bars, RECORD_SCHEMA).with_columns(ingested_at=at)
+    return conform(bars, RECORD_SCHEMA).with_columns(ingested_at=_arrival(_utc(ingested_at)))
 
 
 def _latest(frame: pl.LazyFrame) -> pl.LazyFrame:

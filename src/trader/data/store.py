@@ -832,7 +832,7 @@ class QuarantineStore:
         )
         if frame.is_empty():
             return 0
-        frame = frame.with_columns(_year=pl.col("date").dt.year().cast(pl.String).str.zfill(4))
+        frame = frame.with_columns(_year=pl.col("date").dt.year())
         years = frame.get_column("_year").unique().to_list()
         files = [f for y in years for f in parquet_files(self.root / year_folder(y))]
         if files:
