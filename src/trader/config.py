@@ -6,6 +6,7 @@ variable is documented in ``.env.example`` and the README's configuration table.
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 from enum import StrEnum
@@ -276,3 +277,10 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid configuration: {format_validation_error(error)}. "
             "Fix it in the environment or .env (see .env.example)."
         ) from None
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log lines of the long-running commands: time, level, logger and message, at ``LOG_LEVEL``."""
+    logging.basicConfig(
+        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )

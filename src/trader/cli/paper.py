@@ -16,7 +16,7 @@ from rich.table import Table
 from trader.broker.base import Broker
 from trader.cli.data import parse_day
 from trader.cli.output import console
-from trader.config import Settings, load_settings
+from trader.config import Settings, configure_logging, load_settings
 from trader.data.calendar import trading_calendar
 from trader.errors import UsageError
 from trader.ops.paper_day import DayResult, PaperDay
@@ -304,7 +304,6 @@ def serve_signal(
     rollback; at once on PostgreSQL, which notifies on channel model_registry) and compute the next
     trading day's target weights once the previous session's bars are in the store. Stop with Ctrl-C.
     """
-    import logging
     import threading
 
     from trader.data.paths import DataPaths
@@ -312,9 +311,7 @@ def serve_signal(
     from trader.signal.service import SignalService
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     engine = make_engine(settings.database_url)
     stop = threading.Event()
     try:

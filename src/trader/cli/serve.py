@@ -12,7 +12,7 @@ import typer
 from sqlalchemy.engine import make_url
 
 from trader.cli.paper import serve_signal
-from trader.config import load_settings, mask_url_password, normalize_database_url
+from trader.config import configure_logging, load_settings, mask_url_password, normalize_database_url
 from trader.errors import ConfigError, UsageError
 from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
 from trader.reconcile.cli import reconciler as reconciler_command
@@ -165,7 +165,6 @@ def gateway(
     account and prices for the risk check: start 'trader serve paper-broker' first for the built-in one.
     See docs/gateway.md.
     """
-    import logging
 
     import uvicorn
 
@@ -184,9 +183,7 @@ def gateway(
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
-        logging.basicConfig(
-            level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings)
         app_ = create_gateway_app(settings, broker=AlpacaBroker.from_settings(settings), engine=engine)
         mode = "DRY_RUN: orders recorded, never sent" if settings.dry_run else "orders are sent"
         broker_url = str(settings.alpaca_base_url).rstrip("/")
@@ -230,7 +227,6 @@ def monitor(
     quiet period); orders open longer than --stale-minutes are canceled and recorded. See
     docs/operations.md.
     """
-    import logging
     import threading
     from datetime import UTC, date, datetime, timedelta
 
@@ -245,9 +241,7 @@ def monitor(
     from trader.store.db import make_engine
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)

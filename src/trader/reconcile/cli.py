@@ -58,11 +58,10 @@ def reconciler(
     It never sends an order. Reads the broker at ALPACA_BASE_URL (even under DRY_RUN) and the database
     at DATABASE_URL (at the newest schema: trader db upgrade). See docs/reconciler.md.
     """
-    import logging
 
     from trader.broker.alpaca import AlpacaBroker
     from trader.broker.errors import BrokerError
-    from trader.config import load_settings
+    from trader.config import configure_logging, load_settings
     from trader.reconcile.drift import ReconcileConfig
     from trader.reconcile.reconciler import Reconciler, ReconcileReport
     from trader.store import migrate
@@ -80,9 +79,7 @@ def reconciler(
         adopt_strategy=adopt_strategy,
     )
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
