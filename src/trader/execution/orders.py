@@ -22,7 +22,7 @@ Fills are not applied here: quantities, positions and P&L are the ledger's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from trader.broker.base import BrokerOrder, OrderRequest, TradeUpdate
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, TimeInForce
+from trader.domain.json import json_ready
 from trader.errors import TraderError
 from trader.execution.client_ids import DEFAULT_INTENT, make_client_order_id
 from trader.execution.sql import insert_if_absent, lock_position
@@ -171,7 +172,7 @@ def record_intent(session: Session, intent: OrderIntent, *, source: str = SOURCE
     created = insert_if_absent(session, Order, values, ["client_order_id"])
     order = _load(session, request.client_order_id, lock=False)
     if created:
-        _journal(session, INTENT_EVENT, order, {**_jsonable(values), "sequence": intent.sequence}, source)
+        _journal(session, INTENT_EVENT, order, {**json_ready(values), "sequence": intent.sequence}, source)
     return IntentResult(order=order, created=created, matches=same_request(order, request))
 
 
@@ -313,15 +314,3 @@ def _journal(session: Session, kind: str, order: Order, payload: dict[str, Any],
             payload=payload,
         )
     )
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, Decimal):
-            out[name] = str(value)
-        elif isinstance(value, date | datetime):
-            out[name] = value.isoformat()
-        else:
-            out[name] = value
-    return out

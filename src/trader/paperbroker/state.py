@@ -20,6 +20,7 @@ from sqlalchemy import JSON, Column, Engine, MetaData, String, Table, create_eng
 from sqlalchemy.pool import StaticPool
 
 from trader.config import normalize_database_url
+from trader.domain.json import json_ready
 
 #: Order statuses after which nothing changes any more.
 TERMINAL = frozenset({"filled", "canceled", "expired", "replaced", "rejected"})
@@ -127,15 +128,8 @@ Record = TypeVar("Record", SimOrder, Fill, Position, Account)
 
 def to_json(record: Any) -> dict[str, Any]:
     """A record as JSON-ready values: Decimal and datetime as ISO text."""
-    out: dict[str, Any] = {}
-    for name, value in dataclasses.asdict(record).items():
-        if isinstance(value, Decimal):
-            out[name] = str(value)
-        elif isinstance(value, datetime):
-            out[name] = value.isoformat()
-        else:
-            out[name] = value
-    return out
+    values: dict[str, Any] = json_ready(dataclasses.asdict(record))
+    return values
 
 
 def from_json(kind: type[Record], data: dict[str, Any]) -> Record:

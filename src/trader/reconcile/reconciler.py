@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,6 +51,7 @@ from trader.broker.base import Account, Broker, BrokerOrder, OrderQuery
 from trader.broker.base import Position as BrokerPosition
 from trader.broker.errors import BrokerError
 from trader.domain.enums import OrderSide, OrderStatus
+from trader.domain.json import json_ready
 from trader.execution.orders import (
     OrderConflictError,
     StatusOutcome,
@@ -152,7 +153,7 @@ class ReconcileReport:
             "positions_checked": self.positions_checked,
             "pending_waiting": self.pending_waiting,
             "corrections": self.counts(),
-            "drift": [_jsonable(asdict(alert)) for alert in self.drift],
+            "drift": [json_ready(asdict(alert)) for alert in self.drift],
         }
 
 
@@ -406,7 +407,10 @@ class Reconciler:
                 with transaction(self._factory) as session:
                     session.add(
                         Event(
-                            kind=DRIFT, source=SOURCE, correlation_id=symbol, payload=_jsonable(asdict(alert))
+                            kind=DRIFT,
+                            source=SOURCE,
+                            correlation_id=symbol,
+                            payload=json_ready(asdict(alert)),
                         )
                     )
 
@@ -509,7 +513,7 @@ class Reconciler:
                 source=SOURCE,
                 strategy_id=strategy_id,
                 correlation_id=correlation or subject,
-                payload=_jsonable(detail),
+                payload=json_ready(detail),
             )
         )
         report.corrections.append(Correction(kind, subject, detail))
@@ -609,7 +613,7 @@ def _positions_details(positions: Iterable[Position], view: _BrokerView) -> dict
 
 
 def _order_details(order: Order) -> dict[str, Any]:
-    details: dict[str, Any] = _jsonable(
+    details: dict[str, Any] = json_ready(
         {
             "client_order_id": order.client_order_id,
             "strategy_id": order.strategy_id,
@@ -623,18 +627,6 @@ def _order_details(order: Order) -> dict[str, Any]:
         }
     )
     return details
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
 
 
 def _log_report(report: ReconcileReport) -> None:

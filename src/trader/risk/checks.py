@@ -20,6 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from trader.domain.enums import OrderSide
+from trader.domain.json import json_ready
 from trader.portfolio.allocator import OrderIntent
 from trader.risk.limits import EffectiveLimits, Limit, RiskError, finite, money
 
@@ -156,15 +157,12 @@ class OrderContext:
             "position_after": self.position_after,
             "risk_reducing": self.risk_reducing,
         }
-        return _json_ready(facts)
+        ready: dict[str, Any] = json_ready(facts)
+        return ready
 
     def details(self, **extra: Any) -> dict[str, Any]:
         """The facts every decision records, plus ``extra`` (Decimals become exact strings)."""
-        return {**self._facts, **_json_ready(extra)} if extra else dict(self._facts)
-
-
-def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: str(value) if isinstance(value, Decimal) else value for key, value in values.items()}
+        return {**self._facts, **json_ready(extra)} if extra else dict(self._facts)
 
 
 def _pass(ctx: OrderContext, rule: Rule, reason: str) -> RiskDecision:
