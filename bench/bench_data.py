@@ -9,14 +9,17 @@ freshness, keeps the universe, and writes atomically with fsync); ``pandas`` is 
 implementation in :mod:`bench.pandas_baseline`. Target: at least 1,000,000 rows/s end to end and 5x
 the pandas one.
 
-Also measured (no target): the daily ingest a paper-trading day does, one session of all symbols
-into the store that already holds the ten years, for the last sessions of the period.
+Also measured (no target): the same comparison with both pinned to one CPU (``ONE_CPU_REPEATS`` runs
+each), which separates the work done per core from what a second core adds; and the daily ingest a
+paper-trading day does, one session of all symbols into the store that already holds the ten years,
+for the last sessions of the period.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +36,7 @@ from bench.common import peak_rss_mb, write_result
 
 SYMBOLS, START, END, SEED = 500, date(2015, 1, 1), date(2024, 12, 31), 7
 REPEATS = 5  # best of five fresh processes for each implementation
+ONE_CPU_REPEATS = 3  # the same, pinned to one CPU
 DAILY_SESSIONS = 15  # the last sessions of the period, ingested one by one after the backfill
 TARGET_ROWS_PER_SECOND = 1_000_000
 TARGET_SPEEDUP = 5.0
@@ -148,13 +152,19 @@ def _daily_worker(inputs: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def _run_child(kind: str, inputs: Path, scratch: Path) -> dict[str, Any]:
+def _run_child(kind: str, inputs: Path, scratch: Path, one_cpu: bool = False) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=scratch))
+
+    def pin() -> None:  # before the child starts: Polars sizes its thread pool by the CPUs it may use
+        first = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {first})
+
     child = subprocess.run(
         [sys.executable, "-m", "bench.bench_data", "--worker", kind, str(inputs), str(out)],
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=pin if one_cpu else None,
     )
     if child.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{child.stderr}")
@@ -188,6 +198,10 @@ def main() -> Path:
         for _ in range(REPEATS):
             for kind in runs:
                 runs[kind].append(_run_child(kind, inputs, scratch))
+        one_cpu: dict[str, list[dict[str, Any]]] = {"polars": [], "pandas": []}
+        for _ in range(ONE_CPU_REPEATS):
+            for kind in one_cpu:
+                one_cpu[kind].append(_run_child(kind, inputs, scratch, one_cpu=True))
         daily = _run_child("daily", inputs, scratch)
         print(
             f"   daily ingest of one session ({daily['rows_per_session']} rows) into the ten-year store: "
@@ -203,6 +217,12 @@ def main() -> Path:
     same = results["polars"]["runs"][0]["counts"] == results["pandas"]["runs"][0]["counts"]
     print(f"   same clean / quarantined / gap counts in both: {same}")
     speedup = results["pandas"]["best_seconds"] / results["polars"]["best_seconds"]
+    pinned = {kind: _summary(one_cpu[kind], rows) for kind in one_cpu}
+    one_cpu_speedup = pinned["pandas"]["best_seconds"] / pinned["polars"]["best_seconds"]
+    print(
+        f"   pinned to one CPU: polars {pinned['polars']['best_seconds']:.3f}s, "
+        f"pandas {pinned['pandas']['best_seconds']:.3f}s: {one_cpu_speedup:.1f}x"
+    )
     polars_rate = results["polars"]["rows_per_second"]
     verdict = {
         "speedup_vs_pandas": round(speedup, 2),
@@ -218,6 +238,11 @@ def main() -> Path:
             "targets": {"rows_per_second": TARGET_ROWS_PER_SECOND, "speedup_vs_pandas": TARGET_SPEEDUP},
             "polars_pipeline": results["polars"],
             "pandas_baseline": results["pandas"],
+            "one_cpu": {
+                "polars_pipeline": pinned["polars"],
+                "pandas_baseline": pinned["pandas"],
+                "speedup_vs_pandas": round(one_cpu_speedup, 2),
+            },
             "daily_ingest": daily,
             **verdict,
         },
