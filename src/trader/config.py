@@ -44,6 +44,7 @@ ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
 ALPACA_DATA_URL = "https://data.alpaca.markets"
 
 _STRATEGY_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_REDIS_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 _SUPPORTED_DB_DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql+psycopg": "postgresql"}
 
 NonNegativeMoney = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6)]
@@ -97,6 +98,9 @@ class Settings(BaseSettings):
     # --- Storage ---
     database_url: str = Field(default_factory=_default_database_url)
     redis_url: str | None = None
+    #: Put in front of every key this deployment writes to Redis, so that two deployments (say paper
+    #: and live) sharing one Redis never share a circuit breaker, an online store or a stream.
+    redis_key_prefix: str = ""
     data_dir: Path = Path("data")
     artifacts_dir: Path = Path("artifacts")
     mlflow_tracking_uri: str = Field(default_factory=_default_mlflow_uri)
@@ -119,6 +123,15 @@ class Settings(BaseSettings):
     def _check_strategy_id(cls, value: str) -> str:
         if not _STRATEGY_ID.match(value):
             raise ValueError("must be lower-case letters, digits and '_', starting with a letter, ≤64 chars")
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _check_redis_key_prefix(cls, value: str) -> str:
+        if not _REDIS_KEY_PREFIX.match(value):
+            raise ValueError(
+                "must be at most 64 letters, digits and '_', '.', ':', '-' (e.g. 'live:'), or empty"
+            )
         return value
 
     @field_validator("database_url", "paper_broker_database_url")
@@ -201,6 +214,7 @@ class Settings(BaseSettings):
             "PAPER_BROKER_DATABASE_URL": mask_url_password(self.paper_broker_database_url),
             "DATABASE_URL": mask_url_password(self.database_url),
             "REDIS_URL": mask_url_password(self.redis_url) if self.redis_url else "(not set: no Redis)",
+            "REDIS_KEY_PREFIX": self.redis_key_prefix or "(none)",
             "DATA_DIR": str(self.data_dir),
             "ARTIFACTS_DIR": str(self.artifacts_dir),
             "MLFLOW_TRACKING_URI": mask_url_password(self.mlflow_tracking_uri),

@@ -17,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -31,6 +30,7 @@ from tests.e2e.paper_support import (
     train_momentum,
 )
 from tests.support.research import ResearchMarket
+from tests.support.services import RedisKeySpace
 from trader.domain.enums import OrderStatus
 from trader.portfolio.ledger import market_day_bounds
 from trader.research.artifacts import ModelArtifact
@@ -73,9 +73,17 @@ def _positions(world: PaperWorld) -> dict[str, Decimal]:
         engine.dispose()
 
 
-def _run_days(world: PaperWorld) -> RanDays:
+def _run_days(world: PaperWorld, **extra_env: str) -> RanDays:
     code = trader(
-        world, "paper-run", "--from", str(DAYS[0]), "--to", str(DAYS[-1]), "--fill-timeout", FILL_TIMEOUT
+        world,
+        "paper-run",
+        "--from",
+        str(DAYS[0]),
+        "--to",
+        str(DAYS[-1]),
+        "--fill-timeout",
+        FILL_TIMEOUT,
+        **extra_env,
     )
     return RanDays(world, code, _orders(world), _positions(world))
 
@@ -310,25 +318,22 @@ def test_the_same_days_on_postgresql_and_redis_give_the_same_orders_and_position
     momentum_artifact: ModelArtifact,
     postgres_url: str,
     redis_url: str,
+    redis_keyspace: RedisKeySpace,
     tmp_path: Path,
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
-    # Settings has no key prefix: the intents go to the bare stream name, removed before and after.
-    client.delete(INTENT_STREAM)
-    try:
-        world = make_world(research_market, tmp_path / "pg", postgres_url, artifact=momentum_artifact)
-        world = PaperWorld(world.root, postgres_url, redis_url)
-        ran = _run_days(world)
-        assert ran.exit_code == 0
-        assert ran.orders == [o for o in sqlite_days.orders if o[0] in DAYS]
-        assert ran.positions == sqlite_days.positions
-        intents = [json.loads(fields[b"intent"]) for _, fields in client.xrange(INTENT_STREAM)]
-        assert sorted(i["trading_date"] for i in intents if i["strategy_id"] == STRATEGY) == [
-            str(d) for d in DAYS
-        ]
-    finally:
-        client.delete(INTENT_STREAM)
-        client.close()
+    world = make_world(research_market, tmp_path / "pg", postgres_url, artifact=momentum_artifact)
+    world = PaperWorld(world.root, postgres_url, redis_url)
+    # A key prefix of the test's own (REDIS_KEY_PREFIX): the stream and the breaker keys live under
+    # it and are deleted afterwards by the fixture.
+    ran = _run_days(world, REDIS_KEY_PREFIX=redis_keyspace.prefix)
+    assert ran.exit_code == 0
+    assert ran.orders == [o for o in sqlite_days.orders if o[0] in DAYS]
+    assert ran.positions == sqlite_days.positions
+    stream = redis_keyspace.key(INTENT_STREAM)
+    intents = [json.loads(fields[b"intent"]) for _, fields in redis_keyspace.client.xrange(stream)]
+    assert sorted(i["trading_date"] for i in intents if i["strategy_id"] == STRATEGY) == [
+        str(d) for d in DAYS
+    ]
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -27,6 +27,7 @@ def test_defaults_are_safe_and_embedded() -> None:
     assert not settings.is_live
     assert settings.database_url == "sqlite:///var/trader.db"
     assert settings.redis_url is None
+    assert settings.redis_key_prefix == ""
     assert settings.data_dir == Path("data")
     assert settings.artifacts_dir == Path("artifacts")
     assert settings.strategy_id == "alpha_baseline"
@@ -46,6 +47,14 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.strategy_id == "momentum_v2"
     assert settings.max_order_notional == Decimal("1234.50")
     assert settings.redis_url == "redis://localhost:6379/0"
+
+
+def test_redis_key_prefix_is_read_and_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_KEY_PREFIX", "live:")
+    settings = load_settings()
+    assert settings.redis_key_prefix == "live:"
+    assert settings.describe()["REDIS_KEY_PREFIX"] == "live:"
+    assert Settings(redis_key_prefix="").describe()["REDIS_KEY_PREFIX"] == "(none)"
 
 
 def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -72,6 +81,8 @@ def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
         ("DATABASE_URL", "no scheme at all", "not a database URL"),
         ("DATABASE_URL", "postgresql://user@host", "names no database"),
         ("REDIS_URL", "http://localhost:6379", "redis://"),
+        ("REDIS_KEY_PREFIX", "live trading!", "letters, digits"),
+        ("REDIS_KEY_PREFIX", "x" * 65, "at most 64"),
         ("MLFLOW_TRACKING_URI", "./mlruns", "database URI"),
         ("LOG_LEVEL", "LOUD", "DEBUG"),
     ],

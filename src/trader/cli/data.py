@@ -58,9 +58,11 @@ def _pipeline(settings: Settings) -> Iterator[DataPipeline]:
     if settings.redis_url:
         import redis
 
-        from trader.data.online import OnlineStore
+        from trader.data.online import KEY_PREFIX, OnlineStore
 
-        online = OnlineStore(redis.Redis.from_url(settings.redis_url))
+        online = OnlineStore(
+            redis.Redis.from_url(settings.redis_url), prefix=settings.redis_key_prefix + KEY_PREFIX
+        )
     try:
         yield DataPipeline(DataPaths(settings.data_dir), engine=engine, online=online)
     finally:

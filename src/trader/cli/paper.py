@@ -267,7 +267,11 @@ def signal(
         migrate.require_current(engine)
         redis = _redis_client(settings)
         service = SignalService(
-            engine, DataPaths(settings.data_dir), strategy=strategy or settings.strategy_id, redis=redis
+            engine,
+            DataPaths(settings.data_dir),
+            strategy=strategy or settings.strategy_id,
+            redis=redis,
+            redis_prefix=settings.redis_key_prefix,
         )
         outcome = service.run(chosen)
     finally:
@@ -318,7 +322,13 @@ def serve_signal(
         migrate.require_current(engine)
         name = strategy or settings.strategy_id
         paths = DataPaths(settings.data_dir)
-        service = SignalService(engine, paths, strategy=name, redis=_redis_client(settings))
+        service = SignalService(
+            engine,
+            paths,
+            strategy=name,
+            redis=_redis_client(settings),
+            redis_prefix=settings.redis_key_prefix,
+        )
         loop = SignalLoop(service, paths)
         where = "Redis stream" if settings.redis_url else "events table"
         console.print(f"signal service for {name}: polling every {poll_seconds}s, intents to the {where}")

@@ -1,10 +1,12 @@
 """The online store: the last N adjusted bars and the latest features of each symbol, in Redis.
 
-The signal service reads features here instead of scanning Parquet. Values come from the same
-feature functions as the offline path (:mod:`trader.data.features`), computed over the bars kept here,
-and each stored set of features carries the feature-set version and the date it is as of.
+It serves readers that need a symbol's newest features without scanning Parquet (a strategy or a
+dashboard polling during the day); the built-in strategies score from the adjusted store and the Qlib
+export, so nothing in a trading day depends on it. Values come from the same feature functions as the
+offline path (:mod:`trader.data.features`), computed over the bars kept here, and each stored set of
+features carries the feature-set version and the date it is as of.
 
-Keys (all under ``prefix``):
+Keys (all under ``prefix``, which ``trader data`` sets to ``REDIS_KEY_PREFIX`` + :data:`KEY_PREFIX`):
 
 - ``bars:<SYMBOL>``: sorted set, score = the bar's date as a proleptic ordinal, member = the bar as
   canonical JSON (sorted keys). One member per date: pushing a bar first removes whatever the date held,
@@ -38,6 +40,8 @@ BATCH_SYMBOLS = 500
 
 VERSION_FIELD = "_version"
 AS_OF_FIELD = "_as_of"
+#: The online store's own part of its keys (after ``REDIS_KEY_PREFIX``).
+KEY_PREFIX = "trader:"
 
 _BAR_FIELDS = [name for name in ADJ_BAR_SCHEMA if name != "symbol"]
 
@@ -48,7 +52,7 @@ class OnlineStore:
     def __init__(
         self,
         client: redis.Redis[Any],
-        prefix: str = "trader:",
+        prefix: str = KEY_PREFIX,
         keep_bars: int = DEFAULT_KEEP_BARS,
     ) -> None:
         if keep_bars < max_window():

@@ -361,11 +361,14 @@ class CircuitBreaker:
 
 
 def make_store(settings: Settings, engine: Engine, *, redis_prefix: str = "") -> BreakerStore:
-    """Redis when ``REDIS_URL`` is set, else the database table."""
+    """Redis when ``REDIS_URL`` is set (keys under ``REDIS_KEY_PREFIX``, then ``redis_prefix``), else
+    the database table."""
     if settings.redis_url:
         import redis
 
-        return RedisBreakerStore(redis.Redis.from_url(settings.redis_url), redis_prefix)
+        return RedisBreakerStore(
+            redis.Redis.from_url(settings.redis_url), settings.redis_key_prefix + redis_prefix
+        )
     return DatabaseBreakerStore(engine)
 
 

@@ -204,7 +204,13 @@ class PaperDay:
         # While the breaker is TRIPPED only exits are sent; after a kill no signal is computed.
         breaker = breaker_from_settings(settings, engine)
         self._signals = SignalService(
-            engine, self._paths, strategy=strategy, redis=redis, calendar=self._calendar, breaker=breaker
+            engine,
+            self._paths,
+            strategy=strategy,
+            redis=redis,
+            redis_prefix=settings.redis_key_prefix,
+            calendar=self._calendar,
+            breaker=breaker,
         )
         self._execution = ExecutionService(engine, broker, settings, source="paper-run", breaker=breaker)
         self._on_stage = on_stage or (lambda _message: None)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.services import RedisKeySpace
 from trader.cli.main import run
+from trader.data.online import KEY_PREFIX
 
 SMALL = ["--symbols", "6", "--start", "2023-01-03", "--end", "2023-12-29", "--seed", "3"]
 AFTER = "2024-01-02T14:00:00Z"
@@ -100,3 +102,20 @@ def test_bad_arguments_name_the_flag_and_exit_2(
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.redis
+def test_ingest_fills_the_online_store_under_the_redis_key_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keyspace: RedisKeySpace,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", redis_keyspace.prefix)
+    assert run(["data", "synth", *SMALL]) == 0
+    capsys.readouterr()
+    symbols = redis_keyspace.client.smembers(redis_keyspace.key(f"{KEY_PREFIX}symbols"))
+    assert sorted(s.decode() for s in symbols) == [f"SYN00{i}" for i in range(6)]
+    assert redis_keyspace.client.zcard(redis_keyspace.key(f"{KEY_PREFIX}bars:SYN000")) > 0
+    assert redis_keyspace.client.hget(redis_keyspace.key(f"{KEY_PREFIX}features:SYN000"), "_as_of")

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from tests.integration.ops.support import QUIET, ManualClock, audit_actions
 from tests.support.services import RedisKeySpace
+from trader.config import Settings
 from trader.ops.breakers import (
     BreakerError,
     BreakerState,
@@ -16,6 +17,7 @@ from trader.ops.breakers import (
     DatabaseBreakerStore,
     RedisBreakerStore,
     TripReason,
+    breaker_from_settings,
 )
 
 
@@ -120,6 +122,24 @@ def test_redis_keys_hold_the_state(
     assert get(redis_keyspace.key("cb:state")) == b"TRIPPED"
     assert get(redis_keyspace.key("cb:reason")) == b"manual: maintenance"
     assert get(redis_keyspace.key("cb:ts")) == clock.now.isoformat().encode()
+
+
+def test_deployments_with_their_own_redis_key_prefix_have_their_own_breaker(
+    redis_keyspace: RedisKeySpace, redis_url: str, migrated_engine: Engine, clock: ManualClock
+) -> None:
+    """Paper and live sharing one Redis: a trip (or a clear) in one must not reach the other."""
+
+    def deployment(name: str) -> CircuitBreaker:
+        settings = Settings(redis_url=redis_url, redis_key_prefix=redis_keyspace.key(f"{name}:"))
+        return breaker_from_settings(settings, migrated_engine, clock=clock)
+
+    paper, live = deployment("paper"), deployment("live")
+    paper.trip(TripReason.MANUAL, "testing the kill switch", "alice")
+    assert paper.state() is BreakerState.TRIPPED
+    assert live.state() is BreakerState.OPEN and live.allows(risk_reducing=False)
+    assert redis_keyspace.client.get(redis_keyspace.key("paper:cb:state")) == b"TRIPPED"
+    assert redis_keyspace.client.get(redis_keyspace.key("live:cb:state")) is None
+    assert deployment("paper").state() is BreakerState.TRIPPED  # the same prefix is the same breaker
 
 
 def test_an_unreadable_store_blocks_entries(migrated_engine: Engine, clock: ManualClock) -> None:
