@@ -4,7 +4,9 @@ On each :meth:`PostTradeMonitor.check` (one per tick; :meth:`PostTradeMonitor.ru
 service) it reads the broker's account and positions and computes
 
 - **drawdown**: how far equity is below the day's peak (the peak starts at the day's start equity,
-  Alpaca's ``last_equity``, and rises with every higher equity seen that day), and below the start;
+  Alpaca's ``last_equity``, and rises with every higher equity seen that day), and below the start.
+  With an engine, a monitor that starts during a day takes over the peak and the equities its
+  earlier run recorded that day in ``account`` snapshots: a restart must not hide a drawdown;
 - **realized volatility**: the standard deviation of the tick-to-tick equity returns seen today;
 - **gross / net exposure**: Σ|market value| and Σ market value of the positions, in dollars and as a
   fraction of equity;
@@ -25,7 +27,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -267,6 +269,27 @@ class PostTradeMonitor:
         today = now.astimezone(NEW_YORK).date()
         if today != self._day:
             self._day, self._peak, self._equities = today, start, []
+            self._resume_day(today, now)
+
+    def _resume_day(self, day: date, now: datetime) -> None:
+        """Take over the peak and equities recorded by this day's earlier monitor ticks (another
+        process before a restart), so the drawdown is measured from the day's true peak."""
+        if self._engine is None:
+            return
+        first = datetime.combine(day, time.min, NEW_YORK)
+        with Session(self._engine) as session:
+            rows = session.execute(
+                select(Snapshot.nav, Snapshot.details)
+                .where(Snapshot.kind == "account", Snapshot.ts >= first, Snapshot.ts <= now)
+                .order_by(Snapshot.ts, Snapshot.id)
+            ).all()
+        for nav, details in rows:
+            if nav is None or details.get("source") != ACTOR:
+                continue
+            assert self._peak is not None
+            recorded_peak = details.get("peak_equity")
+            self._peak = max(self._peak, nav, Decimal(recorded_peak) if recorded_peak else nav)
+            self._equities.append(nav)
 
     def _staleness(self, now: datetime, breaches: list[Breach]) -> date | None:
         if self._latest_bar is None:

@@ -115,6 +115,43 @@ def test_drawdown_trips_exits_pass_and_recovery_waits_for_approval_and_quiet_per
         )
 
 
+def _account_tick(engine: Engine, at: datetime, equity: Decimal, source: str = "monitor") -> None:
+    """An ``account`` snapshot as a monitor's tick writes it (what an earlier process left behind)."""
+    with Session(engine) as session, session.begin():
+        details = {"peak_equity": str(equity), "source": source}
+        session.add(Snapshot(ts=at, kind="account", nav=equity, details=details))
+
+
+def test_a_restarted_monitor_measures_from_the_peak_its_earlier_run_recorded(
+    broker: AlpacaBroker, redis_breaker: CircuitBreaker, clock: ManualClock, migrated_engine: Engine
+) -> None:
+    limits = MonitorLimits(max_drawdown_pct=Decimal("0.005"))
+    first = PostTradeMonitor(
+        broker, redis_breaker, limits=limits, clock=clock, engine=migrated_engine
+    ).check()
+    equity = first.equity
+    assert equity is not None and first.breaker is BreakerState.OPEN
+    # The earlier process's last tick before it died saw equity 1% higher (a position since sold at a
+    # loss, say). Yesterday's ticks and other components' account snapshots are not taken over.
+    high = equity * Decimal("1.01")
+    _account_tick(migrated_engine, clock.now + timedelta(hours=1), high)
+    _account_tick(migrated_engine, clock.now - timedelta(days=1), high * 2)
+    _account_tick(migrated_engine, clock.now + timedelta(hours=1), high * 3, source="reconciler")
+
+    clock.advance(timedelta(hours=2))
+    restarted = PostTradeMonitor(broker, redis_breaker, limits=limits, clock=clock, engine=migrated_engine)
+    reading = restarted.check()
+    assert reading.equity == equity  # nothing traded: only the peak differs
+    assert reading.peak_equity == high
+    assert reading.drawdown_pct == (high - equity) / high
+    assert reading.realized_vol is not None  # the earlier ticks' equities count too
+    assert reading.breaker is BreakerState.TRIPPED
+    assert redis_breaker.status().kind is TripReason.DRAWDOWN
+
+    # Without an engine there is nothing to take over: the peak starts at the day's start equity.
+    assert PostTradeMonitor(broker, redis_breaker, limits=limits, clock=clock).assess().peak_equity == equity
+
+
 def test_a_stopped_data_feed_trips_the_staleness_breaker(
     paper: RunningBroker, broker: AlpacaBroker, redis_breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
