@@ -455,7 +455,9 @@ def walk_forward(
         str | None,
         typer.Option(help="Built-in strategy name or path of a strategy YAML file (default: STRATEGY_ID)."),
     ] = None,
-    train_years: Annotated[int, typer.Option(help="Years of training per window.")] = 2,
+    train_years: Annotated[
+        int, typer.Option(help="Years of training per window (the shortest training with --expanding).")
+    ] = 2,
     valid_months: Annotated[int, typer.Option(help="Months of validation (early stopping) per window.")] = 6,
     test_months: Annotated[int, typer.Option(help="Months of out-of-sample test per window.")] = 6,
     step_months: Annotated[
@@ -473,8 +475,16 @@ def walk_forward(
     qlib_dir: Annotated[
         Path | None, typer.Option(help="Qlib export to train on (default: DATA_DIR/qlib).")
     ] = None,
+    expanding: Annotated[
+        bool,
+        typer.Option(
+            "--expanding/--rolling",
+            help="Expanding: every window trains from the first usable day (all history so far). "
+            "Rolling (default): each trains on its last --train-years.",
+        ),
+    ] = False,
 ) -> None:
-    """Retrain on rolling windows and report out-of-sample metrics per window.
+    """Retrain on rolling (or expanding) windows and report out-of-sample metrics per window.
 
     Windows are laid backwards from the last session: the last test window ends on it, each earlier
     one starts --step-months earlier. Each window trains (one MLflow run, a child of the walk-forward
@@ -493,6 +503,7 @@ def walk_forward(
         step_months=step_months,
         start=parse_day(start, "--start") if start is not None else None,
         end=parse_day(end, "--end") if end is not None else None,
+        expanding=expanding,
     )
     spec.check()
     provider = qlib_dir if qlib_dir is not None else default_export_target(settings)

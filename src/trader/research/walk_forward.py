@@ -1,4 +1,5 @@
-"""Walk-forward: retrain a strategy on rolling windows and measure each window out of sample.
+"""Walk-forward: retrain a strategy on rolling (or expanding) windows and measure each window out of
+sample.
 
 :func:`plan_windows` lays windows over the export's calendar **backwards from the end**: the last
 window's test segment ends on the last session (of the data, or ``--end``), each earlier window
@@ -7,7 +8,10 @@ starts ``step_months`` earlier, and windows are kept while their training segmen
 data, and with ``step_months == test_months`` the test segments tile the timeline without overlap.
 
 Each window is ``train_years`` of training, ``valid_months`` of validation and ``test_months`` of
-test, in calendar months. Between one segment's last session and the next one's first lie exactly
+test, in calendar months. With ``expanding`` the windows are laid out the same way, but each one
+trains from the first usable session instead of ``train_years`` before its validation: the oldest
+window trains on (at least) ``train_years``, every later one on all the history before it. Between
+one segment's last session and the next one's first lie exactly
 ``label_horizon`` sessions (the label of the last training day looks that far ahead), taken from the
 end of the earlier segment, so the test segments keep their full months.
 
@@ -93,6 +97,9 @@ class WalkForwardSpec:
     step_months: int = 6
     start: date | None = None
     end: date | None = None
+    #: Train each window from the first usable session (all history so far) instead of a rolling
+    #: ``train_years``; ``train_years`` is then the shortest training a window gets.
+    expanding: bool = False
 
     def check(self) -> None:
         """Refuse sizes that cannot work, naming the option."""
@@ -124,6 +131,7 @@ class WalkForwardSpec:
             "step_months": self.step_months,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
+            "expanding": self.expanding,
         }
 
 
@@ -165,7 +173,8 @@ def plan_windows(
     kept while its training segment starts inside the data: its first calendar day is on or after
     the first usable session (``spec.start`` or the export's first), or only non-session days (a
     weekend, a holiday) lie between them (``missing_sessions`` counts exchange sessions in
-    ``[boundary, first usable session)``). :class:`WalkForwardError` when no window fits.
+    ``[boundary, first usable session)``). With ``spec.expanding`` a kept window's training then
+    starts on the first usable session. :class:`WalkForwardError` when no window fits.
     """
     spec.check()
     days = sorted(
@@ -189,7 +198,7 @@ def plan_windows(
         segments = _segments(
             days,
             position,
-            train_from=train_from,
+            train_from=first if spec.expanding else train_from,
             valid_from=shift_months(boundary, -(offset + spec.test_months + spec.valid_months)),
             test_from=shift_months(boundary, -(offset + spec.test_months)),
             test_until=shift_months(boundary, -offset),
@@ -538,8 +547,10 @@ def render_report(result: WalkForwardResult, config: StrategyConfig) -> str:
     lines = [
         f"# Walk-forward: {config.name} ({config.kind.value})",
         "",
-        f"{len(result.windows)} windows of {spec.train_years} year(s) train, {spec.valid_months} month(s) "
-        f"valid, {spec.test_months} month(s) test, every {spec.step_months} month(s); "
+        f"{len(result.windows)} {'expanding' if spec.expanding else 'rolling'} windows of "
+        f"{'at least ' if spec.expanding else ''}{spec.train_years} year(s) train, "
+        f"{spec.valid_months} month(s) valid, {spec.test_months} month(s) test, "
+        f"every {spec.step_months} month(s); "
         f"{config.segments.label_horizon} sessions between segments (label horizon). Test segments are "
         "out of sample: each window's model saw none of its test sessions. Backtests use the base costs.",
         "",

@@ -9,7 +9,6 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -39,11 +38,8 @@ class WalkedForward:
     sessions: list[date]
 
 
-@pytest.fixture(scope="module")
-def walked(
-    research_market: ResearchMarket, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WalkedForward]:
-    root = tmp_path_factory.mktemp("walk_forward")
+def walk_forward(research_market: ResearchMarket, root: Path, *options: str) -> WalkedForward:
+    """``trader research walk-forward`` of the momentum strategy with :data:`ARGS` and ``options``."""
     placeholder = Segments(  # replaced by each window's
         train=DateRange(start=date(2021, 1, 4), end=date(2021, 12, 27)),
         valid=DateRange(start=date(2021, 12, 30), end=date(2022, 3, 28)),
@@ -67,6 +63,7 @@ def walked(
             *ARGS,
             "--start",
             START,
+            *options,
         ]
         with contextlib.redirect_stdout(buffer):
             code = run(argv)
@@ -74,9 +71,14 @@ def walked(
     (out_dir,) = (root / "artifacts" / "walk_forward").iterdir()
     document = json.loads((out_dir / "walk_forward.json").read_text())
     calendar = (research_market.provider_uri / "calendars" / "day.txt").read_text().split()
-    yield WalkedForward(
+    return WalkedForward(
         root, out_dir, document, buffer.getvalue(), mlflow_uri, [date.fromisoformat(d) for d in calendar]
     )
+
+
+@pytest.fixture(scope="module")
+def walked(research_market: ResearchMarket, tmp_path_factory: pytest.TempPathFactory) -> WalkedForward:
+    return walk_forward(research_market, tmp_path_factory.mktemp("walk_forward"))
 
 
 def span(pair: list[str]) -> tuple[date, date]:
@@ -172,3 +174,22 @@ def test_one_parent_mlflow_run_with_a_child_per_window(walked: WalkedForward) ->
         assert child.data.params["segments.test.start"] == window["test"][0]
     # The experiment keeps its artifacts under ARTIFACTS_DIR/mlruns, not in the walk-forward folder.
     assert experiment.artifact_location.startswith((walked.root / "artifacts" / "mlruns").resolve().as_uri())
+
+
+def test_expanding_windows_train_on_all_history_and_test_like_rolling_ones(
+    walked: WalkedForward, research_market: ResearchMarket, tmp_path: Path
+) -> None:
+    grown = walk_forward(research_market, tmp_path, "--expanding")
+    assert grown.document["spec"]["expanding"] is True and walked.document["spec"]["expanding"] is False
+    first = min(d for d in grown.sessions if d >= date.fromisoformat(START))
+    rolled_windows = walked.document["windows"]
+    for window, rolled in zip(grown.document["windows"], rolled_windows, strict=True):
+        assert span(window["train"])[0] == first  # every window trains from the first usable session
+        assert window["train"][1] == rolled["train"][1]
+        assert (window["valid"], window["test"]) == (rolled["valid"], rolled["test"])
+        artifact = ModelArtifact.load(Path(window["artifact"]))
+        assert artifact.config().segments.train.start == first
+    # Rolling windows leave out what lies before their last --train-years; expanding ones use it.
+    assert span(rolled_windows[0]["train"])[0] > first
+    assert span(rolled_windows[1]["train"])[0] > span(rolled_windows[0]["train"])[0]
+    assert "expanding windows of at least 1 year(s) train" in (grown.out_dir / "report.md").read_text()

@@ -81,6 +81,21 @@ def test_default_windows_tile_the_demo_market_with_label_gaps() -> None:
         assert earlier.segments.test.end < later.segments.test.start
 
 
+def test_expanding_windows_train_from_the_first_session_and_test_like_rolling_ones() -> None:
+    rolling = plan_windows(DEMO, WalkForwardSpec(), label_horizon=2)
+    expanding = plan_windows(DEMO, WalkForwardSpec(expanding=True), label_horizon=2)
+    # The same windows (the shortest training decides which fit), the same validation and test.
+    assert len(expanding) == len(rolling) == 7
+    for grown, rolled in zip(expanding, rolling, strict=True):
+        assert grown.segments.train.start == DEMO[0]
+        assert grown.segments.train.end == rolled.segments.train.end
+        assert (grown.segments.valid, grown.segments.test) == (rolled.segments.valid, rolled.segments.test)
+    # Here the oldest rolling window already trains from the first session, so it is the same.
+    assert expanding[0].segments == rolling[0].segments
+    assert expanding[-1].segments.train.end == date(2023, 12, 27)
+    assert WalkForwardSpec(expanding=True).as_dict()["expanding"] is True
+
+
 def test_a_window_reaching_a_missing_session_is_dropped() -> None:
     # Without 2019-01-02 the oldest window would need a session the data lacks.
     windows = plan_windows(DEMO[1:], WalkForwardSpec(), label_horizon=2)
