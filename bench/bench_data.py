@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -152,19 +151,22 @@ def _daily_worker(inputs: Path, out: Path) -> dict[str, Any]:
     }
 
 
+#: Starts a worker pinned to one CPU: the affinity is set before Polars is imported (it sizes its
+#: thread pool by the CPUs it may use), in the child itself rather than between fork and exec.
+_PINNED = (
+    "import os, runpy, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+    "sys.argv = ['bench_data', *sys.argv[1:]]; runpy.run_module('bench.bench_data', run_name='__main__')"
+)
+
+
 def _run_child(kind: str, inputs: Path, scratch: Path, one_cpu: bool = False) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=scratch))
-
-    def pin() -> None:  # before the child starts: Polars sizes its thread pool by the CPUs it may use
-        first = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {first})
-
+    launch = ["-c", _PINNED] if one_cpu else ["-m", "bench.bench_data"]
     child = subprocess.run(
-        [sys.executable, "-m", "bench.bench_data", "--worker", kind, str(inputs), str(out)],
+        [sys.executable, *launch, "--worker", kind, str(inputs), str(out)],
         capture_output=True,
         text=True,
         check=False,
-        preexec_fn=pin if one_cpu else None,
     )
     if child.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{child.stderr}")
@@ -242,6 +244,7 @@ def main() -> Path:
                 "polars_pipeline": pinned["polars"],
                 "pandas_baseline": pinned["pandas"],
                 "speedup_vs_pandas": round(one_cpu_speedup, 2),
+                "same_counts_in_both": one_cpu["polars"][0]["counts"] == one_cpu["pandas"][0]["counts"],
             },
             "daily_ingest": daily,
             **verdict,

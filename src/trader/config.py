@@ -121,14 +121,14 @@ class Settings(BaseSettings):
     @field_validator("strategy_id")
     @classmethod
     def _check_strategy_id(cls, value: str) -> str:
-        if not _STRATEGY_ID.match(value):
+        if not _STRATEGY_ID.fullmatch(value):
             raise ValueError("must be lower-case letters, digits and '_', starting with a letter, ≤64 chars")
         return value
 
     @field_validator("redis_key_prefix")
     @classmethod
     def _check_redis_key_prefix(cls, value: str) -> str:
-        if not _REDIS_KEY_PREFIX.match(value):
+        if not _REDIS_KEY_PREFIX.fullmatch(value):
             raise ValueError(
                 "must be at most 64 letters, digits and '_', '.', ':', '-' (e.g. 'live:'), or empty"
             )

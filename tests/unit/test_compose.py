@@ -272,6 +272,9 @@ def test_trader_service_environment_is_a_valid_configuration(
         environment = compose["services"][name]["environment"]
         assert environment["DATABASE_URL"] == "postgresql://trader:trader@postgres:5432/trader"
         assert environment["REDIS_URL"] == "redis://redis:6379/0"
+        # The host's .env never reaches the containers by itself: the prefix is passed through, so
+        # a host-side `trader circuit trip` and the containers use the same keys.
+        assert environment["REDIS_KEY_PREFIX"] == "${REDIS_KEY_PREFIX:-}"
         assert environment["ALPACA_BASE_URL"] == "http://paper-broker:8765"
         assert environment["DRY_RUN"] == "true"
         assert environment["TRADER_API_KEY"]

@@ -83,6 +83,8 @@ def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
         ("REDIS_URL", "http://localhost:6379", "redis://"),
         ("REDIS_KEY_PREFIX", "live trading!", "letters, digits"),
         ("REDIS_KEY_PREFIX", "x" * 65, "at most 64"),
+        ("REDIS_KEY_PREFIX", "live:\n", "letters, digits"),
+        ("STRATEGY_ID", "momentum\n", "lower-case"),
         ("MLFLOW_TRACKING_URI", "./mlruns", "database URI"),
         ("LOG_LEVEL", "LOUD", "DEBUG"),
     ],

@@ -144,17 +144,20 @@ def circuit_clear(actor: Actor = None, quiet_minutes: QuietMinutes = DEFAULT_QUI
     """Return the breaker to OPEN: needs an approval since the trip, the quiet period passed, and (for
     a drawdown or broker-error trip) the condition clear at the broker now."""
     settings = load_settings()
-    breaker = _breaker(settings, _engine(settings), quiet_minutes)
+    engine = _engine(settings)
+    breaker = _breaker(settings, engine, quiet_minutes)
     status = breaker.status()
     if status.state is BreakerState.OPEN:
         console.print("circuit breaker is already OPEN")
         return
-    clear = _conditions_clear(settings, breaker, status)
+    clear = _conditions_clear(settings, breaker, status, engine)
     breaker.clear(_actor(actor), conditions_clear=clear)
     console.print("circuit breaker OPEN: new entries allowed again")
 
 
-def _conditions_clear(settings: Settings, breaker: CircuitBreaker, status: BreakerStatus) -> bool:
+def _conditions_clear(
+    settings: Settings, breaker: CircuitBreaker, status: BreakerStatus, engine: Engine
+) -> bool:
     """Re-measure an automatic trip's condition at the broker (manual and kill trips: the operator's
     approval is the judgement). Staleness is the monitor's to judge: its trip clears when it recovers."""
     kind = status.kind
@@ -167,7 +170,8 @@ def _conditions_clear(settings: Settings, breaker: CircuitBreaker, status: Break
         )
     from trader.ops.monitor import PostTradeMonitor
 
-    reading = PostTradeMonitor(_broker(settings), breaker).assess()
+    # With the engine the monitor knows the day's peak from its own snapshots (not only the start).
+    reading = PostTradeMonitor(_broker(settings), breaker, engine=engine).assess()
     for problem in (*reading.errors, *(f"{b.kind.value}: {b.detail}" for b in reading.breaches)):
         console.print(f"[red]not clear:[/red] {problem}")
     return reading.clear

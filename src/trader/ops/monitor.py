@@ -268,14 +268,17 @@ class PostTradeMonitor:
     def _roll_day(self, now: datetime, start: Decimal) -> None:
         today = now.astimezone(NEW_YORK).date()
         if today != self._day:
-            self._day, self._peak, self._equities = today, start, []
-            self._resume_day(today, now)
+            # Read first, switch after: a failed read leaves the day unswitched, so the next tick
+            # tries again instead of going on from the start equity.
+            peak, equities = self._resume_day(today, now, start)
+            self._day, self._peak, self._equities = today, peak, equities
 
-    def _resume_day(self, day: date, now: datetime) -> None:
-        """Take over the peak and equities recorded by this day's earlier monitor ticks (another
-        process before a restart), so the drawdown is measured from the day's true peak."""
+    def _resume_day(self, day: date, now: datetime, start: Decimal) -> tuple[Decimal, list[Decimal]]:
+        """The day's peak and equities so far: ``start``, raised by what this day's earlier monitor
+        ticks recorded (another process before a restart), so the drawdown is measured from the day's
+        true peak."""
         if self._engine is None:
-            return
+            return start, []
         first = datetime.combine(day, time.min, NEW_YORK)
         with Session(self._engine) as session:
             rows = session.execute(
@@ -283,13 +286,14 @@ class PostTradeMonitor:
                 .where(Snapshot.kind == "account", Snapshot.ts >= first, Snapshot.ts <= now)
                 .order_by(Snapshot.ts, Snapshot.id)
             ).all()
+        peak, equities = start, []
         for nav, details in rows:
-            if nav is None or details.get("source") != ACTOR:
+            if nav is None or (details or {}).get("source") != ACTOR:
                 continue
-            assert self._peak is not None
             recorded_peak = details.get("peak_equity")
-            self._peak = max(self._peak, nav, Decimal(recorded_peak) if recorded_peak else nav)
-            self._equities.append(nav)
+            peak = max(peak, nav, Decimal(recorded_peak) if recorded_peak else nav)
+            equities.append(nav)
+        return peak, equities
 
     def _staleness(self, now: datetime, breaches: list[Breach]) -> date | None:
         if self._latest_bar is None:

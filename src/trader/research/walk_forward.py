@@ -195,17 +195,21 @@ def plan_windows(
         train_from = shift_months(boundary, -(offset + spec.window_months))
         if train_from < first and missing_sessions(train_from, first) > 0:
             break
+        valid_from = shift_months(boundary, -(offset + spec.test_months + spec.valid_months))
+        test_from = shift_months(boundary, -(offset + spec.test_months))
+        test_until = shift_months(boundary, -offset)
+        # Which windows exist is decided by the rolling training (the shortest an expanding window
+        # gets), so both modes plan the same windows; expanding ones then train from the first day.
         segments = _segments(
-            days,
-            position,
-            train_from=first if spec.expanding else train_from,
-            valid_from=shift_months(boundary, -(offset + spec.test_months + spec.valid_months)),
-            test_from=shift_months(boundary, -(offset + spec.test_months)),
-            test_until=shift_months(boundary, -offset),
-            horizon=label_horizon,
+            days, position, train_from, valid_from, test_from, test_until, horizon=label_horizon
         )
         if segments is None:
             break
+        if spec.expanding:
+            segments = (
+                _segments(days, position, first, valid_from, test_from, test_until, horizon=label_horizon)
+                or segments
+            )
         planned.append(segments)
         step += 1
     if not planned:
@@ -221,7 +225,6 @@ def plan_windows(
 def _segments(
     days: Sequence[date],
     position: Mapping[date, int],
-    *,
     train_from: date,
     valid_from: date,
     test_from: date,

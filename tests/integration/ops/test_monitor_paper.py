@@ -136,7 +136,10 @@ def test_a_restarted_monitor_measures_from_the_peak_its_earlier_run_recorded(
     high = equity * Decimal("1.01")
     _account_tick(migrated_engine, clock.now + timedelta(hours=1), high)
     _account_tick(migrated_engine, clock.now - timedelta(days=1), high * 2)
+    # 03:00 UTC of the same date is 22:00 New York the evening before: another trading day.
+    _account_tick(migrated_engine, datetime(2024, 3, 5, 3, 0, tzinfo=UTC), high * 2)
     _account_tick(migrated_engine, clock.now + timedelta(hours=1), high * 3, source="reconciler")
+    _account_tick(migrated_engine, clock.now + timedelta(hours=3), high * 4)  # after the restart's now
 
     clock.advance(timedelta(hours=2))
     restarted = PostTradeMonitor(broker, redis_breaker, limits=limits, clock=clock, engine=migrated_engine)
