@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tests.integration.broker.conftest import set_faults
@@ -20,6 +22,8 @@ from trader.data.calendar import trading_calendar
 from trader.domain.enums import OrderSide
 from trader.ops.breakers import BreakerState, CircuitBreaker, RedisBreakerStore, TripReason, is_risk_reducing
 from trader.ops.monitor import MonitorLimits, PostTradeMonitor
+from trader.store import migrate
+from trader.store.db import make_engine
 from trader.store.models import Snapshot
 
 #: SYN036 falls 2.1% from open to close on 2024-03-05 in the default synthetic market.
@@ -153,6 +157,28 @@ def test_a_restarted_monitor_measures_from_the_peak_its_earlier_run_recorded(
 
     # Without an engine there is nothing to take over: the peak starts at the day's start equity.
     assert PostTradeMonitor(broker, redis_breaker, limits=limits, clock=clock).assess().peak_equity == equity
+
+
+def test_a_failed_read_of_the_earlier_run_is_retried_on_the_next_tick(
+    broker: AlpacaBroker, redis_breaker: CircuitBreaker, clock: ManualClock, tmp_path: Path
+) -> None:
+    """A database not readable at the first tick (here: not migrated yet) must not make the monitor
+    settle for the start equity: the next tick reads the earlier run's peak."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'late.db'}")
+    try:
+        limits = MonitorLimits(max_drawdown_pct=Decimal("0.005"))
+        monitor = PostTradeMonitor(broker, redis_breaker, limits=limits, clock=clock, engine=engine)
+        with pytest.raises(SQLAlchemyError):
+            monitor.check()
+        migrate.upgrade(engine)
+        equity = broker.get_account().equity
+        high = equity * Decimal("1.01")
+        _account_tick(engine, clock.now - timedelta(minutes=30), high)
+        reading = monitor.check()
+        assert reading.peak_equity == high
+        assert reading.breaker is BreakerState.TRIPPED
+    finally:
+        engine.dispose()
 
 
 def test_a_stopped_data_feed_trips_the_staleness_breaker(
