@@ -344,6 +344,28 @@ def test_a_saturday_is_refused_with_exit_2(sqlite_days: RanDays, capsys: pytest.
     assert "2023-12-16 is not a trading session" in capsys.readouterr().err
 
 
+def test_signal_command_records_the_days_weights_once(
+    research_market: ResearchMarket,
+    momentum_artifact: ModelArtifact,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world = make_world(
+        research_market, tmp_path / "w", f"sqlite:///{tmp_path / 'w.db'}", artifact=momentum_artifact
+    )
+    assert trader(world, "signal", "--date", str(DAYS[0])) == 0
+    assert "computed and recorded" in capsys.readouterr().out
+    assert trader(world, "signal", "--date", str(DAYS[0])) == 0
+    assert "already recorded" in capsys.readouterr().out
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            runs = session.scalars(select(SignalRun).where(SignalRun.strategy_id == STRATEGY)).all()
+    finally:
+        engine.dispose()
+    assert [(run.trading_date, bool(run.weights)) for run in runs] == [(DAYS[0], True)]
+
+
 def test_no_production_model_is_a_clear_error_and_sends_nothing(
     research_market: ResearchMarket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,15 +12,18 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 from trader.broker.base import Broker
 from trader.cli.data import parse_day
 from trader.cli.output import console
 from trader.config import Settings, configure_logging, load_settings
 from trader.data.calendar import trading_calendar
+from trader.data.paths import DataPaths
 from trader.errors import UsageError
 from trader.ops.paper_day import DayResult, PaperDay
 from trader.paperbroker.runner import PaperBrokerAdmin, paper_broker_running
+from trader.signal.service import SignalService
 from trader.store import migrate
 from trader.store.db import make_engine
 
@@ -84,7 +87,6 @@ def _broker_for(settings: Settings, days: list[date]) -> Iterator[tuple[Broker, 
 
 
 def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
-    from trader.data.paths import DataPaths
     from trader.data.pipeline import DataPipeline
     from trader.data.sources import SourceError
     from trader.data.sources.alpaca_source import AlpacaSource
@@ -229,7 +231,6 @@ def report_pnl(
     database, marking positions at the day's raw closes, and print its summary."""
     from sqlalchemy.orm import Session
 
-    from trader.data.paths import DataPaths
     from trader.ops.paper_day import raw_closes
     from trader.portfolio.report import build_daily_report, write_daily_report
 
@@ -257,23 +258,12 @@ def signal(
     Scores come from the session before the date; the run is recorded in signal_runs and published
     (Redis stream when REDIS_URL is set, else the events table).
     """
-    from trader.data.paths import DataPaths
-    from trader.signal.service import SignalService
-
     settings = load_settings()
     chosen = parse_day(day, "--date")
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
-        redis = _redis_client(settings)
-        service = SignalService(
-            engine,
-            DataPaths(settings.data_dir),
-            strategy=strategy or settings.strategy_id,
-            redis=redis,
-            redis_prefix=settings.redis_key_prefix,
-        )
-        outcome = service.run(chosen)
+        outcome = _signal_service(settings, engine, strategy or settings.strategy_id).run(chosen)
     finally:
         engine.dispose()
     result = outcome.result
@@ -288,6 +278,18 @@ def signal(
     console.print(table)
     state = "computed and recorded" if outcome.computed else "already recorded (not recomputed)"
     console.print(f"{len(result.scores)} symbols scored; run #{outcome.run_id} {state}")
+
+
+def _signal_service(settings: Settings, engine: Engine, strategy: str) -> SignalService:
+    """The signal service as the settings configure it (intents to Redis under REDIS_KEY_PREFIX when
+    REDIS_URL is set, else to the events table)."""
+    return SignalService(
+        engine,
+        DataPaths(settings.data_dir),
+        strategy=strategy,
+        redis=_redis_client(settings),
+        redis_prefix=settings.redis_key_prefix,
+    )
 
 
 def _redis_client(settings: Settings) -> object | None:
@@ -310,9 +312,7 @@ def serve_signal(
     """
     import threading
 
-    from trader.data.paths import DataPaths
     from trader.signal.runner import SignalLoop, notification_waiter
-    from trader.signal.service import SignalService
 
     settings = load_settings()
     configure_logging(settings)
@@ -322,13 +322,7 @@ def serve_signal(
         migrate.require_current(engine)
         name = strategy or settings.strategy_id
         paths = DataPaths(settings.data_dir)
-        service = SignalService(
-            engine,
-            paths,
-            strategy=name,
-            redis=_redis_client(settings),
-            redis_prefix=settings.redis_key_prefix,
-        )
+        service = _signal_service(settings, engine, name)
         loop = SignalLoop(service, paths)
         where = "Redis stream" if settings.redis_url else "events table"
         console.print(f"signal service for {name}: polling every {poll_seconds}s, intents to the {where}")

@@ -302,10 +302,8 @@ class PaperDay:
                     payload=plan.to_json(),
                 )
             )
-        with Session(self._engine) as session:
-            limit = resolve_limits(session, self.strategy, self._settings).max_order_notional
-        return order_intents(
-            self.strategy, result.trading_date, allocation.orders, limit.value if limit else None
+        return rebalance_intents(
+            self._engine, self._settings, self.strategy, result.trading_date, allocation.orders
         )
 
     def _snapshot(self) -> PortfolioSnapshot:
@@ -422,6 +420,16 @@ def order_intents(
                 )
             )
     return intents
+
+
+def rebalance_intents(
+    engine: Engine, settings: Settings, strategy: str, day: date, orders: Sequence[AllocatorIntent]
+) -> list[OrderIntent]:
+    """:func:`order_intents` with the strategy's effective ``max_order_notional`` (paper-run and replay
+    must slice exits alike)."""
+    with Session(engine) as session:
+        limit = resolve_limits(session, strategy, settings).max_order_notional
+    return order_intents(strategy, day, orders, limit.value if limit else None)
 
 
 def _intent_of(order: Order) -> OrderIntent:

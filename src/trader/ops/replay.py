@@ -43,11 +43,10 @@ from trader.domain.enums import OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService
-from trader.ops.paper_day import PLAN_EVENT, REBALANCE, Plan, order_intents
+from trader.ops.paper_day import PLAN_EVENT, REBALANCE, Plan, rebalance_intents
 from trader.portfolio.allocator import allocate
 from trader.research.artifacts import ModelArtifact
 from trader.research.registry import ModelRegistry, artifact_path
-from trader.risk.store import resolve_limits
 from trader.signal.publish import find_signal_run, stored_scores, stored_weights
 from trader.signal.scoring import scorer_for
 from trader.signal.service import LoadedModel, SignalService
@@ -231,9 +230,7 @@ class Replayer:
         allocation = allocate(
             dict(replayed.weights), plan.snapshot.equity, positions, plan.prices, plan.options
         )
-        with Session(self._engine) as session:
-            limit = resolve_limits(session, self.strategy, self._settings).max_order_notional
-        intents = order_intents(self.strategy, day, allocation.orders, limit.value if limit else None)
+        intents = rebalance_intents(self._engine, self._settings, self.strategy, day, allocation.orders)
         replayed_orders = {i.client_order_id: (i.symbol, i.side.value, i.qty) for i in intents}
         recorded_orders = {o.client_order_id: (o.symbol, o.side, o.qty) for o in orders}
         self._compare(report, "order", recorded_orders, replayed_orders)
