@@ -31,7 +31,9 @@ from tests.e2e.paper_support import (
 )
 from tests.support.research import ResearchMarket
 from tests.support.services import RedisKeySpace
+from trader.config import Settings
 from trader.domain.enums import OrderStatus
+from trader.ops.breakers import TripReason, breaker_from_settings
 from trader.portfolio.ledger import market_day_bounds
 from trader.research.artifacts import ModelArtifact
 from trader.signal.publish import INTENT_STREAM
@@ -364,6 +366,28 @@ def test_signal_command_records_the_days_weights_once(
     finally:
         engine.dispose()
     assert [(run.trading_date, bool(run.weights)) for run in runs] == [(DAYS[0], True)]
+
+
+def test_signal_command_refuses_new_signals_after_a_kill(
+    research_market: ResearchMarket,
+    momentum_artifact: ModelArtifact,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world = make_world(
+        research_market, tmp_path / "w", f"sqlite:///{tmp_path / 'w.db'}", artifact=momentum_artifact
+    )
+    engine = world.engine()
+    try:
+        breaker_from_settings(Settings(database_url=world.database_url), engine).trip(
+            TripReason.KILL, "operator pulled the plug", "alice"
+        )
+        assert trader(world, "signal", "--date", str(DAYS[0])) == 1
+        assert "blocked by the kill switch (kill: operator pulled the plug)" in capsys.readouterr().err
+        with Session(engine) as session:
+            assert session.scalars(select(SignalRun)).all() == []
+    finally:
+        engine.dispose()
 
 
 def test_no_production_model_is_a_clear_error_and_sends_nothing(

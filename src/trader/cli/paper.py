@@ -21,6 +21,7 @@ from trader.config import Settings, configure_logging, load_settings
 from trader.data.calendar import trading_calendar
 from trader.data.paths import DataPaths
 from trader.errors import UsageError
+from trader.ops.breakers import breaker_from_settings
 from trader.ops.paper_day import DayResult, PaperDay
 from trader.paperbroker.runner import PaperBrokerAdmin, paper_broker_running
 from trader.signal.service import SignalService
@@ -282,13 +283,14 @@ def signal(
 
 def _signal_service(settings: Settings, engine: Engine, strategy: str) -> SignalService:
     """The signal service as the settings configure it (intents to Redis under REDIS_KEY_PREFIX when
-    REDIS_URL is set, else to the events table)."""
+    REDIS_URL is set, else to the events table), refusing new signals after a kill."""
     return SignalService(
         engine,
         DataPaths(settings.data_dir),
         strategy=strategy,
         redis=_redis_client(settings),
         redis_prefix=settings.redis_key_prefix,
+        breaker=breaker_from_settings(settings, engine),
     )
 
 
