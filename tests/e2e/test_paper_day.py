@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from tests.e2e.paper_support import (
@@ -346,48 +347,51 @@ def test_a_saturday_is_refused_with_exit_2(sqlite_days: RanDays, capsys: pytest.
     assert "2023-12-16 is not a trading session" in capsys.readouterr().err
 
 
-def test_signal_command_records_the_days_weights_once(
-    research_market: ResearchMarket,
-    momentum_artifact: ModelArtifact,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@dataclass(frozen=True)
+class SignalWorld:
+    world: PaperWorld
+    engine: Engine
+
+    def runs(self) -> list[SignalRun]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(SignalRun).where(SignalRun.strategy_id == STRATEGY)))
+
+
+@pytest.fixture
+def signal_world(
+    research_market: ResearchMarket, momentum_artifact: ModelArtifact, tmp_path: Path
+) -> Iterator[SignalWorld]:
+    """A fresh world with the momentum model in production, for ``trader signal``."""
     world = make_world(
         research_market, tmp_path / "w", f"sqlite:///{tmp_path / 'w.db'}", artifact=momentum_artifact
     )
-    assert trader(world, "signal", "--date", str(DAYS[0])) == 0
-    assert "computed and recorded" in capsys.readouterr().out
-    assert trader(world, "signal", "--date", str(DAYS[0])) == 0
-    assert "already recorded" in capsys.readouterr().out
     engine = world.engine()
     try:
-        with Session(engine) as session:
-            runs = session.scalars(select(SignalRun).where(SignalRun.strategy_id == STRATEGY)).all()
+        yield SignalWorld(world, engine)
     finally:
         engine.dispose()
-    assert [(run.trading_date, bool(run.weights)) for run in runs] == [(DAYS[0], True)]
+
+
+def test_signal_command_records_the_days_weights_once(
+    signal_world: SignalWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trader(signal_world.world, "signal", "--date", str(DAYS[0])) == 0
+    assert "computed and recorded" in capsys.readouterr().out
+    assert trader(signal_world.world, "signal", "--date", str(DAYS[0])) == 0
+    assert "already recorded" in capsys.readouterr().out
+    assert [(run.trading_date, bool(run.weights)) for run in signal_world.runs()] == [(DAYS[0], True)]
 
 
 def test_signal_command_refuses_new_signals_after_a_kill(
-    research_market: ResearchMarket,
-    momentum_artifact: ModelArtifact,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    signal_world: SignalWorld, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world = make_world(
-        research_market, tmp_path / "w", f"sqlite:///{tmp_path / 'w.db'}", artifact=momentum_artifact
+    settings = Settings(database_url=signal_world.world.database_url)
+    breaker_from_settings(settings, signal_world.engine).trip(
+        TripReason.KILL, "operator pulled the plug", "alice"
     )
-    engine = world.engine()
-    try:
-        breaker_from_settings(Settings(database_url=world.database_url), engine).trip(
-            TripReason.KILL, "operator pulled the plug", "alice"
-        )
-        assert trader(world, "signal", "--date", str(DAYS[0])) == 1
-        assert "blocked by the kill switch (kill: operator pulled the plug)" in capsys.readouterr().err
-        with Session(engine) as session:
-            assert session.scalars(select(SignalRun)).all() == []
-    finally:
-        engine.dispose()
+    assert trader(signal_world.world, "signal", "--date", str(DAYS[0])) == 1
+    assert "blocked by the kill switch (kill: operator pulled the plug)" in capsys.readouterr().err
+    assert signal_world.runs() == []
 
 
 def test_no_production_model_is_a_clear_error_and_sends_nothing(
