@@ -24,6 +24,8 @@ again with all actions.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import polars as pl
 
 from trader.data.bars import PRICE_COLUMNS
@@ -173,39 +175,35 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
     """
     if actions.is_empty():
         return actions.with_columns(m=pl.lit(None, pl.Float64))
-    bar_dates = bars.select("symbol", "date").filter(
-        pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
+    keyed = bars.select("symbol", "date", "close")
+    if keyed.get_column("symbol").has_nulls() or keyed.get_column("date").has_nulls():
+        keyed = keyed.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
+    # Each bar's (symbol, date) as one sortable integer, so that the bars around each ex-date are
+    # found by binary search in the sorted bars (a few thousand actions) instead of by joins that
+    # hash every bar's symbol text.
+    keyed = keyed.with_columns(
+        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum().alias("symbol_id")
+    ).with_columns(_day_key("symbol_id", "date").alias("key"))
+    symbol_ids = keyed.filter(pl.col("symbol_id") != pl.col("symbol_id").shift(1).fill_null(0))
+    ordered = (
+        actions.sort("symbol", "ex_date")
+        .join(symbol_ids.select("symbol", "symbol_id"), on="symbol", how="left", maintain_order="left")
+        .with_columns(_day_key("symbol_id", "ex_date").alias("key"))
     )
     # The previous close comes from the last earlier bar with a usable close; of a repeated date the
     # first version counts, as the gate keeps the first of identical repeats. ``bars`` is sorted with
     # repeats in input order, so "first" is "key differs from the row before" (cheaper than a hash).
-    usable = bars.select("symbol", "date", "close").filter(
-        pl.col("symbol").is_not_null()
-        & pl.col("date").is_not_null()
-        & pl.col("close").is_finite()
-        & (pl.col("close") > 0)
+    usable = keyed.filter(pl.col("close").is_finite() & (pl.col("close") > 0))
+    closes = usable.filter((pl.col("key") != pl.col("key").shift(1)).fill_null(True))
+    # The first bar on or after the ex-date, and the last usable close strictly before it.
+    anchored = ordered.with_columns(
+        _same_symbol(keyed, ordered, side="left", step=0).alias("anchor"),
+        _same_symbol(closes, ordered, side="left", step=-1).alias("previous"),
     )
-    closes = usable.filter(
-        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
-        | (pl.col("date") != pl.col("date").shift(1)).fill_null(True)
-    )
-    ordered = actions.sort("symbol", "ex_date")
-    anchored = ordered.join_asof(
-        bar_dates.rename({"date": "anchor"}),
-        left_on="ex_date",
-        right_on="anchor",
-        by="symbol",
-        strategy="forward",  # the first bar on or after the ex-date
-        check_sortedness=False,
-    ).join_asof(
-        closes.rename({"date": "prev_date", "close": "prev_close"}),
-        left_on="ex_date",
-        right_on="prev_date",
-        by="symbol",
-        strategy="backward",
-        allow_exact_matches=False,  # strictly before the ex-date
-        check_sortedness=False,
-    )
+    found = anchored.get_column("previous")
+    previous = closes.select(pl.col("date").alias("prev_date"), pl.col("close").alias("prev_close"))
+    # Nulls gather nulls (an action without an earlier usable close).
+    anchored = pl.concat([anchored, previous.gather(found.cast(pl.UInt32))], how="horizontal")
     # No bar on or after the ex-date: the action has not reached our data, so it changes nothing.
     effective = anchored.filter(pl.col("anchor").is_not_null())
     split = pl.col("split_ratio")
@@ -226,3 +224,33 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
             f"{first['prev_date']}): the adjustment factor would be <= 0"
         )
     return effective.select("symbol", "ex_date", "split_ratio", "m")
+
+
+def _day_key(symbol_id: str, day: str) -> pl.Expr:
+    """``symbol_id`` and a date in one integer that sorts like the pair (dates within +-2,800 years
+    of 1970)."""
+    return pl.col(symbol_id).cast(pl.Int64) * (1 << 21) + pl.col(day).cast(pl.Int64) + (1 << 20)
+
+
+def _same_symbol(
+    rows: pl.DataFrame, actions: pl.DataFrame, side: Literal["left", "right"], step: int
+) -> pl.Series:
+    """For each action, the position in ``rows`` (sorted by ``key``) that a binary search for the
+    action's ``key`` finds on ``side``, moved by ``step``; null where that row is not the action's
+    symbol (or there is no such row)."""
+    if rows.is_empty():
+        return pl.Series(values=[None] * actions.height, dtype=pl.Int64)
+    found = rows.get_column("key").search_sorted(actions.get_column("key").fill_null(0), side=side)
+    position = found.cast(pl.Int64) + step
+    symbol_there = rows.get_column("symbol_id").gather(position.clip(0, rows.height - 1))
+    return (
+        pl.DataFrame({"position": position, "there": symbol_there, "wanted": actions.get_column("symbol_id")})
+        .select(
+            pl.when(
+                (pl.col("position") >= 0)
+                & (pl.col("position") < rows.height)
+                & (pl.col("there") == pl.col("wanted"))
+            ).then(pl.col("position"))
+        )
+        .to_series()
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trader.data.adjust import adjust
 from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, LISTING_SCHEMA, QUARANTINE_SCHEMA
@@ -366,3 +368,56 @@ def test_input_order_does_not_change_the_verdict(calendar: TradingCalendar) -> N
 
 def key_rules(result: GateResult) -> list[tuple[object, ...]]:
     return sorted(result.quarantined.select("symbol", "date", "rule").iter_rows())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    moves=st.lists(
+        st.tuples(st.sampled_from(["AAA", "BBB", "CCC"]), st.sampled_from([0.0, 0.2, -0.2, 0.5, -0.45, 1.2])),
+        min_size=1,
+        max_size=60,
+    ),
+    action_at=st.lists(st.integers(0, 59), max_size=4),
+    max_spike_days=st.integers(1, 3),
+)
+def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
+    moves: list[tuple[str, float]], action_at: list[int], max_spike_days: int
+) -> None:
+    # The gate runs the spike and jump rules only on the bars around large returns; run on every
+    # bar they must flag the same rows for the same reasons. Moves of 20 % are not large alone but
+    # add up to large returns across the bars left out.
+    from trader.data.quality import _near_large_returns, _outliers_among
+
+    closes: dict[str, float] = {}
+    rows = []
+    for position, (symbol, move) in enumerate(moves):
+        closes[symbol] = closes.get(symbol, 100.0) * (1 + move)
+        rows.append((position, symbol, date(2000, 1, 1) + timedelta(days=position), closes[symbol]))
+    survivors = pl.DataFrame(
+        rows,
+        schema={"__row": pl.UInt32, "symbol": pl.String, "date": pl.Date, "close": pl.Float64},
+        orient="row",
+    ).sort("symbol", "date")
+    actions = pl.DataFrame(
+        [
+            (
+                survivors.item(i % survivors.height, "symbol"),
+                survivors.item(i % survivors.height, "date"),
+                2.0,
+                0.0,
+                "test",
+            )
+            for i in action_at
+        ],
+        schema=ACTION_SCHEMA,
+        orient="row",
+    )
+    config = GateConfig(max_spike_days=max_spike_days)
+    every_bar = survivors.with_columns(
+        group=(pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum()
+    )
+
+    near = _outliers_among(_near_large_returns(survivors, config), actions, config).sort("__row")
+    full = _outliers_among(every_bar, actions, config).sort("__row")
+
+    assert near.to_dicts() == full.to_dicts()
