@@ -219,6 +219,9 @@ def main() -> Path:
     same = results["polars"]["runs"][0]["counts"] == results["pandas"]["runs"][0]["counts"]
     print(f"   same clean / quarantined / gap counts in both: {same}")
     speedup = results["pandas"]["best_seconds"] / results["polars"]["best_seconds"]
+    # Shown beside the target's best-against-best ratio, not instead of it: the two sides' run-to-run
+    # noise differs (pandas' runs spread far more), and the medians show how much that moves it.
+    median_speedup = results["pandas"]["median_seconds"] / results["polars"]["median_seconds"]
     pinned = {kind: _summary(one_cpu[kind], rows) for kind in one_cpu}
     one_cpu_speedup = pinned["pandas"]["best_seconds"] / pinned["polars"]["best_seconds"]
     print(
@@ -228,11 +231,15 @@ def main() -> Path:
     polars_rate = results["polars"]["rows_per_second"]
     verdict = {
         "speedup_vs_pandas": round(speedup, 2),
+        "median_speedup_vs_pandas": round(median_speedup, 2),
         "same_counts_in_both": same,
         "meets_rows_per_second_target": polars_rate >= TARGET_ROWS_PER_SECOND,
         "meets_speedup_target": speedup >= TARGET_SPEEDUP,
     }
-    print(f"   speed-up vs pandas: {speedup:.1f}x; targets met: {verdict}")
+    print(
+        f"   speed-up vs pandas: {speedup:.1f}x best against best ({median_speedup:.1f}x median against "
+        f"median); targets met: {verdict}"
+    )
     return write_result(
         "data",
         {

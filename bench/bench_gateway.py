@@ -61,7 +61,14 @@ DAY = "2024-03-05"
 
 
 def _settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, trader_api_key=API_KEY, dry_run=True, **LIMITS)
+    return Settings(
+        database_url=database_url,
+        trader_api_key=API_KEY,
+        dry_run=True,
+        max_order_notional=LIMITS["max_order_notional"],
+        max_position_notional=LIMITS["max_position_notional"],
+        max_gross_exposure=LIMITS["max_gross_exposure"],
+    )
 
 
 def serve(port: int, database_url: str) -> None:

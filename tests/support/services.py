@@ -256,7 +256,7 @@ def redis_server(url: str) -> Iterator[str]:
 class RedisKeySpace:
     """A Redis client plus a key prefix owned by one test; every key under it is deleted afterwards."""
 
-    client: redis.Redis
+    client: redis.Redis[bytes]
     prefix: str
 
     def key(self, name: str) -> str:
