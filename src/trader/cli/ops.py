@@ -204,6 +204,14 @@ def kill(
     console.print(f"circuit breaker TRIPPED: {report.breaker.reason}")
     console.print(f"canceled {sum(r.ok for r in report.canceled)} order(s)")
     console.print(f"closing orders sent for {sum(r.ok for r in report.closed)} position(s)")
+    if report.booked:
+        booked = len(report.booked)
+        console.print(f"{booked} closing order(s) booked to the strategy whose position each closes")
+    if report.unattributed:
+        console.print(
+            f"[yellow]closing orders not matched to one strategy:[/yellow] {', '.join(report.unattributed)} "
+            "(the reconciler books them under its adopt strategy; move them to the right books by hand)"
+        )
     for failure in report.failures:
         console.print(f"[red]failed:[/red] {failure}")
     for line in report.positions_left:

@@ -361,9 +361,8 @@ class Reconciler:
             if client_order_id in known:
                 continue
             with transaction(self._factory) as session:
-                if insert_if_absent(
-                    session, Order, _adopted_values(found, self.config.adopt_strategy), ["client_order_id"]
-                ):
+                values = adopted_order_values(found, self.config.adopt_strategy)
+                if insert_if_absent(session, Order, values, ["client_order_id"]):
                     detail = {
                         "broker_order_id": found.id,
                         "symbol": found.symbol,
@@ -560,13 +559,16 @@ def boot_reconcile(
 # ------------------------------------------------------------------------------------- helpers
 
 
-def _adopted_values(found: BrokerOrder, strategy_id: str) -> dict[str, Any]:
+def adopted_order_values(found: BrokerOrder, strategy_id: str, intent: str = "adopted") -> dict[str, Any]:
+    """The ``orders`` row of a broker order we did not send ourselves, booked under ``strategy_id``:
+    in ``pending_submit`` with nothing filled, so that applying the broker's report and fills (the
+    reconciler's healing, the trade-update stream) moves it on like any order of ours."""
     qty, notional = (found.qty, None) if found.qty is not None else (None, found.notional)
     return {
         "client_order_id": found.client_order_id,
         "strategy_id": strategy_id,
         "trading_date": market_date(found.submitted_at),
-        "intent": "adopted",
+        "intent": intent,
         "symbol": found.symbol.upper(),
         "side": found.side.value,
         "qty": qty,
