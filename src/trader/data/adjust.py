@@ -227,9 +227,9 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
 
 
 def _day_key(symbol_id: str, day: str) -> pl.Expr:
-    """``symbol_id`` and a date in one integer that sorts like the pair (dates within +-2,800 years
-    of 1970)."""
-    return pl.col(symbol_id).cast(pl.Int64) * (1 << 21) + pl.col(day).cast(pl.Int64) + (1 << 20)
+    """``symbol_id`` and a date in one integer that sorts like the pair, for every date: a date is a
+    32-bit day number, so it is shifted to be non-negative and given the low 32 bits."""
+    return pl.col(symbol_id).cast(pl.Int64) * (1 << 32) + pl.col(day).cast(pl.Int64) + (1 << 31)
 
 
 def _same_symbol(

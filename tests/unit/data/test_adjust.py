@@ -275,3 +275,97 @@ def test_adjustment_never_creates_a_jump_at_a_corporate_action(
         assert math.isclose(closes[i] / closes[i - 1], economic[i] / economic[i - 1], rel_tol=1e-9)
     assert column(out, "factor")[-1] == 1.0
     assert column(out, "volume") == pytest.approx([1000.0] * n, rel=1e-12)
+
+
+def _reference_effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    """The previous, join-based way of finding each action's bars (kept here to check the binary
+    search against): the first bar on or after the ex-date by an as-of join per symbol, the last
+    usable close before it by another."""
+    keyed = bars.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
+    usable = keyed.select("symbol", "date", "close").filter(
+        pl.col("close").is_finite() & (pl.col("close") > 0)
+    )
+    closes = usable.filter(
+        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
+        | (pl.col("date") != pl.col("date").shift(1)).fill_null(True)
+    )
+    anchored = (
+        actions.sort("symbol", "ex_date")
+        .join_asof(
+            keyed.select("symbol", pl.col("date").alias("anchor")),
+            left_on="ex_date",
+            right_on="anchor",
+            by="symbol",
+            strategy="forward",
+            check_sortedness=False,
+        )
+        .join_asof(
+            closes.rename({"date": "prev_date", "close": "prev_close"}),
+            left_on="ex_date",
+            right_on="prev_date",
+            by="symbol",
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+    )
+    return anchored.filter(pl.col("anchor").is_not_null()).select(
+        "symbol", "ex_date", "split_ratio", "cash_dividend", "prev_close"
+    )
+
+
+_DAYS = st.sampled_from(
+    [date(1, 1, 1), date(1900, 3, 1), *DAYS, date(2024, 2, 1), date(9999, 12, 31)]  # far dates included
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bar_rows=st.lists(
+        st.tuples(
+            st.sampled_from(["AAA", "BBB", "CCC", None]),
+            st.one_of(st.none(), _DAYS),
+            st.sampled_from([100.0, 50.0, 20.0, float("nan"), float("inf"), 0.0, -1.0, None]),
+        ),
+        max_size=40,
+    ),
+    action_rows=st.lists(
+        st.tuples(
+            st.sampled_from(["AAA", "BBB", "ZZZ"]),
+            _DAYS,
+            st.sampled_from([1.0, 2.0, 0.5]),
+            st.sampled_from([0.0, 0.5]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_each_action_finds_the_same_bars_as_as_of_joins(
+    bar_rows: list[tuple[str | None, date | None, float | None]],
+    action_rows: list[tuple[str, date, float, float]],
+) -> None:
+    # The adjuster finds an action's first bar on or after the ex-date and the last usable close
+    # before it by binary search on a (symbol, date) number; as-of joins per symbol must agree (the
+    # same actions kept, the same multiplier, which a dividend takes from that close), with null
+    # keys, unusable closes, repeated dates and dates from year 1 to 9999 in the bars.
+    from trader.data.adjust import _effective_actions, _normalise_actions
+
+    bars = pl.DataFrame(
+        bar_rows, schema={"symbol": pl.String, "date": pl.Date, "close": pl.Float64}, orient="row"
+    ).sort("symbol", "date", maintain_order=True, nulls_last=True)
+    normalised = _normalise_actions(actions(*action_rows))
+
+    found = _effective_actions(bars, normalised)
+    expected = _reference_effective_actions(bars, normalised)
+
+    split, dividend, previous = pl.col("split_ratio"), pl.col("cash_dividend"), pl.col("prev_close")
+    expected = expected.with_columns(
+        m=(1.0 / split)
+        * pl.when((dividend > 0) & previous.is_not_null())
+        .then(1.0 - dividend / (previous / split))
+        .otherwise(1.0)
+    )
+    columns = ["symbol", "ex_date", "split_ratio", "m"]
+    assert found.select(columns).sort("symbol", "ex_date").rows() == (
+        expected.select(columns).sort("symbol", "ex_date").rows()
+    )

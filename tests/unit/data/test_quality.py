@@ -370,29 +370,48 @@ def key_rules(result: GateResult) -> list[tuple[object, ...]]:
     return sorted(result.quarantined.select("symbol", "date", "rule").iter_rows())
 
 
-@settings(max_examples=150, deadline=None)
+_SYMBOLS = st.sampled_from(["AAA", "BBB", "CCC"])
+#: A day's move, or a spike: ``days`` bars at ``1 + size`` times the level, then back to the level.
+_STEPS = st.one_of(
+    st.tuples(st.just("move"), _SYMBOLS, st.floats(-0.6, 1.5), st.just(0)),
+    st.tuples(st.just("spike"), _SYMBOLS, st.sampled_from([0.5, -0.45, 1.2, 0.31, -0.29]), st.integers(1, 5)),
+)
+
+
+@settings(max_examples=200, deadline=None)
 @given(
-    moves=st.lists(
-        st.tuples(st.sampled_from(["AAA", "BBB", "CCC"]), st.sampled_from([0.0, 0.2, -0.2, 0.5, -0.45, 1.2])),
-        min_size=1,
-        max_size=60,
-    ),
-    action_at=st.lists(st.integers(0, 59), max_size=4),
-    max_spike_days=st.integers(1, 3),
+    steps=st.lists(_STEPS, min_size=1, max_size=80),
+    action_at=st.lists(st.tuples(st.integers(0, 500), st.integers(0, 1)), max_size=6),
+    threshold=st.sampled_from([0.1, 0.2, 0.3, 0.5]),
+    max_spike_days=st.integers(1, 4),
 )
 def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
-    moves: list[tuple[str, float]], action_at: list[int], max_spike_days: int
+    steps: list[tuple[str, str, float, int]],
+    action_at: list[tuple[int, int]],
+    threshold: float,
+    max_spike_days: int,
 ) -> None:
     # The gate runs the spike and jump rules only on the bars around large returns; run on every
-    # bar they must flag the same rows for the same reasons. Moves of 20 % are not large alone but
-    # add up to large returns across the bars left out.
+    # bar they must flag the same rows for the same reasons. Spikes of one to five days, moves near
+    # the threshold, small moves that add up to large returns across the bars left out, and
+    # corporate actions on bar dates and between them (bars are two days apart).
     from trader.data.quality import _near_large_returns, _outliers_among
 
-    closes: dict[str, float] = {}
-    rows = []
-    for position, (symbol, move) in enumerate(moves):
-        closes[symbol] = closes.get(symbol, 100.0) * (1 + move)
-        rows.append((position, symbol, date(2000, 1, 1) + timedelta(days=position), closes[symbol]))
+    levels: dict[str, float] = {}
+    rows: list[tuple[int, str, date, float]] = []
+
+    def bar(symbol: str, close: float) -> None:
+        rows.append((len(rows), symbol, date(2000, 1, 1) + timedelta(days=2 * len(rows)), close))
+
+    for kind, symbol, size, days in steps:
+        level = levels.get(symbol, 100.0)
+        if kind == "move":
+            levels[symbol] = level * (1 + size)
+            bar(symbol, levels[symbol])
+        else:
+            for _ in range(days):
+                bar(symbol, level * (1 + size))
+            bar(symbol, level)
     survivors = pl.DataFrame(
         rows,
         schema={"__row": pl.UInt32, "symbol": pl.String, "date": pl.Date, "close": pl.Float64},
@@ -402,17 +421,17 @@ def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
         [
             (
                 survivors.item(i % survivors.height, "symbol"),
-                survivors.item(i % survivors.height, "date"),
+                survivors.item(i % survivors.height, "date") + timedelta(days=offset),
                 2.0,
                 0.0,
                 "test",
             )
-            for i in action_at
+            for i, offset in action_at
         ],
         schema=ACTION_SCHEMA,
         orient="row",
     )
-    config = GateConfig(max_spike_days=max_spike_days)
+    config = GateConfig(outlier_threshold=threshold, max_spike_days=max_spike_days)
     every_bar = survivors.with_columns(
         group=(pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum()
     )
