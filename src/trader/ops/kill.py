@@ -30,7 +30,7 @@ from trader.broker.base import Broker, BrokerOrder, CancelResult, ClosePositionR
 from trader.broker.errors import BrokerError
 from trader.domain.enums import OrderSide
 from trader.errors import UsageError
-from trader.execution.orders import UnknownOrderError, apply_broker_update
+from trader.execution.orders import OrderConflictError, UnknownOrderError, apply_broker_update
 from trader.execution.sql import insert_if_absent
 from trader.ops.breakers import BreakerStatus, CircuitBreaker, TripReason
 from trader.reconcile.reconciler import adopted_order_values
@@ -120,6 +120,8 @@ def _book_closing_orders(
     stream or the reconciler, like those of any order of ours.
     """
     orders = [r.order for r in closed if r.ok and r.order is not None]
+    booked: list[str] = []
+    unattributed: list[str] = []
     if not orders:
         return (), ()
     try:
@@ -130,8 +132,6 @@ def _book_closing_orders(
         holders: dict[str, list[tuple[str, Decimal]]] = {}
         for strategy_id, symbol, qty in held:
             holders.setdefault(symbol.upper(), []).append((strategy_id, qty))
-        booked: list[str] = []
-        unattributed: list[str] = []
         for order in orders:
             owner = _owner(order, holders.get(order.symbol.upper(), []))
             if owner is None:
@@ -142,9 +142,9 @@ def _book_closing_orders(
                 insert_if_absent(session, Order, values, ["client_order_id"])
                 apply_broker_update(session, order, source=SOURCE)
             booked.append(order.client_order_id)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OrderConflictError) as exc:
+        # What is not booked here is the reconciler's to adopt; the kill itself goes on.
         failures.append(f"booking the closing orders: {type(exc).__name__}: {exc}")
-        return (), ()
     return tuple(booked), tuple(unattributed)
 
 
