@@ -24,12 +24,10 @@ again with all actions.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import polars as pl
 
 from trader.data.bars import PRICE_COLUMNS
-from trader.data.store import sorted_by
+from trader.data.store import sorted_by, symbol_starts
 
 #: Columns :func:`adjust` needs in ``bars`` (extra columns such as ``ingested_at`` are ignored).
 REQUIRED_BAR_COLUMNS = ("symbol", "date", *PRICE_COLUMNS, "volume", "source")
@@ -181,9 +179,9 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
     # Each bar's (symbol, date) as one sortable integer, so that the bars around each ex-date are
     # found by binary search in the sorted bars (a few thousand actions) instead of by joins that
     # hash every bar's symbol text.
-    keyed = keyed.with_columns(
-        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum().alias("symbol_id")
-    ).with_columns(_day_key("symbol_id", "date").alias("key"))
+    keyed = keyed.with_columns(symbol_starts().cum_sum().alias("symbol_id")).with_columns(
+        _day_key("symbol_id", "date").alias("key")
+    )
     symbol_ids = keyed.filter(pl.col("symbol_id") != pl.col("symbol_id").shift(1).fill_null(0))
     ordered = (
         actions.sort("symbol", "ex_date")
@@ -197,8 +195,8 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
     closes = usable.filter((pl.col("key") != pl.col("key").shift(1)).fill_null(True))
     # The first bar on or after the ex-date, and the last usable close strictly before it.
     anchored = ordered.with_columns(
-        _same_symbol(keyed, ordered, side="left", step=0).alias("anchor"),
-        _same_symbol(closes, ordered, side="left", step=-1).alias("previous"),
+        _same_symbol(keyed, ordered, step=0).alias("anchor"),
+        _same_symbol(closes, ordered, step=-1).alias("previous"),
     )
     found = anchored.get_column("previous")
     previous = closes.select(pl.col("date").alias("prev_date"), pl.col("close").alias("prev_close"))
@@ -232,15 +230,13 @@ def _day_key(symbol_id: str, day: str) -> pl.Expr:
     return pl.col(symbol_id).cast(pl.Int64) * (1 << 32) + pl.col(day).cast(pl.Int64) + (1 << 31)
 
 
-def _same_symbol(
-    rows: pl.DataFrame, actions: pl.DataFrame, side: Literal["left", "right"], step: int
-) -> pl.Series:
-    """For each action, the position in ``rows`` (sorted by ``key``) that a binary search for the
-    action's ``key`` finds on ``side``, moved by ``step``; null where that row is not the action's
-    symbol (or there is no such row)."""
+def _same_symbol(rows: pl.DataFrame, actions: pl.DataFrame, step: int) -> pl.Series:
+    """For each action, the position in ``rows`` (sorted by ``key``) of the first row whose key is
+    not below the action's, moved by ``step``; null where that row is not the action's symbol (or
+    there is no such row)."""
     if rows.is_empty():
         return pl.Series(values=[None] * actions.height, dtype=pl.Int64)
-    found = rows.get_column("key").search_sorted(actions.get_column("key").fill_null(0), side=side)
+    found = rows.get_column("key").search_sorted(actions.get_column("key").fill_null(0), side="left")
     position = found.cast(pl.Int64) + step
     symbol_there = rows.get_column("symbol_id").gather(position.clip(0, rows.height - 1))
     return (

@@ -37,6 +37,7 @@ from trader.data.store import (
     QuarantineStore,
     StagedFiles,
     UniverseStore,
+    symbol_starts,
 )
 from trader.errors import TraderError
 from trader.store.db import session_factory, transaction
@@ -296,10 +297,9 @@ def _first_bars(adjusted: pl.DataFrame) -> pl.DataFrame:
     ``adjusted`` is :func:`~trader.data.adjust.adjust`'s output, sorted by symbol and date with
     missing dates last, so the first row of each symbol is its earliest (no grouping needed).
     """
-    first_of_symbol = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
     return (
         adjusted.select("symbol", pl.col("date").alias("start_date"))
-        .filter(pl.col("symbol").is_not_null() & first_of_symbol)
+        .filter(pl.col("symbol").is_not_null() & symbol_starts())
         .drop_nulls("start_date")
     )
 

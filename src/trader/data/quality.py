@@ -44,7 +44,7 @@ import polars as pl
 from trader.data.adjust import action_dates
 from trader.data.bars import ADJ_BAR_SCHEMA, PRICE_COLUMNS, QUARANTINE_SCHEMA, conform, empty, listing_spans
 from trader.data.calendar import TradingCalendar
-from trader.data.store import sorted_by
+from trader.data.store import sorted_by, symbol_starts
 
 #: Stable rule names, in the order they are checked.
 RULES = (
@@ -410,11 +410,7 @@ def _near_large_returns(survivors: pl.DataFrame, config: GateConfig) -> pl.DataF
         frame.gather(positions)
         .with_columns(position)
         .with_columns(
-            (
-                (pl.col("symbol") != pl.col("symbol").shift(1))
-                | (pl.col("position") != pl.col("position").shift(1) + 1)
-            )
-            .fill_null(True)
+            (symbol_starts() | (pl.col("position") != pl.col("position").shift(1) + 1).fill_null(True))
             .cum_sum()
             .alias("group")
         )
@@ -582,7 +578,7 @@ def _gaps(
     numbered = clean.select(
         "symbol",
         calendar.session_positions(clean.get_column("date")).alias("pos"),
-    ).with_columns(new_symbol=(pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True))
+    ).with_columns(new_symbol=symbol_starts())
     holes = (
         numbered.with_columns(hole_first=pl.col("pos").shift(1) + 1, hole_stop=pl.col("pos"))
         .filter(~pl.col("new_symbol") & (pl.col("hole_stop") > pl.col("hole_first")))

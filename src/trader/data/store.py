@@ -273,6 +273,11 @@ def strictly_sorted(frame: pl.DataFrame, key: Sequence[str]) -> bool:
     return sorted_by(frame, key, unique=True)
 
 
+def symbol_starts(column: str = "symbol") -> pl.Expr:
+    """True on the first row of each symbol in a frame sorted by ``column`` (and on the first row)."""
+    return (pl.col(column) != pl.col(column).shift(1)).fill_null(True)
+
+
 def sorted_by(frame: pl.DataFrame, key: Sequence[str], unique: bool = False) -> bool:
     """Whether ``frame`` is sorted ascending by the two columns of ``key`` and has no null in them.
 
@@ -428,8 +433,7 @@ class AdjustedStore:
                 raise ValueError("adjusted bars: more than one row for the same (symbol, date)")
             frame = frame.sort(KEY)
         # Sorted now: the symbols are where the symbol changes (no hashing of every row's text).
-        changes = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
-        replaced = set(frame.filter(changes).get_column("symbol").to_list()) | set(symbols or ())
+        replaced = set(frame.filter(symbol_starts()).get_column("symbol").to_list()) | set(symbols or ())
         if not replaced:
             return StagedFiles([], rows=0)
         wanted = sorted(replaced)
