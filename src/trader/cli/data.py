@@ -94,6 +94,11 @@ def _run_ingest(
     _print_report(report, settings.data_dir)
     if report.online_error:
         console.print(f"[yellow]warning: {report.online_error}[/yellow]")
+    if report.leftovers_removed:
+        console.print(
+            f"removed {report.leftovers_removed} temporary file(s) or folder(s) that an interrupted "
+            "earlier write left in the data dir (never read; no data changed)"
+        )
     return report
 
 

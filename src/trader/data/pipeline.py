@@ -37,6 +37,7 @@ from trader.data.store import (
     QuarantineStore,
     StagedFiles,
     UniverseStore,
+    sweep_leftovers,
     symbol_starts,
 )
 from trader.errors import TraderError
@@ -73,6 +74,8 @@ class IngestReport:
     online_error: str | None = None
     #: Symbols of the batch whose newest clean bar is behind the calendar (or that have none).
     stale_symbols: list[str] = field(default_factory=list)
+    #: Temporary files and staging folders of writers that died mid-write, removed before this ingest.
+    leftovers_removed: int = 0
 
     def as_payload(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -124,6 +127,8 @@ class DataPipeline:
         """
         now = now or datetime.now(UTC)
         timer = _StageTimer(on_stage)
+        # By the file clock, not ``now`` (which a replay or a test may set in the past).
+        leftovers = sweep_leftovers(self.paths, now=time.time())
 
         with timer("fetch"):
             batch = source.fetch(symbols, start, end)
@@ -231,6 +236,7 @@ class DataPipeline:
             seconds=timer.total,
             stage_seconds=timer.stages,
             online_error=online_error,
+            leftovers_removed=len(leftovers),
         )
         if self.engine is not None:
             self._journal(report)

@@ -27,6 +27,7 @@ from trader.data.store import (
     COMPRESSION,
     COMPRESSION_LEVEL,
     NULL_PARTITION,
+    STAGING_PREFIX,
     fsync_file,
     month_folder,
     month_number,
@@ -102,7 +103,7 @@ class PendingRecord:
         # Polars' streaming engine splits and encodes every month in one pass (no copy of the batch
         # per month, no thread per file); the files land in a hidden staging folder first and are
         # then published under the ingest's name, so a crash never leaves a partial file visible.
-        staging = root / f".staging-{file_id}-{uuid.uuid4().hex[:8]}"
+        staging = root / f"{STAGING_PREFIX}{file_id}-{uuid.uuid4().hex[:8]}"
         written: list[Path] = []
         try:
             rows.select(*RAW_BAR_SCHEMA, _MONTH).sink_parquet(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,54 @@ def _temp_name(path: Path) -> Path:
     # Same folder, so the rename is atomic (same file system); a ``.tmp`` suffix and a leading dot so
     # no ``*.parquet`` glob (ours, DuckDB's or a user's) ever picks up a half-written file.
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+#: Prefix of the hidden folder in which the raw recorder stages an ingest's files (see
+#: :class:`~trader.data.raw.PendingRecord`).
+STAGING_PREFIX = ".staging-"
+#: A temporary file or staging folder older than this was left by a writer that died mid-write: a
+#: write takes seconds, so a live writer's files are never this old.
+LEFTOVER_AGE_SECONDS = 3600.0
+
+
+def sweep_leftovers(paths: DataPaths, *, now: float, older_than: float = LEFTOVER_AGE_SECONDS) -> list[Path]:
+    """Remove what writers that died mid-write left under ``paths``: temporary files
+    (``.<name>.<hex>.tmp``) and raw staging folders (``.staging-*``) last modified more than
+    ``older_than`` seconds before ``now`` (a Unix time). Returns what was removed.
+
+    They are never read (every reader skips hidden names), so removing them changes no data; it only
+    stops them from piling up. Younger ones may belong to a writer still at work and are kept.
+    """
+    removed: list[Path] = []
+    for folder in (
+        paths.raw_bars.parent,
+        paths.adjusted_bars.parent,
+        paths.actions.parent,
+        paths.quarantine.parent,
+    ):
+        if not folder.is_dir():
+            continue
+        for leftover in sorted(_hidden_writes(folder)):
+            try:
+                if now - leftover.stat().st_mtime <= older_than:
+                    continue
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
+            except FileNotFoundError:  # its writer finished (or another sweep ran) meanwhile
+                continue
+            removed.append(leftover)
+    return removed
+
+
+def _hidden_writes(folder: Path) -> Iterable[Path]:
+    for parent, dirs, files in os.walk(folder):
+        base = Path(parent)
+        for name in [d for d in dirs if d.startswith(STAGING_PREFIX)]:
+            dirs.remove(name)  # removed whole: nothing inside it to look at
+            yield base / name
+        yield from (base / name for name in files if name.startswith(".") and name.endswith(".tmp"))
 
 
 def fsync_file(path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -37,8 +39,19 @@ def test_synth_then_status_sql_and_idempotent_rerun(
     assert [r[0] for r in rows[1:]] == [f"SYN00{i}" for i in range(6)]
     assert all(int(r[1]) > 100 for r in rows[1:])
 
+    # An earlier write killed mid-way (power cut, kill -9) left its staging folder behind: the next
+    # ingest removes it and says so; the data is unchanged.
+    leftover = tmp_path / "data" / "raw" / "bars" / ".staging-20240102T140000000000Z-0123456789-abcd1234"
+    (leftover / "_month=202301").mkdir(parents=True)
+    (leftover / "_month=202301" / "0.parquet").write_bytes(b"PAR1 half a file")
+    an_hour_and_more_ago = time.time() - 3700
+    os.utime(leftover, (an_hour_and_more_ago, an_hour_and_more_ago))
+
     assert run(["data", "synth", *SMALL]) == 0
-    assert "0 new" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 new" in out
+    assert "removed 1 temporary file(s) or folder(s)" in out
+    assert not leftover.exists()
 
 
 def test_status_is_stale_when_judged_later(capsys: pytest.CaptureFixture[str]) -> None:

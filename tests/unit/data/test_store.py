@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -468,3 +469,44 @@ def test_sorted_by_agrees_with_comparing_every_neighbour(
         sorted_by(frame.with_columns(date=pl.col("date").cast(pl.String)), ("symbol", "date"), unique)
         is expected
     )
+
+
+def test_sweep_removes_only_old_leftovers_of_interrupted_writes(paths: DataPaths) -> None:
+    def made(path: Path, age_seconds: float, folder: bool = False) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            (path / "_month=202401").mkdir(parents=True)
+            (path / "_month=202401" / "0.parquet").write_bytes(b"half")
+        else:
+            path.write_bytes(b"half")
+        os.utime(path, (NOW - age_seconds, NOW - age_seconds))
+        return path
+
+    hour = store_module.LEFTOVER_AGE_SECONDS
+    old = [
+        made(paths.raw_bars / ".staging-20240102T000000Z-abc-1234abcd", hour + 1, folder=True),
+        made(paths.adjusted_bars / "year=2024" / ".data.parquet.0123abcd.tmp", 2 * hour),
+        made(paths.actions.parent / ".corporate_actions.parquet.feed.tmp", 3 * hour),
+        made(paths.quarantine / "year=2024" / ".x.parquet.beef.tmp", 4 * hour),
+    ]
+    kept = [
+        # a writer may still be at work on these
+        made(paths.raw_bars / ".staging-20240102T000001Z-def-5678abcd", hour - 60, folder=True),
+        made(paths.adjusted_bars / "year=2023" / ".data.parquet.4567cdef.tmp", 10),
+        # not a temporary write of ours, however old
+        made(paths.adjusted_bars / "year=2024" / "data.parquet", 5 * hour),
+        made(paths.raw_bars / "month=2024-01" / "20240102T000000Z-abc.parquet", 5 * hour),
+        made(paths.adjusted_bars / ".keep", 5 * hour),
+        made(paths.root / "elsewhere" / ".notes.tmp", 5 * hour),  # outside the data layer's folders
+    ]
+
+    removed = store_module.sweep_leftovers(paths, now=NOW)
+
+    assert sorted(removed) == sorted(old)
+    assert not any(path.exists() for path in old)
+    assert all(path.exists() for path in kept)
+    assert store_module.sweep_leftovers(paths, now=NOW) == []  # idempotent
+    assert store_module.sweep_leftovers(DataPaths(paths.root / "absent"), now=NOW) == []
+
+
+NOW = 1_800_000_000.0
