@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def _worker(kind: str, inputs: Path, out: Path) -> dict[str, Any]:
         pipeline = DataPipeline(DataPaths(out), calendar=calendar)
         source = _Frames(bars, actions, listings)
         loaded_mb = peak_rss_mb()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         report = pipeline.ingest(source, None, START, END, now=datetime(2025, 1, 2, 14, tzinfo=UTC))
         seconds = time.perf_counter() - start
@@ -104,12 +106,19 @@ def _worker(kind: str, inputs: Path, out: Path) -> dict[str, Any]:
 
         session_index = pd.DatetimeIndex(pd.to_datetime(sessions))
         loaded_mb = peak_rss_mb()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         counts = run(bars_pd, actions_pd, session_index, out)
         seconds = time.perf_counter() - start
         stages = {}
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": round(seconds, 4),
+        # CPU time of all threads, in user space and in the kernel, and fresh pages touched: on a VM
+        # the kernel share (mostly first touches of fresh memory) moves a lot from one run to the next.
+        "cpu_user_seconds": round(after.ru_utime - before.ru_utime, 4),
+        "cpu_system_seconds": round(after.ru_stime - before.ru_stime, 4),
+        "page_faults": after.ru_minflt - before.ru_minflt,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_run_mb": round(loaded_mb, 1),
         "counts": counts,
@@ -184,6 +193,9 @@ def _summary(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
         "rows_per_second": round(rows / best),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "peak_rss_over_input_mb": round(max(r["peak_rss_mb"] - r["rss_before_run_mb"] for r in runs), 1),
+        "median_cpu_user_seconds": round(statistics.median(r["cpu_user_seconds"] for r in runs), 4),
+        "median_cpu_system_seconds": round(statistics.median(r["cpu_system_seconds"] for r in runs), 4),
+        "median_page_faults": round(statistics.median(r["page_faults"] for r in runs)),
     }
 
 
@@ -214,7 +226,10 @@ def main() -> Path:
             results[kind] = _summary(runs[kind], rows)
             print(
                 f"   {kind:6s}: best {results[kind]['best_seconds']:.3f}s = "
-                f"{results[kind]['rows_per_second']:,} rows/s, peak RSS {results[kind]['peak_rss_mb']} MB"
+                f"{results[kind]['rows_per_second']:,} rows/s, peak RSS {results[kind]['peak_rss_mb']} MB; "
+                f"median CPU {results[kind]['median_cpu_user_seconds']:.2f}s user + "
+                f"{results[kind]['median_cpu_system_seconds']:.2f}s kernel, "
+                f"{results[kind]['median_page_faults']:,} page faults"
             )
     same = results["polars"]["runs"][0]["counts"] == results["pandas"]["runs"][0]["counts"]
     print(f"   same clean / quarantined / gap counts in both: {same}")

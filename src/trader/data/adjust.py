@@ -86,44 +86,68 @@ def adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
             "symbol", "date", maintain_order=True, nulls_last=True
         )  # stable: repeats keep input order
 
-    events = _effective_actions(frame, _normalise_actions(actions))
+    # Rows without a symbol or date cannot be placed in history; they pass through unadjusted, after
+    # the others, and the quality gate quarantines them (nothing is dropped here).
+    placed = pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
+    unkeyed = frame.filter(~placed) if _has_null_keys(frame) else frame.clear()
+    keyed = _with_keys(frame.filter(placed) if unkeyed.height else frame)
+
+    events = _effective_actions(keyed, _normalise_actions(actions))
     # Cumulative products from the newest action backwards: a bar takes the cumulative values of the
     # first action strictly after it, i.e. the product over every action after it.
-    cumulative = events.sort("symbol", "ex_date").select(
-        "symbol",
-        "ex_date",
-        pl.col("m").cum_prod(reverse=True).over("symbol").alias("factor"),
-        pl.col("split_ratio").cum_prod(reverse=True).over("symbol").alias("split_factor"),
+    cumulative = events.sort("key").select(
+        "symbol_id",
+        "key",
+        pl.col("m").cum_prod(reverse=True).over("symbol_id").alias("factor"),
+        pl.col("split_ratio").cum_prod(reverse=True).over("symbol_id").alias("split_factor"),
     )
-
-    keyed = frame.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
-    joined = keyed.join_asof(
-        cumulative,
-        left_on="date",
-        right_on="ex_date",
-        by="symbol",
-        strategy="forward",
-        allow_exact_matches=False,  # an action on D applies to bars strictly before D
-        check_sortedness=False,  # sorted by (symbol, date) above; Polars cannot check within groups
-    )
-    # Rows without a symbol or date cannot be placed in history; they pass through unadjusted and the
-    # quality gate quarantines them (nothing is dropped here).
-    unkeyed = frame.filter(pl.col("symbol").is_null() | pl.col("date").is_null())
-    if unkeyed.height:
-        joined = pl.concat(
-            [joined, unkeyed.with_columns(ex_date=pl.lit(None, pl.Date), factor=None, split_factor=None)],
-            how="diagonal_relaxed",
-        )
-
-    factor = pl.col("factor").fill_null(1.0)
-    split_factor = pl.col("split_factor").fill_null(1.0)
-    return joined.select(
+    factor, split_factor = pl.col("factor"), pl.col("split_factor")
+    adjusted = pl.concat([keyed, _factors_after(keyed, cumulative)], how="horizontal").select(
         "symbol",
         "date",
         *((pl.col(name) * factor).alias(name) for name in PRICE_COLUMNS),
         (pl.col("volume") * split_factor).alias("volume"),
         factor.alias("factor"),
         "source",
+    )
+    if unkeyed.height:
+        adjusted = pl.concat([adjusted, unkeyed.with_columns(factor=pl.lit(1.0)).select(adjusted.columns)])
+    return adjusted
+
+
+def _has_null_keys(frame: pl.DataFrame) -> bool:
+    return frame.get_column("symbol").has_nulls() or frame.get_column("date").has_nulls()
+
+
+def _with_keys(bars: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` (sorted by symbol and date, no null in either) plus ``symbol_id`` (1, 2, ... in symbol
+    order) and ``key``: the pair as one integer that sorts like it (see :func:`_day_key`)."""
+    return bars.with_columns(symbol_starts().cum_sum().alias("symbol_id")).with_columns(
+        _day_key("symbol_id", "date").alias("key")
+    )
+
+
+def _factors_after(keyed: pl.DataFrame, cumulative: pl.DataFrame) -> pl.DataFrame:
+    """``factor, split_factor`` of each bar of ``keyed``: those of the first action of its symbol
+    strictly after it (an action on D applies to bars strictly before D), 1.0 when there is none.
+
+    One binary search per bar in the few thousand actions' keys: no join that hashes every bar's
+    symbol text.
+    """
+    if cumulative.is_empty():
+        return pl.select(factor=pl.repeat(1.0, keyed.height), split_factor=pl.repeat(1.0, keyed.height))
+    found = cumulative.get_column("key").search_sorted(keyed.get_column("key"), side="right")
+    inside = found.clip(0, cumulative.height - 1)
+    applies = (found < cumulative.height) & (
+        cumulative.get_column("symbol_id").gather(inside) == keyed.get_column("symbol_id")
+    )
+    return (
+        cumulative.select("factor", "split_factor")
+        .gather(inside)
+        .select(
+            pl.when(pl.lit(applies)).then(pl.col(name)).otherwise(1.0).alias(name)
+            for name in ("factor", "split_factor")
+        )
     )
 
 
@@ -167,21 +191,22 @@ def _normalise_actions(actions: pl.DataFrame) -> pl.DataFrame:
 
 
 def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
-    """The actions that fall inside each symbol's bars, with their price multiplier ``m``.
+    """The actions that fall inside each symbol's bars, with their price multiplier ``m`` and their
+    ``symbol_id`` and ``key`` in the numbering of :func:`_with_keys`.
 
-    ``bars`` is sorted by (symbol, date).
+    ``bars`` is sorted by (symbol, date); with ``symbol_id`` and ``key`` already added (and no null
+    symbol or date) when the caller has them.
     """
     if actions.is_empty():
-        return actions.with_columns(m=pl.lit(None, pl.Float64))
-    keyed = bars.select("symbol", "date", "close")
-    if keyed.get_column("symbol").has_nulls() or keyed.get_column("date").has_nulls():
-        keyed = keyed.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
-    # Each bar's (symbol, date) as one sortable integer, so that the bars around each ex-date are
-    # found by binary search in the sorted bars (a few thousand actions) instead of by joins that
-    # hash every bar's symbol text.
-    keyed = keyed.with_columns(symbol_starts().cum_sum().alias("symbol_id")).with_columns(
-        _day_key("symbol_id", "date").alias("key")
-    )
+        return actions.with_columns(
+            m=pl.lit(None, pl.Float64), symbol_id=pl.lit(None, pl.UInt32), key=pl.lit(None, pl.Int64)
+        )
+    if "key" in bars.columns:
+        keyed = bars
+    else:
+        keyed = bars.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
+        keyed = _with_keys(keyed)
+    keyed = keyed.select("symbol", "date", "close", "symbol_id", "key")
     symbol_ids = keyed.filter(pl.col("symbol_id") != pl.col("symbol_id").shift(1).fill_null(0))
     ordered = (
         actions.sort("symbol", "ex_date")
@@ -191,8 +216,11 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
     # The previous close comes from the last earlier bar with a usable close; of a repeated date the
     # first version counts, as the gate keeps the first of identical repeats. ``bars`` is sorted with
     # repeats in input order, so "first" is "key differs from the row before" (cheaper than a hash).
-    usable = keyed.filter(pl.col("close").is_finite() & (pl.col("close") > 0))
-    closes = usable.filter((pl.col("key") != pl.col("key").shift(1)).fill_null(True))
+    usable = keyed.select("date", "close", "symbol_id", "key").filter(
+        pl.col("close").is_finite() & (pl.col("close") > 0)
+    )
+    first_version = (pl.col("key") != pl.col("key").shift(1)).fill_null(True)
+    closes = usable if usable.select(first_version.all()).item() else usable.filter(first_version)
     # The first bar on or after the ex-date, and the last usable close strictly before it.
     anchored = ordered.with_columns(
         _same_symbol(keyed, ordered, step=0).alias("anchor"),
@@ -221,7 +249,7 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
             f"below the previous close {first['prev_close']} (post-split {post_split:.6g}, on "
             f"{first['prev_date']}): the adjustment factor would be <= 0"
         )
-    return effective.select("symbol", "ex_date", "split_ratio", "m")
+    return effective.select("symbol", "ex_date", "split_ratio", "m", "symbol_id", "key")
 
 
 def _day_key(symbol_id: str, day: str) -> pl.Expr:

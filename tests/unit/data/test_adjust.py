@@ -369,3 +369,87 @@ def test_each_action_finds_the_same_bars_as_as_of_joins(
     assert found.select(columns).sort("symbol", "ex_date").rows() == (
         expected.select(columns).sort("symbol", "ex_date").rows()
     )
+
+
+def _reference_adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    """The previous, join-based adjuster (kept here to check the binary search against): each bar
+    takes the cumulative factors of the first action after it by an as-of join per symbol; rows
+    without a symbol or date follow, unadjusted."""
+    from trader.data.adjust import _normalise_actions
+
+    frame = bars.sort("symbol", "date", maintain_order=True, nulls_last=True)
+    events = _reference_effective_actions(frame, _normalise_actions(actions))
+    split, dividend, previous = pl.col("split_ratio"), pl.col("cash_dividend"), pl.col("prev_close")
+    events = events.with_columns(
+        m=(1.0 / split)
+        * pl.when((dividend > 0) & previous.is_not_null())
+        .then(1.0 - dividend / (previous / split))
+        .otherwise(1.0)
+    )
+    cumulative = events.sort("symbol", "ex_date").select(
+        "symbol",
+        "ex_date",
+        pl.col("m").cum_prod(reverse=True).over("symbol").alias("factor"),
+        split.cum_prod(reverse=True).over("symbol").alias("split_factor"),
+    )
+    placed = pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
+    joined = frame.filter(placed).join_asof(
+        cumulative,
+        left_on="date",
+        right_on="ex_date",
+        by="symbol",
+        strategy="forward",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )
+    joined = pl.concat([joined, frame.filter(~placed)], how="diagonal_relaxed")
+    factor, split_factor = pl.col("factor").fill_null(1.0), pl.col("split_factor").fill_null(1.0)
+    return joined.select(
+        "symbol",
+        "date",
+        *((pl.col(name) * factor).alias(name) for name in ("open", "high", "low", "close")),
+        (pl.col("volume") * split_factor).alias("volume"),
+        factor.alias("factor"),
+        "source",
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bar_rows=st.lists(
+        st.tuples(
+            st.sampled_from(["AAA", "BBB", "CCC", None]),
+            st.one_of(st.none(), _DAYS),
+            st.sampled_from([100.0, 50.0, 20.0, float("nan"), float("inf"), 0.0, -1.0, None]),
+            st.sampled_from([1000.0, 0.0, None]),
+        ),
+        max_size=40,
+    ),
+    action_rows=st.lists(
+        st.tuples(
+            st.sampled_from(["AAA", "BBB", "ZZZ"]),
+            _DAYS,
+            st.sampled_from([1.0, 2.0, 0.5, 3.0]),
+            st.sampled_from([0.0, 0.5, 1.25]),
+        ),
+        max_size=6,
+    ),
+)
+def test_every_bar_gets_the_same_factors_as_from_as_of_joins(
+    bar_rows: list[tuple[str | None, date | None, float | None, float | None]],
+    action_rows: list[tuple[str, date, float, float]],
+) -> None:
+    # Each bar finds the first action after it by binary search on its (symbol, date) number; an
+    # as-of join per symbol must give every row the same values, in the same order, with null keys,
+    # unusable closes, repeated dates, actions between bars and outside them, dates from year 1 to
+    # 9999.
+    bars = pl.DataFrame(
+        [(s, d, c, c, c, c, v, "test", None) for s, d, c, v in bar_rows], schema=RAW_BAR_SCHEMA, orient="row"
+    )
+    given_actions = actions(*action_rows)
+
+    found = adjust(bars, given_actions)
+    expected = _reference_adjust(bars, given_actions)
+
+    assert found.schema == expected.schema == ADJ_BAR_SCHEMA
+    assert found.equals(expected, null_equal=True)
