@@ -317,31 +317,43 @@ def _reference_effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> p
 _DAYS = st.sampled_from(
     [date(1, 1, 1), date(1900, 3, 1), *DAYS, date(2024, 2, 1), date(9999, 12, 31)]  # far dates included
 )
+#: ``(symbol, date, close, volume)`` rows with null keys, unusable closes, repeats and far dates.
+_BAR_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["AAA", "BBB", "CCC", None]),
+        st.one_of(st.none(), _DAYS),
+        st.sampled_from([100.0, 50.0, 20.0, float("nan"), float("inf"), 0.0, -1.0, None]),
+        st.sampled_from([1000.0, 0.0, None]),
+    ),
+    max_size=40,
+)
+#: ``(symbol, ex_date, split, dividend)`` rows, some for a symbol without bars, on and between bar dates.
+_ACTION_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["AAA", "BBB", "ZZZ"]),
+        _DAYS,
+        st.sampled_from([1.0, 2.0, 0.5, 3.0]),
+        st.sampled_from([0.0, 0.5, 1.25]),
+    ),
+    max_size=6,
+)
+
+
+def _with_multiplier(events: pl.DataFrame) -> pl.DataFrame:
+    """``events`` with the adjuster's multiplier ``m`` from their split, dividend and previous close."""
+    split, dividend, previous = pl.col("split_ratio"), pl.col("cash_dividend"), pl.col("prev_close")
+    return events.with_columns(
+        m=(1.0 / split)
+        * pl.when((dividend > 0) & previous.is_not_null())
+        .then(1.0 - dividend / (previous / split))
+        .otherwise(1.0)
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    bar_rows=st.lists(
-        st.tuples(
-            st.sampled_from(["AAA", "BBB", "CCC", None]),
-            st.one_of(st.none(), _DAYS),
-            st.sampled_from([100.0, 50.0, 20.0, float("nan"), float("inf"), 0.0, -1.0, None]),
-        ),
-        max_size=40,
-    ),
-    action_rows=st.lists(
-        st.tuples(
-            st.sampled_from(["AAA", "BBB", "ZZZ"]),
-            _DAYS,
-            st.sampled_from([1.0, 2.0, 0.5]),
-            st.sampled_from([0.0, 0.5]),
-        ),
-        min_size=1,
-        max_size=6,
-    ),
-)
+@given(bar_rows=_BAR_ROWS, action_rows=_ACTION_ROWS)
 def test_each_action_finds_the_same_bars_as_as_of_joins(
-    bar_rows: list[tuple[str | None, date | None, float | None]],
+    bar_rows: list[tuple[str | None, date | None, float | None, float | None]],
     action_rows: list[tuple[str, date, float, float]],
 ) -> None:
     # The adjuster finds an action's first bar on or after the ex-date and the last usable close
@@ -351,20 +363,16 @@ def test_each_action_finds_the_same_bars_as_as_of_joins(
     from trader.data.adjust import _effective_actions, _normalise_actions
 
     bars = pl.DataFrame(
-        bar_rows, schema={"symbol": pl.String, "date": pl.Date, "close": pl.Float64}, orient="row"
+        bar_rows,
+        schema={"symbol": pl.String, "date": pl.Date, "close": pl.Float64, "volume": pl.Float64},
+        orient="row",
     ).sort("symbol", "date", maintain_order=True, nulls_last=True)
     normalised = _normalise_actions(actions(*action_rows))
 
     found = _effective_actions(bars, normalised)
     expected = _reference_effective_actions(bars, normalised)
 
-    split, dividend, previous = pl.col("split_ratio"), pl.col("cash_dividend"), pl.col("prev_close")
-    expected = expected.with_columns(
-        m=(1.0 / split)
-        * pl.when((dividend > 0) & previous.is_not_null())
-        .then(1.0 - dividend / (previous / split))
-        .otherwise(1.0)
-    )
+    expected = _with_multiplier(expected)
     columns = ["symbol", "ex_date", "split_ratio", "m"]
     assert found.select(columns).sort("symbol", "ex_date").rows() == (
         expected.select(columns).sort("symbol", "ex_date").rows()
@@ -378,19 +386,12 @@ def _reference_adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame
     from trader.data.adjust import _normalise_actions
 
     frame = bars.sort("symbol", "date", maintain_order=True, nulls_last=True)
-    events = _reference_effective_actions(frame, _normalise_actions(actions))
-    split, dividend, previous = pl.col("split_ratio"), pl.col("cash_dividend"), pl.col("prev_close")
-    events = events.with_columns(
-        m=(1.0 / split)
-        * pl.when((dividend > 0) & previous.is_not_null())
-        .then(1.0 - dividend / (previous / split))
-        .otherwise(1.0)
-    )
+    events = _with_multiplier(_reference_effective_actions(frame, _normalise_actions(actions)))
     cumulative = events.sort("symbol", "ex_date").select(
         "symbol",
         "ex_date",
         pl.col("m").cum_prod(reverse=True).over("symbol").alias("factor"),
-        split.cum_prod(reverse=True).over("symbol").alias("split_factor"),
+        pl.col("split_ratio").cum_prod(reverse=True).over("symbol").alias("split_factor"),
     )
     placed = pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
     joined = frame.filter(placed).join_asof(
@@ -415,26 +416,7 @@ def _reference_adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    bar_rows=st.lists(
-        st.tuples(
-            st.sampled_from(["AAA", "BBB", "CCC", None]),
-            st.one_of(st.none(), _DAYS),
-            st.sampled_from([100.0, 50.0, 20.0, float("nan"), float("inf"), 0.0, -1.0, None]),
-            st.sampled_from([1000.0, 0.0, None]),
-        ),
-        max_size=40,
-    ),
-    action_rows=st.lists(
-        st.tuples(
-            st.sampled_from(["AAA", "BBB", "ZZZ"]),
-            _DAYS,
-            st.sampled_from([1.0, 2.0, 0.5, 3.0]),
-            st.sampled_from([0.0, 0.5, 1.25]),
-        ),
-        max_size=6,
-    ),
-)
+@given(bar_rows=_BAR_ROWS, action_rows=_ACTION_ROWS)
 def test_every_bar_gets_the_same_factors_as_from_as_of_joins(
     bar_rows: list[tuple[str | None, date | None, float | None, float | None]],
     action_rows: list[tuple[str, date, float, float]],
