@@ -116,8 +116,9 @@ def _worker(kind: str, inputs: Path, out: Path) -> dict[str, Any]:
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": round(seconds, 4),
-        # CPU time of all threads, in user space and in the kernel, and fresh pages touched: on a VM
-        # the kernel share (mostly first touches of fresh memory) moves a lot from one run to the next.
+        # CPU time of all threads, in user space and in the kernel, and page faults (each maps one
+        # fresh 4 KB page, or 2 MB where a huge page is used, as NumPy asks for): on a VM the kernel
+        # share (mostly first touches of fresh memory) moves a lot from one run to the next.
         "cpu_user_seconds": round(after.ru_utime - before.ru_utime, 4),
         "cpu_system_seconds": round(after.ru_stime - before.ru_stime, 4),
         "page_faults": after.ru_minflt - before.ru_minflt,

@@ -9,9 +9,11 @@ database, the online store refreshed when Redis is configured, and one ``data_in
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -49,6 +51,33 @@ StageCallback = Callable[[str], None]
 
 class DataError(TraderError):
     """An ingest refused its input as a whole (e.g. an impossible corporate action)."""
+
+
+class IngestBusyError(DataError):
+    """Another ingest is writing to the same ``DATA_DIR``."""
+
+
+#: Held (``flock``) by the ingest writing to a ``DATA_DIR``; the file itself stays and means nothing.
+LOCK_FILE = ".ingest.lock"
+
+
+@contextmanager
+def exclusive_ingest(paths: DataPaths) -> Iterator[None]:
+    """Hold the ``DATA_DIR``'s ingest lock, or raise :class:`IngestBusyError` at once if another
+    ingest (in this process or another) holds it. The operating system releases the lock when its
+    holder exits, so a killed ingest never leaves the data dir locked."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with (paths.root / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IngestBusyError(
+                f"another ingest is writing to {paths.root}; run this one again when it has finished"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @dataclass
@@ -124,11 +153,38 @@ class DataPipeline:
         :class:`~trader.data.freshness.StalenessError` after the raw rows are recorded (raw keeps
         everything received) but before anything else changes: no corporate action, listing,
         adjusted bar, quarantine row or gap is stored.
+
+        One ingest at a time writes to a ``DATA_DIR``: a second one started meanwhile (another
+        process, a cron job running late) raises :class:`IngestBusyError` before it reads anything,
+        instead of rewriting the same year files and losing one of the two ingests' changes.
         """
+        with exclusive_ingest(self.paths):
+            leftovers = sweep_leftovers(self.paths, now=time.time())  # file times are wall-clock times
+            return self._ingest(
+                source,
+                symbols,
+                start,
+                end,
+                now=now,
+                require_fresh=require_fresh,
+                on_stage=on_stage,
+                leftovers_removed=len(leftovers),
+            )
+
+    def _ingest(
+        self,
+        source: BarSource,
+        symbols: Sequence[str] | None,
+        start: date,
+        end: date,
+        *,
+        now: datetime | None,
+        require_fresh: bool,
+        on_stage: StageCallback | None,
+        leftovers_removed: int,
+    ) -> IngestReport:
         now = now or datetime.now(UTC)
         timer = _StageTimer(on_stage)
-        # By the file clock, not ``now`` (which a replay or a test may set in the past).
-        leftovers = sweep_leftovers(self.paths, now=time.time())
 
         with timer("fetch"):
             batch = source.fetch(symbols, start, end)
@@ -236,7 +292,7 @@ class DataPipeline:
             seconds=timer.total,
             stage_seconds=timer.stages,
             online_error=online_error,
-            leftovers_removed=len(leftovers),
+            leftovers_removed=leftovers_removed,
         )
         if self.engine is not None:
             self._journal(report)

@@ -159,7 +159,8 @@ def _latest(frame: pl.LazyFrame) -> pl.LazyFrame:
 class RawRecorder:
     """Append-only, month-partitioned Parquet record of every bar received.
 
-    One writer per ``DATA_DIR`` at a time (the pipeline's job): two concurrent recorders cannot
+    One writer per ``DATA_DIR`` at a time (the pipeline holds a lock for it: see
+    :func:`~trader.data.pipeline.exclusive_ingest`): two concurrent recorders used without it cannot
     clobber each other's files, but both may append the same new rows; ``latest_only`` then returns
     the later copy, with identical values.
     """

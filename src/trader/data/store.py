@@ -13,8 +13,11 @@ per row, day or symbol.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,7 @@ NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 UNKNOWN_SOURCE = "unknown"
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 #: Parquet compression of every file the data layer writes. LZ4: encoding is a third of an ingest's
 #: CPU time, and LZ4 writes bar data ~25 % faster than zstd level 1 for files ~40 % larger (zstd at
@@ -79,51 +83,61 @@ def _temp_name(path: Path) -> Path:
 
 
 #: Prefix of the hidden folder in which the raw recorder stages an ingest's files (see
-#: :class:`~trader.data.raw.PendingRecord`).
+#: :class:`~trader.data.raw.PendingRecord`): ``.staging-<ingest id>-<8 hex digits>``.
 STAGING_PREFIX = ".staging-"
 #: A temporary file or staging folder older than this was left by a writer that died mid-write: a
 #: write takes seconds, so a live writer's files are never this old.
 LEFTOVER_AGE_SECONDS = 3600.0
+_TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # what _temp_name makes
+_STAGING_FOLDER = re.compile(re.escape(STAGING_PREFIX) + r".+-[0-9a-f]{8}")
 
 
 def sweep_leftovers(paths: DataPaths, *, now: float, older_than: float = LEFTOVER_AGE_SECONDS) -> list[Path]:
-    """Remove what writers that died mid-write left under ``paths``: temporary files
-    (``.<name>.<hex>.tmp``) and raw staging folders (``.staging-*``) last modified more than
-    ``older_than`` seconds before ``now`` (a Unix time). Returns what was removed.
+    """Remove what writers that died mid-write left under ``paths``: temporary files named as
+    :func:`_temp_name` names them (``.<name>.<32 hex digits>.tmp``) in the raw, adjusted, reference
+    and quality folders, and staging folders (``.staging-<id>-<8 hex digits>``) directly in the raw
+    bars folder, last modified more than ``older_than`` seconds before ``now`` (Unix time). Returns
+    what was removed.
 
-    They are never read (every reader skips hidden names), so removing them changes no data; it only
-    stops them from piling up. Younger ones may belong to a writer still at work and are kept.
+    Leftovers are never read (every reader skips hidden names), so removing them changes no data; it
+    only stops them from piling up. The caller holds the ingest lock, so no writer of ours is at work;
+    the age test is a second guard. Symbolic links are never followed or removed (we make none), and
+    an entry that cannot be removed is logged and left: cleaning up never blocks an ingest.
     """
+    candidates = [
+        entry
+        for folder in (
+            paths.raw_bars.parent,
+            paths.adjusted_bars.parent,
+            paths.actions.parent,
+            paths.quarantine.parent,
+        )
+        for entry in _temp_files(folder)
+    ]
+    if paths.raw_bars.is_dir():
+        candidates += [entry for entry in paths.raw_bars.iterdir() if _STAGING_FOLDER.fullmatch(entry.name)]
     removed: list[Path] = []
-    for folder in (
-        paths.raw_bars.parent,
-        paths.adjusted_bars.parent,
-        paths.actions.parent,
-        paths.quarantine.parent,
-    ):
-        if not folder.is_dir():
-            continue
-        for leftover in sorted(_hidden_writes(folder)):
-            try:
-                if now - leftover.stat().st_mtime <= older_than:
-                    continue
-                if leftover.is_dir():
-                    shutil.rmtree(leftover)
-                else:
-                    leftover.unlink()
-            except FileNotFoundError:  # its writer finished (or another sweep ran) meanwhile
+    for leftover in sorted(candidates):
+        try:
+            status = leftover.lstat()
+            if stat.S_ISLNK(status.st_mode) or now - status.st_mtime <= older_than:
                 continue
-            removed.append(leftover)
+            if stat.S_ISDIR(status.st_mode):
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        except OSError as exc:
+            _log.warning("could not remove leftover %s: %s", leftover, exc)
+            continue
+        removed.append(leftover)
     return removed
 
 
-def _hidden_writes(folder: Path) -> Iterable[Path]:
-    for parent, dirs, files in os.walk(folder):
-        base = Path(parent)
-        for name in [d for d in dirs if d.startswith(STAGING_PREFIX)]:
-            dirs.remove(name)  # removed whole: nothing inside it to look at
-            yield base / name
-        yield from (base / name for name in files if name.startswith(".") and name.endswith(".tmp"))
+def _temp_files(folder: Path) -> Iterable[Path]:
+    for parent, _dirs, files in os.walk(folder):  # does not descend into linked folders
+        yield from (Path(parent) / name for name in files if _TEMP_FILE.fullmatch(name))
 
 
 def fsync_file(path: Path) -> None:

@@ -19,7 +19,7 @@ from trader.data.features import latest_features
 from trader.data.freshness import StalenessError
 from trader.data.online import OnlineStore
 from trader.data.paths import DataPaths
-from trader.data.pipeline import DataPipeline
+from trader.data.pipeline import DataPipeline, IngestBusyError, exclusive_ingest
 from trader.data.sources import SourceError, SourceHealth
 from trader.data.sources.csv_source import CsvSource
 from trader.data.sources.failover import FailoverSource
@@ -229,6 +229,21 @@ def test_nothing_from_the_source_is_an_error(market: SyntheticSource, tmp_path: 
     with pytest.raises(SourceError, match="returned no bars for NOPE"):
         pipeline.ingest(market, ["NOPE"], START, END)
     assert pipeline.raw.files() == []
+
+
+def test_a_second_ingest_into_the_same_data_dir_is_refused_while_one_runs(
+    market: SyntheticSource, tmp_path: Path
+) -> None:
+    paths = DataPaths(tmp_path / "data")
+    pipeline = DataPipeline(paths)
+    # Another pipeline on the same DATA_DIR, as another process would be, holds the lock.
+    with exclusive_ingest(DataPaths(tmp_path / "data")):
+        with pytest.raises(IngestBusyError, match="another ingest is writing to"):
+            pipeline.ingest(market, ["SYN000"], START, END, now=AFTER_END)
+        assert pipeline.raw.files() == []  # refused before anything was read or written
+        # A different DATA_DIR is not held up.
+        assert DataPipeline(DataPaths(tmp_path / "other")).ingest(market, ["SYN000"], START, END).clean_rows
+    assert pipeline.ingest(market, ["SYN000"], START, END, now=AFTER_END).clean_rows  # released
 
 
 @pytest.mark.redis

@@ -107,6 +107,15 @@ def test_several_dividends_each_use_their_own_previous_close() -> None:
     assert column(out, "factor") == pytest.approx([0.9801, 0.9801, 0.99, 0.99, 1.0], rel=1e-14)
 
 
+def test_of_a_repeated_date_the_first_version_gives_the_previous_close() -> None:
+    # Two versions of 3 Jan (100, then 50): the gate keeps the first of a repeat, so the dividend on
+    # 4 Jan is measured against 100 (1 - 1/100), not 50 (1 - 1/50).
+    bars = raw_bars([100.0, 100.0, 50.0, 60.0], days=[DAYS[0], DAYS[1], DAYS[1], DAYS[2]])
+    out = adjust(bars, actions(("AAA", DAYS[2], 1.0, 1.0)))
+    assert column(out, "factor") == pytest.approx([0.99, 0.99, 0.99, 1.0], rel=1e-14)
+    assert column(out, "close") == pytest.approx([99.0, 99.0, 49.5, 60.0], rel=1e-14)
+
+
 def test_action_on_a_missing_day_applies_to_the_bars_before_it() -> None:
     days = [DAYS[0], DAYS[1], DAYS[3], DAYS[4]]  # no bar on DAYS[2] (a halt)
     bars = raw_bars([100.0, 100.0, 49.0, 50.0], days=days)

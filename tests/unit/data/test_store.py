@@ -471,7 +471,7 @@ def test_sorted_by_agrees_with_comparing_every_neighbour(
     )
 
 
-def test_sweep_removes_only_old_leftovers_of_interrupted_writes(paths: DataPaths) -> None:
+def test_sweep_removes_only_old_leftovers_of_interrupted_writes(paths: DataPaths, tmp_path: Path) -> None:
     def made(path: Path, age_seconds: float, folder: bool = False) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         if folder:
@@ -482,31 +482,66 @@ def test_sweep_removes_only_old_leftovers_of_interrupted_writes(paths: DataPaths
         os.utime(path, (NOW - age_seconds, NOW - age_seconds))
         return path
 
-    hour = store_module.LEFTOVER_AGE_SECONDS
+    hour, hex32 = store_module.LEFTOVER_AGE_SECONDS, "0123456789abcdef" * 2
     old = [
-        made(paths.raw_bars / ".staging-20240102T000000Z-abc-1234abcd", hour + 1, folder=True),
-        made(paths.adjusted_bars / "year=2024" / ".data.parquet.0123abcd.tmp", 2 * hour),
-        made(paths.actions.parent / ".corporate_actions.parquet.feed.tmp", 3 * hour),
-        made(paths.quarantine / "year=2024" / ".x.parquet.beef.tmp", 4 * hour),
+        made(paths.raw_bars / ".staging-20240102T000000000000Z-0123456789-1234abcd", hour + 1, folder=True),
+        made(paths.adjusted_bars / "year=2024" / f".data.parquet.{hex32}.tmp", 2 * hour),
+        made(paths.actions.parent / f".corporate_actions.parquet.{hex32}.tmp", 3 * hour),
+        made(paths.quarantine / "year=2024" / f".x.parquet.{hex32}.tmp", 4 * hour),
     ]
+    users = tmp_path / "users-own"
+    users.mkdir()
+    (users / "keep.txt").write_text("mine")
+    link = paths.raw_bars / ".staging-20240102T000000000000Z-0123456789-5678abcd"
+    link.symlink_to(users, target_is_directory=True)
+    os.utime(link, (NOW - 5 * hour, NOW - 5 * hour), follow_symlinks=False)
     kept = [
         # a writer may still be at work on these
-        made(paths.raw_bars / ".staging-20240102T000001Z-def-5678abcd", hour - 60, folder=True),
-        made(paths.adjusted_bars / "year=2023" / ".data.parquet.4567cdef.tmp", 10),
+        made(paths.raw_bars / ".staging-20240102T000001000000Z-0123456789-9abcdef0", hour - 60, folder=True),
+        made(paths.adjusted_bars / "year=2023" / f".data.parquet.{hex32}.tmp", 10),
         # not a temporary write of ours, however old
         made(paths.adjusted_bars / "year=2024" / "data.parquet", 5 * hour),
         made(paths.raw_bars / "month=2024-01" / "20240102T000000Z-abc.parquet", 5 * hour),
+        made(paths.actions.parent / ".my-notes.tmp", 5 * hour),
         made(paths.adjusted_bars / ".keep", 5 * hour),
-        made(paths.root / "elsewhere" / ".notes.tmp", 5 * hour),  # outside the data layer's folders
+        made(
+            paths.raw_bars / "month=2024-01" / ".staging-20240102T000000000000Z-0123456789-1234abcd", 5 * hour
+        ),
+        made(paths.root / "elsewhere" / f".notes.{hex32}.tmp", 5 * hour),  # outside the data folders
+        link,  # a link is neither followed nor removed
+        users / "keep.txt",
     ]
 
     removed = store_module.sweep_leftovers(paths, now=NOW)
 
     assert sorted(removed) == sorted(old)
     assert not any(path.exists() for path in old)
-    assert all(path.exists() for path in kept)
+    assert all(path.is_symlink() or path.exists() for path in kept)
     assert store_module.sweep_leftovers(paths, now=NOW) == []  # idempotent
     assert store_module.sweep_leftovers(DataPaths(paths.root / "absent"), now=NOW) == []
+
+
+def test_a_leftover_that_cannot_be_removed_is_logged_and_the_rest_still_swept(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hex32 = "f" * 32
+    stuck = paths.adjusted_bars / "year=2023" / f".data.parquet.{hex32}.tmp"
+    other = paths.adjusted_bars / "year=2024" / f".data.parquet.{hex32}.tmp"
+    for path in (stuck, other):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half")
+        os.utime(path, (NOW - 7200, NOW - 7200))
+    unlink = Path.unlink
+
+    def refuse_one(self: Path, missing_ok: bool = False) -> None:
+        if self == stuck:
+            raise PermissionError(13, "Permission denied", str(self))
+        unlink(self, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse_one)
+    assert store_module.sweep_leftovers(paths, now=NOW) == [other]
+    assert stuck.exists() and not other.exists()
+    assert "could not remove leftover" in caplog.text and "Permission denied" in caplog.text
 
 
 NOW = 1_800_000_000.0
