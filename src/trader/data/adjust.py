@@ -194,19 +194,14 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
     """The actions that fall inside each symbol's bars, with their price multiplier ``m`` and their
     ``symbol_id`` and ``key`` in the numbering of :func:`_with_keys`.
 
-    ``bars`` is sorted by (symbol, date); with ``symbol_id`` and ``key`` already added (and no null
-    symbol or date) when the caller has them.
+    ``bars`` is :func:`_with_keys`'s output: sorted by (symbol, date), no null in either, with
+    ``symbol_id`` and ``key``.
     """
     if actions.is_empty():
         return actions.with_columns(
             m=pl.lit(None, pl.Float64), symbol_id=pl.lit(None, pl.UInt32), key=pl.lit(None, pl.Int64)
         )
-    if "key" in bars.columns:
-        keyed = bars
-    else:
-        keyed = bars.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
-        keyed = _with_keys(keyed)
-    keyed = keyed.select("symbol", "date", "close", "symbol_id", "key")
+    keyed = bars.select("symbol", "date", "close", "symbol_id", "key")
     symbol_ids = keyed.filter(pl.col("symbol_id") != pl.col("symbol_id").shift(1).fill_null(0))
     ordered = (
         actions.sort("symbol", "ex_date")

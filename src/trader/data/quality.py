@@ -400,15 +400,15 @@ def _near_large_returns(survivors: pl.DataFrame, config: GateConfig) -> pl.DataF
     bars in between were left out, so no lookup reaches a bar that is not its true neighbour.
     """
     frame = survivors.select(_ROW, "symbol", "date", "close")
-    same_symbol = (pl.col("symbol") == pl.col("symbol").shift(1)).fill_null(False)
-    large = same_symbol & ((pl.col("close") / pl.col("close").shift(1) - 1).abs() > config.outlier_threshold)
+    large = ~symbol_starts() & (
+        (pl.col("close") / pl.col("close").shift(1) - 1).abs() > config.outlier_threshold
+    )
     at_large = frame.select(large.fill_null(False).arg_true().cast(pl.Int64)).to_series()
     around = pl.concat([at_large + offset for offset in range(-1, config.max_spike_days)]).unique().sort()
-    positions = around.filter((around >= 0) & (around < frame.height))
-    position = pl.Series("position", positions)
+    positions = around.filter((around >= 0) & (around < frame.height)).alias("position")
     return (
         frame.gather(positions)
-        .with_columns(position)
+        .with_columns(positions)
         .with_columns(
             (symbol_starts() | (pl.col("position") != pl.col("position").shift(1) + 1).fill_null(True))
             .cum_sum()

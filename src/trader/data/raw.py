@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -27,7 +26,6 @@ from trader.data.store import (
     COMPRESSION,
     COMPRESSION_LEVEL,
     NULL_PARTITION,
-    STAGING_PREFIX,
     fsync_file,
     month_folder,
     month_number,
@@ -36,6 +34,7 @@ from trader.data.store import (
     parquet_files,
     publish_new,
     scan,
+    staging_folder,
     strictly_sorted,
 )
 
@@ -103,7 +102,7 @@ class PendingRecord:
         # Polars' streaming engine splits and encodes every month in one pass (no copy of the batch
         # per month, no thread per file); the files land in a hidden staging folder first and are
         # then published under the ingest's name, so a crash never leaves a partial file visible.
-        staging = root / f"{STAGING_PREFIX}{file_id}-{uuid.uuid4().hex[:8]}"
+        staging = staging_folder(root, file_id)
         written: list[Path] = []
         try:
             rows.select(*RAW_BAR_SCHEMA, _MONTH).sink_parquet(

@@ -82,14 +82,17 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
-#: Prefix of the hidden folder in which the raw recorder stages an ingest's files (see
-#: :class:`~trader.data.raw.PendingRecord`): ``.staging-<ingest id>-<8 hex digits>``.
-STAGING_PREFIX = ".staging-"
+def staging_folder(root: Path, file_id: str) -> Path:
+    """A new hidden folder name under ``root`` in which the raw recorder stages an ingest's files
+    (see :class:`~trader.data.raw.PendingRecord`): ``.staging-<ingest id>-<8 hex digits>``."""
+    return root / f".staging-{file_id}-{uuid.uuid4().hex[:8]}"
+
+
 #: A temporary file or staging folder older than this was left by a writer that died mid-write: a
 #: write takes seconds, so a live writer's files are never this old.
 LEFTOVER_AGE_SECONDS = 3600.0
 _TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # what _temp_name makes
-_STAGING_FOLDER = re.compile(re.escape(STAGING_PREFIX) + r".+-[0-9a-f]{8}")
+_STAGING_FOLDER = re.compile(r"\.staging-.+-[0-9a-f]{8}")  # what staging_folder makes
 
 
 def sweep_leftovers(paths: DataPaths, *, now: float, older_than: float = LEFTOVER_AGE_SECONDS) -> list[Path]:

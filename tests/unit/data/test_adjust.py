@@ -369,7 +369,7 @@ def test_each_action_finds_the_same_bars_as_as_of_joins(
     # before it by binary search on a (symbol, date) number; as-of joins per symbol must agree (the
     # same actions kept, the same multiplier, which a dividend takes from that close), with null
     # keys, unusable closes, repeated dates and dates from year 1 to 9999 in the bars.
-    from trader.data.adjust import _effective_actions, _normalise_actions
+    from trader.data.adjust import _effective_actions, _normalise_actions, _with_keys
 
     bars = pl.DataFrame(
         bar_rows,
@@ -378,7 +378,8 @@ def test_each_action_finds_the_same_bars_as_as_of_joins(
     ).sort("symbol", "date", maintain_order=True, nulls_last=True)
     normalised = _normalise_actions(actions(*action_rows))
 
-    found = _effective_actions(bars, normalised)
+    placed = bars.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
+    found = _effective_actions(_with_keys(placed), normalised)
     expected = _reference_effective_actions(bars, normalised)
 
     expected = _with_multiplier(expected)
