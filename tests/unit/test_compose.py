@@ -310,3 +310,39 @@ def test_grafana_datasource_points_at_prometheus(compose: dict[str, Any]) -> Non
     assert [d["type"] for d in datasources] == ["prometheus"]
     assert datasources[0]["url"] == "http://prometheus:9090"
     assert "prometheus" in compose["services"]["grafana"]["depends_on"]
+
+
+def test_prometheus_scrapes_the_gateway_with_the_services_api_key(compose: dict[str, Any]) -> None:
+    config = _load_yaml(ROOT / "infra" / "prometheus" / "prometheus.yml")
+    [gateway_job] = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
+    assert gateway_job["metrics_path"] == "/metrics"
+    authorization = gateway_job["authorization"]
+    assert authorization["type"] == "Bearer"
+    mounted = {c["target"]: c["source"] for c in compose["services"]["prometheus"]["configs"]}
+    source = mounted[authorization["credentials_file"]]
+    key_file = compose["configs"][source]["content"]
+    assert key_file == compose["services"]["gateway"]["environment"]["TRADER_API_KEY"]
+    assert _interpolate(key_file)  # a key even with an empty environment
+
+
+def _dashboard_metric_names(dashboard: dict[str, Any]) -> set[str]:
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    names = {name for expr in exprs for name in re.findall(r"\btrader_[a-z_]+", expr)}
+    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
+
+
+def test_the_grafana_dashboard_charts_only_metrics_the_gateway_exports() -> None:
+    from trader.observability.metrics import READ_ERRORS, STATE_METRICS, GatewayMetrics
+
+    folder = ROOT / "infra" / "grafana" / "provisioning" / "dashboards"
+    provider = _load_yaml(folder / "trader.yml")["providers"][0]
+    assert provider["options"]["path"] == "/etc/grafana/provisioning/dashboards"  # where compose mounts it
+    dashboard = json.loads((folder / "trader-gateway.json").read_text(encoding="utf-8"))
+    counted = {family.name for family in GatewayMetrics().registry.collect()}
+    exported = counted | set(STATE_METRICS) | {READ_ERRORS}
+    charted = _dashboard_metric_names(dashboard)
+    assert charted <= exported, f"the dashboard charts metrics nobody exports: {sorted(charted - exported)}"
+    # what the seed plan asks the dashboards to show: latency, error rate, slippage, fill %
+    assert {"trader_http_request_duration_seconds", "trader_http_requests", "trader_fill_slippage_dollars",
+            "trader_trade_updates"} <= charted  # fmt: skip
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])

@@ -14,6 +14,7 @@ runs it with uvicorn. Routes (JSON; see ``docs/gateway.md``):
 - ``POST /webhooks/trade-updates`` — one Alpaca ``trade_updates`` ``data`` object, applied exactly once
   (a repeat is harmless).
 - ``GET /health`` — no key needed: database and broker reachable, stream connected, version.
+- ``GET /metrics`` — Prometheus metrics (:mod:`trader.observability.metrics`).
 
 Every route but ``/health`` needs the API key (``TRADER_API_KEY``) in ``X-API-Key`` or
 ``Authorization: Bearer``, compared in constant time; without it the answer is 401, even for a
@@ -68,6 +69,13 @@ from trader.execution.snapshots import (
     default_trading_date,
 )
 from trader.execution.state_machine import OPEN_BROKER
+from trader.observability.metrics import (
+    CONTENT_TYPE_LATEST,
+    GatewayMetrics,
+    GatewayStateCollector,
+    RequestMetricsMiddleware,
+    render,
+)
 from trader.ops.breakers import CircuitBreaker, breaker_from_settings
 from trader.portfolio.ledger import FillConflictError, FillResult, InvalidFillError
 from trader.risk.checks import RiskOptions
@@ -413,6 +421,7 @@ class Gateway:
     risk_inputs: RiskInputsProvider
     consumer: TradeUpdateConsumer | None
     clock: Callable[[], datetime]
+    metrics: GatewayMetrics
     #: Set once the boot reconciliation finished (at once without a broker): no order before that.
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -697,6 +706,11 @@ def _routes(gateway: Gateway, api_key: str, app: FastAPI) -> APIRouter:
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
+    @router.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus' text format (see docs/observability.md); scrape it with the key as a Bearer token."""
+        return Response(render(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     return router
 
 
@@ -813,8 +827,9 @@ def create_gateway_app(
     owns_engine = engine is None
     db = engine if engine is not None else make_engine(settings.database_url)
     breaker = breaker if breaker is not None else breaker_from_settings(settings, db)
+    metrics = GatewayMetrics()
     service = ExecutionService(
-        db, broker, settings, risk_options=risk_options, source="gateway", breaker=breaker
+        db, broker, settings, risk_options=risk_options, source="gateway", breaker=breaker, metrics=metrics
     )
     consumer = (
         TradeUpdateConsumer(broker, service, db, resync_interval=stream_resync_seconds)
@@ -829,7 +844,9 @@ def create_gateway_app(
         risk_inputs=risk_inputs,
         consumer=consumer,
         clock=clock or (lambda: datetime.now(UTC)),
+        metrics=metrics,
     )
+    metrics.registry.register(GatewayStateCollector(gateway))
 
     stop_reconciling = threading.Event()
 
@@ -861,6 +878,7 @@ def create_gateway_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     api_key = settings.trader_api_key.get_secret_value()
     _install_error_handlers(app, api_key)
     app.include_router(_health_route(gateway))

@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from trader.broker.base import Broker, TradeUpdate
+from trader.broker.base import Broker, BrokerOrder, TradeUpdate
 from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, InvalidOrderError
 from trader.config import Settings
 from trader.domain.enums import OrderSide, OrderStatus
@@ -47,12 +47,14 @@ from trader.execution.orders import (
 )
 from trader.execution.sql import lock_position
 from trader.execution.updates import handle_trade_update
+from trader.observability.metrics import GatewayMetrics
 from trader.ops.breakers import CircuitBreaker, is_risk_reducing
 from trader.portfolio.ledger import FillResult
 from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
 from trader.risk.snapshot import PortfolioSnapshot
 from trader.risk.store import record_decisions, resolve_limits
+from trader.store.models import RiskDecision
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,12 @@ class ExecutionService:
         risk_options: RiskOptions | None = None,
         source: str = "gateway",
         breaker: CircuitBreaker | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         if broker is None and not settings.dry_run:
             raise ValueError("a broker is needed unless DRY_RUN is on")
         self._breaker = breaker
+        self._metrics = metrics
         self._engine = engine
         self._broker = broker
         self._settings = settings
@@ -102,6 +106,10 @@ class ExecutionService:
     @property
     def dry_run(self) -> bool:
         return self._settings.dry_run
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        return self._breaker
 
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)
@@ -131,7 +139,11 @@ class ExecutionService:
                     )  # fmt: skip
         for intent, verdict, created in self._check(fresh, snapshot, price_of):
             outcomes[intent.client_order_id] = self._decide(intent, verdict, created)
-        return [outcomes[intent.client_order_id] for intent in intents]
+        ordered = [outcomes[intent.client_order_id] for intent in intents]
+        if self._metrics is not None:
+            for outcome in ordered:
+                self._metrics.order_decided(outcome.status, created=outcome.created, sent=outcome.sent)
+        return ordered
 
     def _check(
         self, fresh: list[tuple[OrderIntent, bool]], snapshot: PortfolioSnapshot, price_of: PriceLookup
@@ -205,7 +217,7 @@ class ExecutionService:
         assert self._broker is not None  # checked in __init__ for DRY_RUN off
         cid = intent.client_order_id
         try:
-            report = self._broker.submit_order(intent.to_request())
+            report = self._submit(intent)
         except DuplicateClientOrderIdError as exc:
             # The broker holds an order under this id that it would not show or that differs: its fate
             # is the reconciler's question, not a refusal of this request.
@@ -225,6 +237,13 @@ class ExecutionService:
             change = apply_broker_update(session, report, source=self._source)
         return SubmitOutcome(cid, intent.symbol, change.status, created, True)
 
+    def _submit(self, intent: OrderIntent) -> BrokerOrder:
+        assert self._broker is not None
+        if self._metrics is None:
+            return self._broker.submit_order(intent.to_request())
+        with self._metrics.timed_broker_call("submit_order"):
+            return self._broker.submit_order(intent.to_request())
+
     # ------------------------------------------------------------------ trade updates
 
     def on_trade_update(self, update: TradeUpdate) -> FillResult | None:
@@ -235,12 +254,38 @@ class ExecutionService:
         """
         try:
             with self._session() as session, session.begin():
-                return handle_trade_update(session, update, source=self._source).fill
+                fill = handle_trade_update(session, update, source=self._source).fill
         except UnknownOrderError:
             log.warning(
                 "trade update for unknown order %s (%s): skipped", update.order.client_order_id, update.event
             )
             return None
+        if self._metrics is not None:
+            self._count_update(update, fill)
+        return fill
+
+    def _count_update(self, update: TradeUpdate, fill: FillResult | None) -> None:
+        assert self._metrics is not None
+        self._metrics.trade_update(update.event, None if fill is None else fill.outcome.value)
+        if fill is None or not fill.applied or fill.price is None:
+            return
+        side = OrderSide(update.order.side)
+        self._metrics.fill(side, fill.qty, fill.price, self._decision_price(update.order.client_order_id))
+
+    def _decision_price(self, client_order_id: str) -> Decimal | None:
+        """The price the approving risk check valued the order at (for slippage), if recorded."""
+        with self._session() as session:
+            details = (
+                session.execute(
+                    select(RiskDecision.details).where(
+                        RiskDecision.client_order_id == client_order_id, RiskDecision.approved.is_(True)
+                    )
+                )
+                .scalars()
+                .first()
+            )
+        price = (details or {}).get("price")
+        return Decimal(str(price)) if price is not None else None
 
 
 def _mismatch(intent: OrderIntent) -> str:

@@ -75,3 +75,25 @@ def order_body(**changes: Any) -> dict[str, Any]:
         "trading_date": "2024-03-05",
         **changes,
     }
+
+
+Labels = frozenset[tuple[str, str]]
+
+
+def scrape(client: httpx.Client) -> dict[str, dict[Labels, float]]:
+    """``GET /metrics`` (with the key), parsed: sample name → labels → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = client.get("/metrics", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples: dict[str, dict[Labels, float]] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+    return samples
+
+
+def sample(samples: dict[str, dict[Labels, float]], name: str, **labels: str) -> float | None:
+    """One sample's value, ``None`` when the scrape does not hold it."""
+    return samples.get(name, {}).get(frozenset(labels.items()))

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,8 @@ from tests.integration.execution.gateway_support import (
     AUTH,
     count,
     order_body,
+    sample,
+    scrape,
     serving,
     settings,
     static_inputs,
@@ -62,6 +65,7 @@ def test_every_route_but_health_needs_the_key(serve: Serve) -> None:
             ("POST", "/orders", order_body()),
             ("POST", "/webhooks/trade-updates", {"event": "fill"}),
             ("GET", "/openapi.json", None),
+            ("GET", "/metrics", None),
         ]
         for method, path, body in calls:
             for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": f"Basic {API_KEY}"}):
@@ -247,3 +251,65 @@ def test_default_trading_date_is_the_gateway_clock_session(serve: Serve) -> None
     with serve() as client:  # clock: Tuesday 2024-03-05 10:00 New York
         answer = client.post("/orders", json=order_body(trading_date=None), headers=AUTH)
     assert answer.json()["trading_date"] == "2024-03-05"
+
+
+def test_metrics_count_decisions_requests_and_read_the_books(serve: Serve) -> None:
+    with serve(max_order_notional=D(2000)) as client:
+        first = client.post("/orders", json=order_body(), headers=AUTH).json()
+        client.post("/orders", json=order_body(), headers=AUTH)  # a repeat: answered from the books
+        refused = client.post("/orders", json=order_body(symbol="MSFT", qty="1000"), headers=AUTH)
+        client.get(f"/orders/{first['client_order_id']}", headers=AUTH)
+        client.get("/orders/unknown-id", headers=AUTH)
+        client.get("/no/such/route", headers=AUTH)
+        client.post("/orders", json=order_body(qty="-1"), headers=AUTH)
+        metrics = scrape(client)
+    assert refused.json()["status"] == "risk_rejected"
+    # each order decided once, the repeat not counted
+    assert sample(metrics, "trader_orders_decided_total", status="dry_run", sent="false") == 1
+    assert sample(metrics, "trader_orders_decided_total", status="risk_rejected", sent="false") == 1
+    assert sample(metrics, "trader_orders", status="dry_run") == 1
+    assert sample(metrics, "trader_orders", status="risk_rejected") == 1
+    assert sample(metrics, "trader_orders", status="filled") == 0
+    # requests under their route template; ids and unknown paths add no series
+    requests = metrics["trader_http_requests_total"]
+    assert sample(metrics, "trader_http_requests_total", method="POST", route="/orders", status="201") == 2
+    assert sample(metrics, "trader_http_requests_total", method="POST", route="/orders", status="200") == 1
+    assert sample(metrics, "trader_http_requests_total", method="POST", route="/orders", status="422") == 1
+    route = "/orders/{client_order_id}"
+    assert sample(metrics, "trader_http_requests_total", method="GET", route=route, status="200") == 1
+    assert sample(metrics, "trader_http_requests_total", method="GET", route=route, status="404") == 1
+    assert sample(metrics, "trader_http_requests_total", method="GET", route="unmatched", status="404") == 1
+    assert not any("unknown-id" in value or "/no/such" in value for labels in requests for _, value in labels)
+    count_201 = sample(metrics, "trader_http_request_duration_seconds_count", method="POST", route="/orders")
+    assert count_201 == 4
+    assert sample(metrics, "trader_dry_run") == 1
+    assert sample(metrics, "trader_gateway_ready") == 1
+    assert sample(metrics, "trader_trade_updates_connected") == 0  # no broker, no stream
+    assert sample(metrics, "trader_circuit_breaker_tripped") == 0
+    assert API_KEY not in str(metrics)
+
+
+def test_metrics_show_a_tripped_breaker(serve: Serve, migrated_engine: Engine) -> None:
+    from trader.ops.breakers import TripReason, breaker_from_settings
+
+    with serve() as client:
+        assert sample(scrape(client), "trader_circuit_breaker_tripped") == 0
+        breaker_from_settings(settings(), migrated_engine).trip(TripReason.MANUAL, "test", actor="test")
+        assert sample(scrape(client), "trader_circuit_breaker_tripped") == 1
+
+
+def test_metrics_leave_out_what_cannot_be_read(tmp_path: Path) -> None:
+    """A database without our tables (or gone): the books' gauges are left out and the miss counted,
+    the rest is still served."""
+    from sqlalchemy import create_engine
+
+    empty = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    app = create_gateway_app(settings(), engine=empty, risk_inputs=static_inputs())
+    with serving(app) as client:
+        metrics = scrape(client)
+        again = scrape(client)
+    empty.dispose()
+    assert "trader_orders" not in metrics and "trader_open_positions" not in metrics
+    assert sample(metrics, "trader_metrics_read_errors_total", what="database") == 1
+    assert sample(again, "trader_metrics_read_errors_total", what="database") == 2
+    assert sample(metrics, "trader_dry_run") == 1

@@ -27,6 +27,8 @@ from tests.integration.execution.gateway_support import (
     AUTH,
     count,
     order_body,
+    sample,
+    scrape,
     serving,
     settings,
     static_inputs,
@@ -37,6 +39,7 @@ from trader.broker.alpaca import AlpacaBroker
 from trader.broker.base import OrderQuery
 from trader.data.sources.synthetic import SyntheticConfig, SyntheticSource
 from trader.execution.gateway import create_gateway_app
+from trader.observability.metrics import SLIPPAGE_BUCKETS
 from trader.paperbroker import PaperBrokerSettings
 from trader.paperbroker.settings import DEFAULT_SYNTHETIC_SEED, FaultSettings
 from trader.store.models import Execution, Order, Position, RiskDecision
@@ -119,6 +122,7 @@ def test_a_post_is_sent_once_and_its_streamed_fill_counted_once(
         assert (again.json()["created"], again.json()["sent"]) == (False, False)
         wait_until(filled(migrated_engine, cid), what="the fill of the order")
         listed = client.get("/positions", headers=AUTH).json()["positions"]
+        metrics = scrape(client)
     at_broker = [order for order in broker.list_orders(OrderQuery.ALL) if order.client_order_id == cid]
     assert len(at_broker) == 1 and len(broker.list_orders(OrderQuery.ALL)) == 1
     assert count(migrated_engine, Order) == 1
@@ -131,7 +135,30 @@ def test_a_post_is_sent_once_and_its_streamed_fill_counted_once(
     with Session(migrated_engine) as session:
         decision = session.execute(select(RiskDecision)).scalar_one()
     assert decision.approved
-    assert D(decision.details["price"]) == previous_close("SYN001", date(2024, 3, 4))
+    reference = D(decision.details["price"])
+    assert reference == previous_close("SYN001", date(2024, 3, 4))
+    # metrics: one send, one applied fill, its slippage against the price the risk check used
+    assert sample(metrics, "trader_broker_requests_total", operation="submit_order", outcome="ok") == 1
+    assert sum(metrics["trader_orders_decided_total"].values()) == 1, metrics["trader_orders_decided_total"]
+    assert sample(metrics, "trader_trade_updates_total", event="fill", fill="applied") == 1
+    assert sample(metrics, "trader_fills_total", side="buy") == 1
+    fill_price = order_row(migrated_engine, cid).filled_avg_price
+    assert fill_price is not None
+    expected_bps = float((fill_price - reference) / reference * 10_000)
+    assert sample(metrics, "trader_fill_slippage_bps_count", side="buy") == 1
+    for bound in SLIPPAGE_BUCKETS:  # cumulative buckets: the fill is in every one from its own up
+        in_bucket = sample(metrics, "trader_fill_slippage_bps_bucket", side="buy", le=str(bound))
+        assert in_bucket == (1 if expected_bps <= bound else 0), bound
+    assert sample(metrics, "trader_fill_slippage_dollars", side="buy") == pytest.approx(
+        float(10 * (fill_price - reference))
+    )
+    assert sample(metrics, "trader_filled_notional_dollars_total", side="buy") == pytest.approx(
+        float(10 * fill_price)
+    )
+    assert sample(metrics, "trader_orders", status="filled") == 1
+    assert sample(metrics, "trader_open_positions", strategy="gw") == 1
+    assert sample(metrics, "trader_trade_updates_connected") == 1
+    assert sample(metrics, "trader_dry_run") == 0
 
 
 def test_dry_run_and_risk_refusals_never_reach_the_broker(
@@ -154,6 +181,9 @@ def test_an_order_the_broker_refuses_is_submit_failed(serve: Serve, broker: Alpa
     with serve() as client:
         answer = client.post("/orders", json=body, headers=AUTH)
         again = client.post("/orders", json=body, headers=AUTH)
+        metrics = scrape(client)
+    assert sample(metrics, "trader_broker_requests_total", operation="submit_order", outcome="invalid") == 1
+    assert sample(metrics, "trader_orders_decided_total", status="submit_failed", sent="true") == 1
     assert answer.status_code == 201
     assert answer.json()["status"] == "submit_failed" and answer.json()["sent"] is True
     assert "NOSUCH" in answer.json()["reject_reason"]

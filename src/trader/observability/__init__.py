@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics of the services (see ``docs/observability.md``)."""
