@@ -46,7 +46,7 @@ from trader.execution.orders import (
     record_status,
 )
 from trader.execution.sql import lock_position
-from trader.execution.updates import handle_trade_update
+from trader.execution.updates import UpdateResult, handle_trade_update
 from trader.observability.metrics import GatewayMetrics
 from trader.ops.breakers import CircuitBreaker, is_risk_reducing
 from trader.portfolio.ledger import FillResult
@@ -139,11 +139,7 @@ class ExecutionService:
                     )  # fmt: skip
         for intent, verdict, created in self._check(fresh, snapshot, price_of):
             outcomes[intent.client_order_id] = self._decide(intent, verdict, created)
-        ordered = [outcomes[intent.client_order_id] for intent in intents]
-        if self._metrics is not None:
-            for outcome in ordered:
-                self._metrics.order_decided(outcome.status, created=outcome.created, sent=outcome.sent)
-        return ordered
+        return [outcomes[intent.client_order_id] for intent in intents]
 
     def _check(
         self, fresh: list[tuple[OrderIntent, bool]], snapshot: PortfolioSnapshot, price_of: PriceLookup
@@ -192,6 +188,18 @@ class ExecutionService:
         )
 
     def _decide(self, intent: OrderIntent, verdict: OrderVerdict | str, created: bool) -> SubmitOutcome:
+        outcome, decided_here = self._record_decision(intent, verdict, created)
+        if outcome is None:
+            outcome, decided_here = self._send(intent, created), True
+        if decided_here and self._metrics is not None:
+            self._metrics.order_decided(outcome.status, sent=outcome.sent)
+        return outcome
+
+    def _record_decision(
+        self, intent: OrderIntent, verdict: OrderVerdict | str, created: bool
+    ) -> tuple[SubmitOutcome | None, bool]:
+        """The outcome when the order goes no further than the books (``None``: send it), and whether
+        this call decided it (``False`` when a concurrent request had)."""
         cid = intent.client_order_id
         with self._session() as session, session.begin():
             # A concurrent request for the same order may have decided it since it was recorded: the
@@ -200,18 +208,19 @@ class ExecutionService:
             order = get_order(session, cid)
             if order is not None and order.status != OrderStatus.PENDING_SUBMIT:
                 status = OrderStatus(order.status)
-                return SubmitOutcome(cid, intent.symbol, status, created, False, order.reject_reason)
+                return SubmitOutcome(cid, intent.symbol, status, created, False, order.reject_reason), False
             if isinstance(verdict, str) or not verdict.approved:
                 reason = verdict if isinstance(verdict, str) else verdict.decision.reason
                 if not isinstance(verdict, str):
                     record_decisions(session, [verdict])
                 record_status(session, cid, OrderStatus.RISK_REJECTED, reason=reason, source=self._source)
-                return SubmitOutcome(cid, intent.symbol, OrderStatus.RISK_REJECTED, created, False, reason)
+                refused = SubmitOutcome(cid, intent.symbol, OrderStatus.RISK_REJECTED, created, False, reason)
+                return refused, True
             record_decisions(session, [verdict])
             if self.dry_run:
                 record_status(session, cid, OrderStatus.DRY_RUN, source=self._source)
-                return SubmitOutcome(cid, intent.symbol, OrderStatus.DRY_RUN, created, False)
-        return self._send(intent, created)
+                return SubmitOutcome(cid, intent.symbol, OrderStatus.DRY_RUN, created, False), True
+        return None, False
 
     def _send(self, intent: OrderIntent, created: bool) -> SubmitOutcome:
         assert self._broker is not None  # checked in __init__ for DRY_RUN off
@@ -235,6 +244,8 @@ class ExecutionService:
             return SubmitOutcome(cid, intent.symbol, OrderStatus.PENDING_SUBMIT, created, True, str(exc))
         with self._session() as session, session.begin():
             change = apply_broker_update(session, report, source=self._source)
+        if self._metrics is not None:
+            self._metrics.status_changed(change)
         return SubmitOutcome(cid, intent.symbol, change.status, created, True)
 
     def _submit(self, intent: OrderIntent) -> BrokerOrder:
@@ -254,19 +265,24 @@ class ExecutionService:
         """
         try:
             with self._session() as session, session.begin():
-                fill = handle_trade_update(session, update, source=self._source).fill
+                result = handle_trade_update(session, update, source=self._source)
         except UnknownOrderError:
             log.warning(
                 "trade update for unknown order %s (%s): skipped", update.order.client_order_id, update.event
             )
             return None
         if self._metrics is not None:
-            self._count_update(update, fill)
-        return fill
+            try:
+                self._count_update(update, result)
+            except Exception:  # the update is committed: a metric must not make it look failed
+                log.warning("metrics: update of %s not measured", update.order.client_order_id, exc_info=True)
+        return result.fill
 
-    def _count_update(self, update: TradeUpdate, fill: FillResult | None) -> None:
+    def _count_update(self, update: TradeUpdate, result: UpdateResult) -> None:
         assert self._metrics is not None
+        fill = result.fill
         self._metrics.trade_update(update.event, None if fill is None else fill.outcome.value)
+        self._metrics.status_changed(result.status)
         if fill is None or not fill.applied or fill.price is None:
             return
         side = OrderSide(update.order.side)
@@ -277,9 +293,9 @@ class ExecutionService:
         with self._session() as session:
             details = (
                 session.execute(
-                    select(RiskDecision.details).where(
-                        RiskDecision.client_order_id == client_order_id, RiskDecision.approved.is_(True)
-                    )
+                    select(RiskDecision.details)
+                    .where(RiskDecision.client_order_id == client_order_id, RiskDecision.approved.is_(True))
+                    .order_by(RiskDecision.id.desc())  # a re-sent order has one per send: the latest
                 )
                 .scalars()
                 .first()

@@ -24,18 +24,10 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,7 +40,9 @@ from trader.broker.errors import (
     TemporaryBrokerError,
 )
 from trader.domain.enums import OrderSide, OrderStatus
-from trader.errors import TraderError
+from trader.execution.orders import StatusChange, StatusOutcome
+from trader.execution.state_machine import BROKER_STATUSES, BROKER_TERMINAL
+from trader.ops.breakers import BreakerState
 from trader.store.models import Order, Position
 
 if TYPE_CHECKING:
@@ -65,6 +59,17 @@ SLIPPAGE_BUCKETS = (-100.0, -50.0, -20.0, -10.0, -5.0, -2.0, 0.0, 2.0, 5.0, 10.0
 #: The ``route`` label of a request that matched no route (a scan for /admin must not add series).
 UNMATCHED_ROUTE = "unmatched"
 _KNOWN_EVENTS = frozenset(event.value for event in TradeEvent)
+#: HTTP methods kept as labels; anything else (a client may send any token) is ``other``.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_FILL_OUTCOMES = ("applied", "duplicate", "covered")
+#: (status, sent) of the decisions POST /orders can make.
+_DECISIONS = (
+    (OrderStatus.DRY_RUN, "false"),
+    (OrderStatus.RISK_REJECTED, "false"),
+    (OrderStatus.SUBMIT_FAILED, "true"),
+    (OrderStatus.PENDING_SUBMIT, "true"),
+    *((status, "true") for status in sorted(BROKER_STATUSES)),
+)
 
 
 def broker_outcome(exc: BaseException | None) -> str:
@@ -112,6 +117,10 @@ class GatewayMetrics:
             "answered from the books and not counted, a re-send of an order of unknown fate is).",
             ["status", "sent"], registry=r,
         )  # fmt: skip
+        self.orders_ended = Counter(
+            "trader_orders_ended", "Orders that reached a final status at the broker (filled, canceled, "
+            "expired, replaced, rejected), seen by this gateway.", ["status"], registry=r,
+        )  # fmt: skip
         self.broker_requests = Counter(
             "trader_broker_requests", "Calls to the broker, by operation and outcome "
             "(ok, duplicate, invalid, temporary, ambiguous, error).",
@@ -134,16 +143,39 @@ class GatewayMetrics:
         self.slippage = Histogram(
             "trader_fill_slippage_bps", "Slippage of each applied fill against the price the risk check "
             "valued its order at, in basis points; positive is a cost. (No _sum: with negative "
-            "buckets Prometheus leaves it out; trader_fill_slippage_dollars is the signed total.)",
+            "buckets Prometheus leaves it out; the _cost_ and _gain_dollars counters give totals.)",
             ["side"], buckets=SLIPPAGE_BUCKETS, registry=r,
         )  # fmt: skip
-        # A gauge, not a counter: slippage can be a gain, so the running total can go down.
-        self.slippage_dollars = Gauge(
-            "trader_fill_slippage_dollars", "Running total of slippage in dollars (quantity times the "
-            "price difference), by side; positive is a cost. 10000 * delta(this) / "
-            "increase(trader_filled_notional_dollars_total) is the notional-weighted slippage in bps.",
-            ["side"], registry=r,
+        # Two counters rather than one signed total: a restart resets counters, which increase()
+        # handles, while delta() on a gauge would read the reset as a large gain.
+        self.slippage_cost = Counter(
+            "trader_fill_slippage_cost_dollars", "Dollars lost to slippage (quantity times the price "
+            "difference) on fills worse than the risk-check price, by side.", ["side"], registry=r,
         )  # fmt: skip
+        self.slippage_gain = Counter(
+            "trader_fill_slippage_gain_dollars", "Dollars gained on fills better than the risk-check "
+            "price, by side.", ["side"], registry=r,
+        )  # fmt: skip
+
+        self._create_series()
+
+    def _create_series(self) -> None:
+        """Create the series of the closed label sets at zero: a counter's first increment is lost to
+        ``rate()`` and ``increase()`` when its series appears only then (a rare event, such as the day's
+        only cancel, would never show)."""
+        for side in OrderSide:
+            for counter in (self.fills, self.filled_notional, self.slippage_cost, self.slippage_gain):
+                counter.labels(side.value)
+            self.slippage.labels(side.value)
+        for event in _KNOWN_EVENTS:
+            self.trade_updates.labels(event, "none")
+        for event in ("fill", "partial_fill"):
+            for outcome in _FILL_OUTCOMES:
+                self.trade_updates.labels(event, outcome)
+        for status in BROKER_TERMINAL:
+            self.orders_ended.labels(status.value)
+        for status, sent in _DECISIONS:
+            self.orders.labels(status.value, sent)
 
     # ------------------------------------------------------------------ recording
 
@@ -151,10 +183,14 @@ class GatewayMetrics:
         self.requests.labels(method, route, str(status)).inc()
         self.request_seconds.labels(method, route).observe(seconds)
 
-    def order_decided(self, status: OrderStatus, *, created: bool, sent: bool) -> None:
-        """One decision; a repeat that found the order decided (``created`` and ``sent`` false) is not."""
-        if created or sent:
-            self.orders.labels(status.value, "true" if sent else "false").inc()
+    def order_decided(self, status: OrderStatus, *, sent: bool) -> None:
+        """One order this process decided (refused, recorded as ``dry_run``, or sent)."""
+        self.orders.labels(status.value, "true" if sent else "false").inc()
+
+    def status_changed(self, change: StatusChange) -> None:
+        """Counts an order reaching a final status at the broker (a repeated report changes nothing)."""
+        if change.outcome is StatusOutcome.CHANGED and change.status in BROKER_TERMINAL:
+            self.orders_ended.labels(change.status.value).inc()
 
     def broker_call(self, operation: str, seconds: float, error: BaseException | None) -> None:
         self.broker_requests.labels(operation, broker_outcome(error)).inc()
@@ -169,8 +205,9 @@ class GatewayMetrics:
         self.filled_notional.labels(side.value).inc(float(qty * price))
         if reference is not None and reference > 0:
             self.slippage.labels(side.value).observe(slippage_bps(side, price, reference))
-            cost = (price - reference) * qty
-            self.slippage_dollars.labels(side.value).inc(float(cost if side is OrderSide.BUY else -cost))
+            cost = (price - reference) * qty * (1 if side is OrderSide.BUY else -1)
+            counter = self.slippage_cost if cost > 0 else self.slippage_gain
+            counter.labels(side.value).inc(float(abs(cost)))
 
     def timed_broker_call(self, operation: str) -> _BrokerTimer:
         """``with metrics.timed_broker_call("submit_order"): ...`` records time and outcome."""
@@ -243,7 +280,7 @@ class GatewayStateCollector(Collector):
     def _guarded(self, what: str, read: Callable[[], Iterator[Metric]]) -> Iterator[Metric]:
         try:
             metrics = list(read())
-        except (SQLAlchemyError, TraderError) as exc:
+        except Exception as exc:  # one unreadable value must not fail the whole scrape
             log.warning("metrics: %s not readable: %s", what, type(exc).__name__)
             with self._lock:
                 self._misses[what] = self._misses.get(what, 0) + 1
@@ -253,7 +290,7 @@ class GatewayStateCollector(Collector):
     def _breaker(self) -> Iterator[Metric]:
         breaker = self.gateway.service.breaker
         if breaker is not None:
-            yield _family("trader_circuit_breaker_tripped", breaker.status().kind is not None)
+            yield _family("trader_circuit_breaker_tripped", breaker.status().state is BreakerState.TRIPPED)
 
     def _books(self) -> Iterator[Metric]:
         with Session(self.gateway.engine) as session:
@@ -309,4 +346,5 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, record_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-            self.metrics.observe_request(scope["method"], route, status, time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.observe_request(method, route, status, time.perf_counter() - started)

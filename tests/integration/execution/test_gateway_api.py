@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -294,7 +295,12 @@ def test_metrics_show_a_tripped_breaker(serve: Serve, migrated_engine: Engine) -
 
     with serve() as client:
         assert sample(scrape(client), "trader_circuit_breaker_tripped") == 0
-        breaker_from_settings(settings(), migrated_engine).trip(TripReason.MANUAL, "test", actor="test")
+        breaker = breaker_from_settings(settings(), migrated_engine)
+        breaker.trip(TripReason.MANUAL, "test", actor="test")
+        assert sample(scrape(client), "trader_circuit_breaker_tripped") == 1
+        # TRIPPED with a reason this version cannot name still blocks orders: the gauge says so too
+        breaker.store.save(replace(breaker.status(), reason="tripped by a newer version"))
+        assert breaker.status().kind is None
         assert sample(scrape(client), "trader_circuit_breaker_tripped") == 1
 
 

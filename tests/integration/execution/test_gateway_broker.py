@@ -122,6 +122,8 @@ def test_a_post_is_sent_once_and_its_streamed_fill_counted_once(
         assert (again.json()["created"], again.json()["sent"]) == (False, False)
         wait_until(filled(migrated_engine, cid), what="the fill of the order")
         listed = client.get("/positions", headers=AUTH).json()["positions"]
+        # the stream thread counts the fill just after committing it
+        wait_until(lambda: sample(scrape(client), "trader_fills_total", side="buy") == 1, what="fill metric")
         metrics = scrape(client)
     at_broker = [order for order in broker.list_orders(OrderQuery.ALL) if order.client_order_id == cid]
     assert len(at_broker) == 1 and len(broker.list_orders(OrderQuery.ALL)) == 1
@@ -140,6 +142,7 @@ def test_a_post_is_sent_once_and_its_streamed_fill_counted_once(
     # metrics: one send, one applied fill, its slippage against the price the risk check used
     assert sample(metrics, "trader_broker_requests_total", operation="submit_order", outcome="ok") == 1
     assert sum(metrics["trader_orders_decided_total"].values()) == 1, metrics["trader_orders_decided_total"]
+    assert sample(metrics, "trader_orders_decided_total", status="dry_run", sent="false") == 0
     assert sample(metrics, "trader_trade_updates_total", event="fill", fill="applied") == 1
     assert sample(metrics, "trader_fills_total", side="buy") == 1
     fill_price = order_row(migrated_engine, cid).filled_avg_price
@@ -149,9 +152,12 @@ def test_a_post_is_sent_once_and_its_streamed_fill_counted_once(
     for bound in SLIPPAGE_BUCKETS:  # cumulative buckets: the fill is in every one from its own up
         in_bucket = sample(metrics, "trader_fill_slippage_bps_bucket", side="buy", le=str(bound))
         assert in_bucket == (1 if expected_bps <= bound else 0), bound
-    assert sample(metrics, "trader_fill_slippage_dollars", side="buy") == pytest.approx(
-        float(10 * (fill_price - reference))
-    )
+    slippage_dollars = float(10 * (fill_price - reference))
+    won_or_lost = "trader_fill_slippage_cost_dollars_total" if slippage_dollars > 0 else (
+        "trader_fill_slippage_gain_dollars_total"
+    )  # fmt: skip
+    assert sample(metrics, won_or_lost, side="buy") == pytest.approx(abs(slippage_dollars))
+    assert sample(metrics, "trader_orders_ended_total", status="filled") == 1
     assert sample(metrics, "trader_filled_notional_dollars_total", side="buy") == pytest.approx(
         float(10 * fill_price)
     )

@@ -19,6 +19,7 @@ from trader.broker.errors import (
     TemporaryBrokerError,
 )
 from trader.domain.enums import OrderSide, OrderStatus
+from trader.execution.orders import StatusChange, StatusOutcome
 from trader.observability.metrics import (
     GatewayMetrics,
     RequestMetricsMiddleware,
@@ -74,14 +75,32 @@ def test_labels_stay_in_closed_sets() -> None:
     metrics = GatewayMetrics()
     metrics.trade_update("fill", "applied")
     metrics.trade_update("made-up-by-a-webhook-caller", None)
-    metrics.order_decided(OrderStatus.DRY_RUN, created=True, sent=False)
-    metrics.order_decided(OrderStatus.DRY_RUN, created=False, sent=False)  # a repeat: not a decision
-    metrics.order_decided(OrderStatus.ACCEPTED, created=False, sent=True)  # a re-send: counted
     assert value(metrics, "trader_trade_updates_total", event="fill", fill="applied") == 1
     assert value(metrics, "trader_trade_updates_total", event="other", fill="none") == 1
     assert "made-up" not in render(metrics.registry).decode()
-    assert value(metrics, "trader_orders_decided_total", status="dry_run", sent="false") == 1
-    assert value(metrics, "trader_orders_decided_total", status="accepted", sent="true") == 1
+
+
+def test_the_closed_label_sets_exist_at_zero_before_anything_happens() -> None:
+    """A series born with its first increment loses that increment to rate() and increase()."""
+    metrics = GatewayMetrics()
+    assert value(metrics, "trader_trade_updates_total", event="canceled", fill="none") == 0
+    assert value(metrics, "trader_trade_updates_total", event="fill", fill="applied") == 0
+    assert value(metrics, "trader_orders_ended_total", status="expired") == 0
+    assert value(metrics, "trader_orders_decided_total", status="risk_rejected", sent="false") == 0
+    assert value(metrics, "trader_fills_total", side="sell") == 0
+    assert value(metrics, "trader_fill_slippage_bps_count", side="buy") == 0
+
+
+def test_only_a_change_to_a_final_broker_status_ends_an_order() -> None:
+    metrics = GatewayMetrics()
+    changed, repeat = StatusOutcome.CHANGED, StatusOutcome.UNCHANGED
+    metrics.status_changed(StatusChange("a", OrderStatus.NEW, OrderStatus.FILLED, changed))
+    metrics.status_changed(StatusChange("a", OrderStatus.FILLED, OrderStatus.FILLED, repeat))  # a repeat
+    metrics.status_changed(StatusChange("b", OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, changed))
+    metrics.status_changed(StatusChange("c", OrderStatus.NEW, OrderStatus.CANCELED, changed))
+    assert value(metrics, "trader_orders_ended_total", status="filled") == 1
+    assert value(metrics, "trader_orders_ended_total", status="canceled") == 1
+    assert value(metrics, "trader_orders_ended_total", status="partially_filled") is None
 
 
 def test_a_fill_without_a_reference_price_has_no_slippage() -> None:
@@ -93,13 +112,17 @@ def test_a_fill_without_a_reference_price_has_no_slippage() -> None:
     assert value(metrics, "trader_fill_slippage_bps_count", side="sell") == 1
     assert value(metrics, "trader_fill_slippage_bps_bucket", side="sell", le="10.0") == 1
     assert value(metrics, "trader_fill_slippage_bps_bucket", side="sell", le="5.0") == 0
-    assert value(metrics, "trader_fill_slippage_dollars", side="sell") == pytest.approx(0.10)
+    assert value(metrics, "trader_fill_slippage_cost_dollars_total", side="sell") == pytest.approx(0.10)
+    metrics.fill(OrderSide.SELL, D(10), D("20.05"), D("20"))  # sold 5 cents above: a gain of $0.50
+    assert value(metrics, "trader_fill_slippage_gain_dollars_total", side="sell") == pytest.approx(0.50)
+    assert value(metrics, "trader_fill_slippage_cost_dollars_total", side="sell") == pytest.approx(0.10)
 
 
 def test_two_registries_do_not_share_values() -> None:
     first, second = GatewayMetrics(), GatewayMetrics()
     first.trade_update("fill", "applied")
-    assert value(second, "trader_trade_updates_total", event="fill", fill="applied") is None
+    assert value(first, "trader_trade_updates_total", event="fill", fill="applied") == 1
+    assert value(second, "trader_trade_updates_total", event="fill", fill="applied") == 0
 
 
 def test_requests_are_counted_under_their_route_template() -> None:
@@ -115,15 +138,19 @@ def test_requests_are_counted_under_their_route_template() -> None:
         raise RuntimeError("a bug")
 
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    route = "/orders/{client_order_id}"
 
     async def calls() -> list[int]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             paths = ("/orders/abc", "/orders/def", "/nothing/here", "/boom")
-            return [(await client.get(path)).status_code for path in paths]
+            codes = [(await client.get(path)).status_code for path in paths]
+            codes.append((await client.request("MADEUP", "/orders/abc")).status_code)
+            return codes
 
-    assert asyncio.run(calls()) == [200, 200, 404, 500]
-    route = "/orders/{client_order_id}"
+    assert asyncio.run(calls()) == [200, 200, 404, 500, 405]
+    assert value(metrics, "trader_http_requests_total", method="other", route=route, status="405") == 1
+    assert "MADEUP" not in render(metrics.registry).decode()
     assert value(metrics, "trader_http_requests_total", method="GET", route=route, status="200") == 2
     assert value(metrics, "trader_http_requests_total", method="GET", route="unmatched", status="404") == 1
     assert value(metrics, "trader_http_requests_total", method="GET", route="/boom", status="500") == 1
