@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -250,9 +251,8 @@ class ExecutionService:
 
     def _submit(self, intent: OrderIntent) -> BrokerOrder:
         assert self._broker is not None
-        if self._metrics is None:
-            return self._broker.submit_order(intent.to_request())
-        with self._metrics.timed_broker_call("submit_order"):
+        metrics = self._metrics
+        with metrics.timed_broker_call("submit_order") if metrics is not None else nullcontext():
             return self._broker.submit_order(intent.to_request())
 
     # ------------------------------------------------------------------ trade updates

@@ -10,8 +10,9 @@ default, so two apps in one process, as in tests, do not share or clash):
   ``DRY_RUN``, the trade-update stream. A value that cannot be read is left out of that scrape
   (Prometheus' ``absent()`` alerts on it) and counted in ``trader_metrics_read_errors_total``.
 
-Every label takes values from a closed set (statuses, event names, route templates), never from
-request data, so a caller cannot grow the number of series. The names are listed in
+Labels take values from closed sets (statuses, event names, route templates, HTTP methods) or from
+the strategies in the books, never from a path or event name a caller makes up, so a scan of random
+URLs cannot grow the number of series. The names are listed in
 ``docs/observability.md``; ``infra/grafana`` charts them.
 """
 
@@ -87,14 +88,20 @@ def broker_outcome(exc: BaseException | None) -> str:
     return "error"
 
 
-def slippage_bps(side: OrderSide, fill_price: Decimal, reference: Decimal) -> float:
-    """How much worse than ``reference`` a fill was, in basis points (negative: better).
+def shortfall(side: OrderSide, fill_price: Decimal, reference: Decimal) -> Decimal:
+    """Dollars per share a fill was worse than ``reference`` (negative: better): paid above it on a
+    buy, received below it on a sell.
 
     The reference is the price the pre-trade risk check valued the order at (the previous close, or
     the limit price), so this is implementation shortfall against the decision price.
     """
-    move = (fill_price - reference) / reference * 10_000
-    return float(move if side is OrderSide.BUY else -move)
+    move = fill_price - reference
+    return move if side is OrderSide.BUY else -move
+
+
+def slippage_bps(side: OrderSide, fill_price: Decimal, reference: Decimal) -> float:
+    """:func:`shortfall` in basis points of ``reference``."""
+    return float(shortfall(side, fill_price, reference) / reference * 10_000)
 
 
 class GatewayMetrics:
@@ -205,7 +212,7 @@ class GatewayMetrics:
         self.filled_notional.labels(side.value).inc(float(qty * price))
         if reference is not None and reference > 0:
             self.slippage.labels(side.value).observe(slippage_bps(side, price, reference))
-            cost = (price - reference) * qty * (1 if side is OrderSide.BUY else -1)
+            cost = shortfall(side, price, reference) * qty
             counter = self.slippage_cost if cost > 0 else self.slippage_gain
             counter.labels(side.value).inc(float(abs(cost)))
 
