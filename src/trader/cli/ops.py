@@ -203,14 +203,16 @@ def kill(
     )
     console.print(f"circuit breaker TRIPPED: {report.breaker.reason}")
     console.print(f"canceled {sum(r.ok for r in report.canceled)} order(s)")
-    console.print(f"closing orders sent for {sum(r.ok for r in report.closed)} position(s)")
+    closed = {r.symbol for r in report.closed if r.ok}
+    console.print(f"closing orders sent for {len(closed)} position(s)")
     if report.booked:
         booked = len(report.booked)
-        console.print(f"{booked} closing order(s) booked to the strategy whose position each closes")
+        console.print(f"{booked} closing order(s) booked, one per strategy holding the position")
     if report.unattributed:
+        symbols = ", ".join(report.unattributed)
         console.print(
-            f"[yellow]closing orders not matched to one strategy:[/yellow] {', '.join(report.unattributed)} "
-            "(the reconciler books them under its adopt strategy; move them to the right books by hand)"
+            f"[yellow]positions our books do not explain, closed whole:[/yellow] {symbols} (the reconciler "
+            "books those orders under its adopt strategy; move them to the right books by hand)"
         )
     for failure in report.failures:
         console.print(f"[red]failed:[/red] {failure}")

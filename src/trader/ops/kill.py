@@ -5,11 +5,14 @@ In this order, so nothing new can start while the account is being emptied:
 1. trip the circuit breaker with reason ``kill`` (new entries are blocked from this moment on, until
    an operator approves and clears it: ``trader circuit approve`` then ``trader circuit clear``);
 2. cancel every open order at the broker (and apply each cancel to our ``orders`` rows);
-3. close every position (market orders sent by the broker's close-all), and book each closing order
-   in ``orders`` under the strategy whose position it closes, so that its fill empties that
-   strategy's book (when no single strategy's position matches the closing order, say two strategies
-   share the symbol, the order is left to the reconciler, which books it under its adopt strategy,
-   and the report names the symbol);
+3. close every position. Where our books explain the broker's position exactly (the strategies that
+   hold the symbol all hold it on the same side, and their quantities add up to the broker's), each
+   of those strategies gets its own market order for its own quantity, through the ordinary money
+   path: the row is written (intent ``kill``) before the order is sent under its deterministic
+   ``client_order_id``, so a lost response is resolved by lookup and the fill empties that strategy's
+   book. Any other position (nothing of ours holds it, or the books and the broker disagree) is
+   closed as a whole by the broker's close-position, and the reconciler books that order under its
+   adopt strategy; the report names the symbol (``unattributed``);
 4. write the outcome to ``audit_log`` (``kill.executed``), failures included.
 
 The closing orders fill when the market is open; outside market hours they wait at the broker and the
@@ -19,26 +22,36 @@ report says so (``positions_left``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from trader.broker.base import Broker, BrokerOrder, CancelResult, ClosePositionResult
-from trader.broker.errors import BrokerError
-from trader.domain.enums import OrderSide
-from trader.errors import UsageError
-from trader.execution.orders import OrderConflictError, UnknownOrderError, apply_broker_update
-from trader.execution.sql import insert_if_absent
+from trader.broker.base import Broker, BrokerOrder, CancelResult, ClosePositionResult, Position
+from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, InvalidOrderError
+from trader.domain.enums import OrderSide, OrderStatus
+from trader.errors import TraderError, UsageError
+from trader.execution.orders import (
+    OrderIntent,
+    UnknownOrderError,
+    apply_broker_update,
+    record_intent,
+    record_status,
+)
 from trader.ops.breakers import BreakerStatus, CircuitBreaker, TripReason
-from trader.reconcile.reconciler import adopted_order_values
-from trader.store.models import AuditLog, Order, Position
+from trader.store.models import AuditLog, Order
+from trader.store.models import Position as BookPosition
 
 log = logging.getLogger(__name__)
 
 SOURCE = "kill"
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 @dataclass(frozen=True)
@@ -51,14 +64,60 @@ class KillReport:
     failures: tuple[str, ...]
     open_orders_left: tuple[str, ...]
     positions_left: tuple[str, ...]
-    #: ``client_order_id`` of the closing orders booked under the strategy whose position they close.
+    #: ``client_order_id`` of the closing orders sent for one strategy's position each.
     booked: tuple[str, ...] = ()
-    #: Symbols whose closing order no single strategy's position matched (left to the reconciler).
+    #: Symbols closed as a whole, not matched to our books (their orders are left to the reconciler).
     unattributed: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.failures and not self.open_orders_left and not self.positions_left
+
+
+@dataclass(frozen=True)
+class Share:
+    """One strategy's part of a broker position, as our books hold it (``qty`` signed: < 0 short)."""
+
+    strategy_id: str
+    symbol: str
+    qty: Decimal
+
+    def closing_side(self) -> OrderSide:
+        return OrderSide.SELL if self.qty > 0 else OrderSide.BUY
+
+
+@dataclass(frozen=True)
+class ClosingPlan:
+    """How each broker position is closed: per strategy (``shares``) or as a whole (``whole``)."""
+
+    shares: tuple[Share, ...]
+    whole: tuple[str, ...]
+
+
+def plan_closing(positions: list[Position], books: list[Share] | None) -> ClosingPlan:
+    """Split each broker position between the strategies whose books explain it exactly.
+
+    A position is split when every strategy holding the symbol holds it on the broker's side and their
+    quantities add up to the broker's quantity; anything else (``books`` unreadable, no holder, a
+    holder on the other side, a sum that differs) is closed as a whole, so that what we send never
+    adds up to more or less than the broker holds.
+    """
+    holders: dict[str, list[Share]] = defaultdict(list)
+    for share in books or ():
+        if share.qty != 0:
+            holders[share.symbol.upper()].append(share)
+    shares: list[Share] = []
+    whole: list[str] = []
+    for position in positions:
+        if position.qty == 0:
+            continue
+        mine = holders.get(position.symbol.upper(), [])
+        same_side = all((share.qty > 0) == (position.qty > 0) for share in mine)
+        if mine and same_side and sum(share.qty for share in mine) == position.qty:
+            shares.extend(sorted(mine, key=lambda share: share.strategy_id))
+        else:
+            whole.append(position.symbol)
+    return ClosingPlan(tuple(shares), tuple(whole))
 
 
 def kill_switch(
@@ -72,13 +131,26 @@ def kill_switch(
     status = breaker.trip(TripReason.KILL, reason, actor)
     failures: list[str] = []
     canceled = _cancel_all(broker, engine, failures)
-    closed = _close_all(broker, failures)
-    booked, unattributed = _book_closing_orders(engine, closed, failures)
-    open_left, positions_left = _leftovers(broker, failures)
+    day = (status.changed_at or datetime.now(UTC)).astimezone(NEW_YORK).date()
+    closing = _Closing(broker, engine, day, failures)
+    closing.close_everything()
+    open_left, positions_left = _leftovers(broker, failures, closing.order_ids())
     report = KillReport(
-        status, canceled, closed, tuple(failures), open_left, positions_left, booked, unattributed
+        status,
+        canceled,
+        tuple(closing.closed),
+        tuple(failures),
+        open_left,
+        positions_left,
+        tuple(closing.booked),
+        tuple(closing.unattributed),
     )
-    _audit(engine, actor, reason, report)
+    try:
+        _audit(engine, actor, reason, report)
+    except SQLAlchemyError as exc:
+        # The kill has happened; an unwritable database must not hide that from the operator.
+        log.error("kill: could not write kill.executed to the audit log: %s", exc)
+        report = replace(report, failures=(*report.failures, f"writing the audit log: {_db_error(exc)}"))
     return report
 
 
@@ -94,70 +166,142 @@ def _cancel_all(broker: Broker, engine: Engine, failures: list[str]) -> tuple[Ca
             continue
         order = _fetch(broker, result.order_id)
         if order is not None:
-            _apply(engine, order)
+            _apply(engine, order, failures)
     return results
 
 
-def _close_all(broker: Broker, failures: list[str]) -> tuple[ClosePositionResult, ...]:
-    try:
-        results = tuple(broker.close_all_positions(cancel_orders=True))
-    except BrokerError as exc:
-        failures.append(f"close all positions: {exc}")
-        return ()
-    failures.extend(f"close {r.symbol}: HTTP {r.status} {r.message}".strip() for r in results if not r.ok)
-    return results
+class _Closing:
+    """Step 3: the closing orders of one kill, and what became of them."""
+
+    def __init__(self, broker: Broker, engine: Engine, day: date, failures: list[str]) -> None:
+        self.broker, self.engine, self.day, self.failures = broker, engine, day, failures
+        self.closed: list[ClosePositionResult] = []
+        self.booked: list[str] = []
+        self.unattributed: list[str] = []
+
+    def order_ids(self) -> set[str]:
+        return {result.order.id for result in self.closed if result.order is not None}
+
+    def close_everything(self) -> None:
+        try:
+            positions = self.broker.get_positions()
+        except BrokerError as exc:
+            # Without the positions nothing can be split: the broker's close-all still flattens.
+            self.failures.append(f"reading the positions: {exc}")
+            self._close_all()
+            return
+        plan = plan_closing(positions, self._books())
+        for symbol in plan.whole:
+            self._close_whole(symbol)
+        for share in plan.shares:
+            self._close_share(share)
+
+    def _books(self) -> list[Share] | None:
+        try:
+            with Session(self.engine) as session:
+                rows = session.execute(
+                    select(BookPosition.strategy_id, BookPosition.symbol, BookPosition.qty).where(
+                        BookPosition.qty != 0
+                    )
+                ).all()
+        except SQLAlchemyError as exc:
+            self.failures.append(f"reading the books: {_db_error(exc)}")
+            return None
+        return [Share(strategy_id, symbol, qty) for strategy_id, symbol, qty in rows]
+
+    def _close_all(self) -> None:
+        try:
+            results = self.broker.close_all_positions(cancel_orders=True)
+        except BrokerError as exc:
+            self.failures.append(f"close all positions: {exc}")
+            return
+        for result in results:
+            self._whole_result(result)
+
+    def _close_whole(self, symbol: str, qty: Decimal | None = None) -> None:
+        try:
+            order = self.broker.close_position(symbol, qty=qty)
+        except BrokerError as exc:
+            self.failures.append(f"close {symbol}: {exc}")
+            return
+        self._whole_result(ClosePositionResult(symbol, 200, order))
+
+    def _whole_result(self, result: ClosePositionResult) -> None:
+        self.closed.append(result)
+        if result.ok:
+            self.unattributed.append(result.symbol)
+        else:
+            self.failures.append(f"close {result.symbol}: HTTP {result.status} {result.message}".strip())
+
+    def _close_share(self, share: Share) -> None:
+        """One strategy's part: recorded, then sent under its own id; if it cannot be recorded, the
+        broker still closes that quantity (unattributed), since getting flat comes first."""
+        try:
+            intent = self._record(share)
+        except (SQLAlchemyError, TraderError) as exc:
+            what = _db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+            self.failures.append(f"booking the closing order of {share.strategy_id} {share.symbol}: {what}")
+            self._close_whole(share.symbol, abs(share.qty))
+            return
+        cid = intent.client_order_id
+        try:
+            order = self.broker.submit_order(intent.to_request())
+        except BrokerError as exc:
+            self.failures.append(f"close {share.symbol} for {share.strategy_id}: {exc}")
+            # A refusal means no order exists; a duplicate id means one does (the reconciler's then).
+            if isinstance(exc, InvalidOrderError) and not isinstance(exc, DuplicateClientOrderIdError):
+                failed = str(exc)
+                self._write(
+                    lambda session: record_status(
+                        session, cid, OrderStatus.SUBMIT_FAILED, reason=failed, source=SOURCE
+                    )
+                )
+            return
+        self.closed.append(ClosePositionResult(share.symbol, 200, order))
+        self.booked.append(cid)
+        self._write(lambda session: apply_broker_update(session, order, source=SOURCE))
+
+    def _record(self, share: Share) -> OrderIntent:
+        with Session(self.engine) as session, session.begin():
+            side = share.closing_side()
+            # A new id for every kill of the day: an earlier kill's order for this position may be
+            # canceled or pending a cancel, and reusing its id would only find that order again.
+            earlier = session.scalar(
+                select(func.count())
+                .select_from(Order)
+                .where(
+                    Order.strategy_id == share.strategy_id,
+                    Order.trading_date == self.day,
+                    Order.symbol == share.symbol.upper(),
+                    Order.side == side.value,
+                    Order.intent == SOURCE,
+                )
+            )
+            intent = OrderIntent(
+                share.strategy_id,
+                self.day,
+                share.symbol,
+                side,
+                qty=abs(share.qty),
+                intent=SOURCE,
+                sequence=int(earlier or 0),
+            )
+            record_intent(session, intent, source=SOURCE)
+        return intent
+
+    def _write(self, change: Callable[[Session], object]) -> None:
+        # The order is at the broker whatever happens here; the reconciler catches up the row.
+        try:
+            with Session(self.engine) as session, session.begin():
+                change(session)
+        except (SQLAlchemyError, UnknownOrderError) as exc:
+            what = _db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+            self.failures.append(f"recording a closing order: {what}")
 
 
-def _book_closing_orders(
-    engine: Engine, closed: tuple[ClosePositionResult, ...], failures: list[str]
+def _leftovers(
+    broker: Broker, failures: list[str], closing_ids: set[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Book each accepted closing order under the one strategy whose position it closes exactly.
-
-    Returns the booked ``client_order_id`` values and the symbols left to the reconciler. A closing
-    order matches a strategy when that strategy is the only one holding the symbol and the order
-    sells (buys back) exactly its long (short) quantity; anything else would book the wrong amount
-    to someone. The broker's report is applied at once; the fills follow through the trade-update
-    stream or the reconciler, like those of any order of ours.
-    """
-    orders = [r.order for r in closed if r.ok and r.order is not None]
-    booked: list[str] = []
-    unattributed: list[str] = []
-    if not orders:
-        return (), ()
-    try:
-        with Session(engine) as session:
-            held = session.execute(
-                select(Position.strategy_id, Position.symbol, Position.qty).where(Position.qty != 0)
-            ).all()
-        holders: dict[str, list[tuple[str, Decimal]]] = {}
-        for strategy_id, symbol, qty in held:
-            holders.setdefault(symbol.upper(), []).append((strategy_id, qty))
-        for order in orders:
-            owner = _owner(order, holders.get(order.symbol.upper(), []))
-            if owner is None:
-                unattributed.append(order.symbol)
-                continue
-            with Session(engine) as session, session.begin():
-                values = adopted_order_values(order, owner, intent=SOURCE)
-                insert_if_absent(session, Order, values, ["client_order_id"])
-                apply_broker_update(session, order, source=SOURCE)
-            booked.append(order.client_order_id)
-    except (SQLAlchemyError, OrderConflictError) as exc:
-        # What is not booked here is the reconciler's to adopt; the kill itself goes on.
-        failures.append(f"booking the closing orders: {type(exc).__name__}: {exc}")
-    return tuple(booked), tuple(unattributed)
-
-
-def _owner(order: BrokerOrder, holders: list[tuple[str, Decimal]]) -> str | None:
-    """The strategy whose whole position ``order`` closes, if exactly one holds the symbol."""
-    if len(holders) != 1 or order.qty is None:
-        return None
-    strategy_id, qty = holders[0]
-    closes = -order.qty if order.side is OrderSide.SELL else order.qty
-    return strategy_id if closes == -qty else None
-
-
-def _leftovers(broker: Broker, failures: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What is still open at the broker: orders other than our closing ones, and positions."""
     try:
         orders = broker.list_open_orders()
@@ -166,7 +310,11 @@ def _leftovers(broker: Broker, failures: list[str]) -> tuple[tuple[str, ...], tu
         failures.append(f"checking what is left: {exc}")
         return (), ()
     return (
-        tuple(f"{o.symbol} {o.side.value} {o.qty or o.notional} ({o.status.value})" for o in orders),
+        tuple(
+            f"{o.symbol} {o.side.value} {o.qty or o.notional} ({o.status.value})"
+            for o in orders
+            if o.id not in closing_ids
+        ),
         tuple(f"{p.symbol} {p.qty}" for p in positions if p.qty != 0),
     )
 
@@ -179,12 +327,16 @@ def _fetch(broker: Broker, order_id: str) -> BrokerOrder | None:
         return None
 
 
-def _apply(engine: Engine, order: BrokerOrder) -> None:
+def _apply(engine: Engine, order: BrokerOrder, failures: list[str]) -> None:
     try:
         with Session(engine) as session, session.begin():
             apply_broker_update(session, order, source=SOURCE)
     except UnknownOrderError:
         pass  # placed outside the system; the reconciler adopts it
+    except SQLAlchemyError as exc:
+        # The cancel happened at the broker; the reconciler brings the row up to date. Closing the
+        # positions must not wait for the database.
+        failures.append(f"recording the cancel of {order.client_order_id}: {_db_error(exc)}")
 
 
 def _audit(engine: Engine, actor: str, reason: str, report: KillReport) -> None:
@@ -197,7 +349,7 @@ def _audit(engine: Engine, actor: str, reason: str, report: KillReport) -> None:
                 reason=reason,
                 details={
                     "canceled": [r.order_id for r in report.canceled if r.ok],
-                    "closed": [r.symbol for r in report.closed if r.ok],
+                    "closed": list(dict.fromkeys(r.symbol for r in report.closed if r.ok)),
                     "closing_orders": [r.order.client_order_id for r in report.closed if r.order],
                     "booked": list(report.booked),
                     "unattributed": list(report.unattributed),
@@ -207,3 +359,8 @@ def _audit(engine: Engine, actor: str, reason: str, report: KillReport) -> None:
                 },
             )
         )
+
+
+def _db_error(exc: SQLAlchemyError) -> str:
+    """The first line of a database error (the rest is the statement and a documentation link)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")

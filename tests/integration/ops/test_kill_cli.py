@@ -29,7 +29,7 @@ def test_status_then_kill_then_status(
     assert "TRIPPED: kill: runaway" in out
     assert "canceled 1 order(s)" in out and "closing orders sent for 1 position(s)" in out
     # No fill was booked before the kill (no reconcile ran), so no strategy's book holds SYN001.
-    assert "closing orders not matched to one strategy: SYN001" in out
+    assert "positions our books do not explain, closed whole: SYN001" in out
     wait_for(lambda: not broker.get_positions() and not broker.list_open_orders())
 
     assert run(["status"]) == 0
