@@ -442,8 +442,10 @@ class Gateway:
                 return 409, _answer(existing, created=False, sent=False, message=_conflict(request))
             return 200, _answer(existing, created=False, sent=False, message=existing.reject_reason)
         inputs = self.risk_inputs.risk_inputs()
-        price = intent.limit_price or inputs.price_of(intent.symbol)  # read now: may raise 503
-        outcome = self.service.submit_batch([intent], inputs.snapshot, lambda _symbol: price)[0]
+        # Read now (may raise 503); a buy limit is valued at its limit and needs no market price.
+        capped = intent.side == OrderSide.BUY and intent.limit_price is not None
+        reference = None if capped else inputs.price_of(intent.symbol)
+        outcome = self.service.submit_batch([intent], inputs.snapshot, lambda _symbol: reference)[0]
         log.info("order %s: %s (created=%s, sent=%s)", outcome.client_order_id, outcome.status,
                  outcome.created, outcome.sent)  # fmt: skip
         with Session(self.engine) as session:

@@ -154,16 +154,24 @@ class ExecutionService:
         checked: list[tuple[OrderIntent, OrderVerdict | str, bool]] = []
         proposed: list[ProposedOrder] = []
         priced: list[tuple[OrderIntent, bool]] = []
+        # Where each symbol stands once the batch's earlier orders are done: the second leg of a
+        # flip (buy 10 to close a short of 10, then buy 10) opens a position even though, against
+        # the snapshot alone, it looks like an exit.
+        projected: dict[str, Decimal] = {}
         for intent, created in fresh:
-            blocked = self._blocked_by_breaker(intent, snapshot)
+            symbol = intent.symbol.strip().upper()
+            held = projected.get(symbol, _held(snapshot, symbol))
+            blocked = self._blocked_by_breaker(intent, held)
             if blocked is not None:
                 checked.append((intent, blocked, created))
                 continue
-            price = intent.limit_price or price_of(intent.symbol)
-            if price is None or not price > 0:
-                why = f"no reference price for {intent.symbol}: refused (fail closed)"
+            price = valuation_price(intent, price_of(intent.symbol))
+            if price is None:
+                why = f"no usable reference price for {intent.symbol}: refused (fail closed)"
                 checked.append((intent, why, created))
                 continue
+            if intent.qty is not None:
+                projected[symbol] = held + (intent.qty if intent.side == OrderSide.BUY else -intent.qty)
             # A notional order is checked as the quantity it buys at the reference price.
             qty = intent.qty if intent.qty is not None else Decimal(intent.notional or 0) / price
             proposed.append(ProposedOrder(intent.symbol, intent.side, qty, price, intent.client_order_id))
@@ -174,12 +182,11 @@ class ExecutionService:
         )
         return checked
 
-    def _blocked_by_breaker(self, intent: OrderIntent, snapshot: PortfolioSnapshot) -> str | None:
-        """Why the circuit breaker refuses ``intent`` (only risk-reducing orders pass while TRIPPED)."""
+    def _blocked_by_breaker(self, intent: OrderIntent, position: Decimal) -> str | None:
+        """Why the circuit breaker refuses ``intent`` (only risk-reducing orders pass while TRIPPED),
+        judged against ``position``, the symbol's position after the batch's earlier orders."""
         if self._breaker is None:
             return None
-        holding = snapshot.positions.get(intent.symbol.strip().upper())
-        position = holding.qty if holding is not None else Decimal(0)
         qty = intent.qty if intent.qty is not None else Decimal(0)
         if self._breaker.allows(is_risk_reducing(OrderSide(intent.side), qty, position)):
             return None
@@ -309,3 +316,25 @@ def _mismatch(intent: OrderIntent) -> str:
         f"client_order_id {intent.client_order_id} is already recorded for a different order (size, "
         "type or prices differ); it was left as it is. Use another intent or sequence for a new order"
     )
+
+
+def _held(snapshot: PortfolioSnapshot, symbol: str) -> Decimal:
+    holding = snapshot.positions.get(symbol)
+    return holding.qty if holding is not None else Decimal(0)
+
+
+def valuation_price(intent: OrderIntent, reference: Decimal | None) -> Decimal | None:
+    """The price the risk limits value ``intent`` at: the highest it can be expected to fill at.
+
+    A buy with a limit price never pays more than the limit, so the limit is its price (even without a
+    reference). Anything else fills at the market or beyond its stop: a buy stop at or above the stop,
+    a sell limit below the market near the market. So it is valued at the highest of the reference
+    price and its own limit and stop prices, and refused (``None``) without a usable reference price
+    (missing, not finite, not positive).
+    """
+    usable = reference if reference is not None and reference.is_finite() and reference > 0 else None
+    if intent.side == OrderSide.BUY and intent.limit_price is not None:
+        return intent.limit_price
+    if usable is None:
+        return None
+    return max(p for p in (usable, intent.limit_price, intent.stop_price) if p is not None)

@@ -17,6 +17,7 @@ then refuses the request with 503 before recording anything, and the client retr
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -119,7 +120,7 @@ class MarketDataCloses:
             return None
         close = rows["close"][-1]
         # The float was parsed from the JSON text: repr gives back that text's digits exactly.
-        return Decimal(repr(close)) if close is not None and close > 0 else None
+        return Decimal(repr(close)) if close is not None and math.isfinite(close) and close > 0 else None
 
     def _get_source(self) -> BarSource:
         with self._lock:

@@ -45,6 +45,7 @@ from trader.execution.orders import StatusChange, StatusOutcome
 from trader.execution.state_machine import BROKER_STATUSES, BROKER_TERMINAL
 from trader.ops.breakers import BreakerState
 from trader.store.models import Order, Position
+from trader.store.types import as_number
 
 if TYPE_CHECKING:
     from trader.execution.gateway import Gateway
@@ -304,7 +305,7 @@ class GatewayStateCollector(Collector):
             by_status = dict(session.execute(select(Order.status, func.count()).group_by(Order.status)).all())
             by_strategy = Position.strategy_id
             held_by = session.execute(
-                select(by_strategy, func.count()).where(Position.qty != 0).group_by(by_strategy)
+                select(by_strategy, func.count()).where(as_number(Position.qty) != 0).group_by(by_strategy)
             ).all()
             realized = session.execute(
                 select(by_strategy, func.sum(Position.realized_pnl)).group_by(by_strategy)

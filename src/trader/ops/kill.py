@@ -47,6 +47,7 @@ from trader.execution.orders import (
 from trader.ops.breakers import BreakerStatus, CircuitBreaker, TripReason
 from trader.store.models import AuditLog, Order
 from trader.store.models import Position as BookPosition
+from trader.store.types import as_number
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class _Closing:
             with Session(self.engine) as session:
                 rows = session.execute(
                     select(BookPosition.strategy_id, BookPosition.symbol, BookPosition.qty).where(
-                        BookPosition.qty != 0
+                        as_number(BookPosition.qty) != 0
                     )
                 ).all()
         except SQLAlchemyError as exc:

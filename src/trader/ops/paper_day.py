@@ -41,7 +41,7 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.freshness import StalenessError
 from trader.data.paths import DataPaths
 from trader.data.raw import RawRecorder
-from trader.domain.enums import OrderStatus
+from trader.domain.enums import OrderSide, OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService, SubmitOutcome
@@ -408,12 +408,19 @@ def order_intents(
     An exit (a reduce or a close) worth more than ``max_order_notional`` at its reference price is
     sent as whole-share slices within the limit (``sequence`` 0, 1, ...): an exit must never be
     blocked by its size. Entries are not sliced: the limit caps them and the risk check says so.
+    The sequence counts on across the orders of one symbol and side, so that the two legs of a side
+    change (sell 10 to close a long, then sell 100 to open a short) get two ``client_order_id`` values
+    instead of one that would drop the second leg as "already recorded".
     """
     intents: list[OrderIntent] = []
+    next_sequence: dict[tuple[str, OrderSide], int] = {}
     for order in orders:
         exit_ = order.reason in {IntentReason.REDUCE, IntentReason.CLOSE}
         limit = max_order_notional if exit_ else None
-        for sequence, qty in enumerate(_exit_slices(order.qty, order.reference_price, limit)):
+        key = (order.symbol.strip().upper(), OrderSide(order.side))
+        for qty in _exit_slices(order.qty, order.reference_price, limit):
+            sequence = next_sequence.get(key, 0)
+            next_sequence[key] = sequence + 1
             intents.append(
                 OrderIntent(
                     strategy, day, order.symbol, order.side, qty=qty, intent=REBALANCE, sequence=sequence
@@ -434,9 +441,11 @@ def rebalance_intents(
 
 def _intent_of(order: Order) -> OrderIntent:
     """The intent an order row was recorded from (same fields → same ``client_order_id``)."""
-    from trader.domain.enums import OrderSide, OrderType, TimeInForce
+    from trader.domain.enums import OrderType, TimeInForce
 
-    for sequence in range(MAX_EXIT_SLICES + 1):  # a sliced exit has sequence 1, 2, ...
+    # A sliced exit has sequence 0..MAX_EXIT_SLICES (full slices and a rest); the opening leg of a
+    # side change comes after its closing slices.
+    for sequence in range(MAX_EXIT_SLICES + 2):
         intent = OrderIntent(
             order.strategy_id,
             order.trading_date,

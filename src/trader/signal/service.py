@@ -46,6 +46,7 @@ from trader.signal.publish import (
 from trader.signal.scoring import Scorer, scorer_for
 from trader.signal.weights import target_weights
 from trader.store.models import Position
+from trader.store.types import as_number
 from trader.strategies.config import StrategyConfig
 
 
@@ -85,7 +86,7 @@ class SignalOutcome:
 def held_symbols(session: Session, strategy_id: str) -> list[str]:
     """Symbols the strategy holds long, from the ``positions`` table."""
     rows = session.scalars(
-        select(Position.symbol).where(Position.strategy_id == strategy_id, Position.qty > 0)
+        select(Position.symbol).where(Position.strategy_id == strategy_id, as_number(Position.qty) > 0)
     ).all()
     return sorted(rows)
 

@@ -5,7 +5,10 @@ current holdings, rank them together with the best-scored names not held, sell a
 the holdings that rank lowest, and buy the best new names to fill ``topk`` slots. Replacing only a few
 names a day keeps turnover low. Each selected name gets the same weight, ``1 / topk`` of equity
 (fewer than ``topk`` names leave the rest in cash), so the live path and the research backtest hold
-the same names.
+the same names. When more than ``topk`` names are held (a new model with a smaller ``topk``, or
+holdings carried in from elsewhere), the rule keeps more than ``topk`` names, as Qlib's does, and
+sheds at most ``n_drop`` a day; each then gets ``1 / count``, so the weights never add up to more
+than the whole equity (an allocation above 1 would be refused, and the book would be stuck there).
 
 Long/short (optional): the long book is chosen as above with half the equity, and the short book is
 the same rule applied to the negated scores with the other half, as negative weights.
@@ -67,14 +70,20 @@ def target_weights(
     """Equal target weights (fractions of equity) of the names :func:`topk_dropout` selects.
 
     Long-only: each selected name ``1 / topk``. Long/short: longs ``0.5 / topk`` each, shorts (the
-    rule on negated scores, from ``held_short``) ``-0.5 / topk`` each. Names not in the result have a
-    target weight of zero.
+    rule on negated scores, from ``held_short``) ``-0.5 / topk`` each. A book that keeps more than
+    ``topk`` names divides its share by their count instead (see the module doc). Names not in the
+    result have a target weight of zero.
     """
     if not long_short:
-        weight = Decimal(1) / Decimal(topk)
-        return {symbol: weight for symbol in topk_dropout(scores, held, topk=topk, n_drop=n_drop)}
-    half = Decimal("0.5") / Decimal(topk)
+        return _equal(topk_dropout(scores, held, topk=topk, n_drop=n_drop), Decimal(1), topk)
     longs = topk_dropout(scores, held, topk=topk, n_drop=n_drop)
     negated = {symbol: -score for symbol, score in scores.items() if symbol not in set(longs)}
     shorts = topk_dropout(negated, held_short, topk=topk, n_drop=n_drop)
-    return {**{s: half for s in longs}, **{s: -half for s in shorts}}
+    half = Decimal("0.5")
+    return {**_equal(longs, half, topk), **_equal(shorts, -half, topk)}
+
+
+def _equal(names: list[str], share: Decimal, topk: int) -> dict[str, Decimal]:
+    """``share`` of equity split equally over ``topk`` slots, or over the names if there are more."""
+    weight = share / Decimal(max(topk, len(names)))
+    return {symbol: weight for symbol in names}

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Numeric, String
+from sqlalchemy import ColumnElement, DateTime, Dialect, Numeric, String, cast
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
@@ -42,6 +43,17 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         return Decimal(str(value)) if not isinstance(value, Decimal) else value
+
+
+def as_number(column: InstrumentedAttribute[Decimal]) -> ColumnElement[float]:
+    """An :class:`ExactDecimal` column for comparing in SQL: as a number on both engines.
+
+    On SQLite the column holds text, and ``qty > 0`` would compare text: ``'0.0' > '0'`` is true, so a
+    position closed by fractional fills would count as held. ``as_number(Position.qty) > 0`` compares
+    ``CAST(qty AS NUMERIC)``, like the check constraints (a double's precision on SQLite, which is
+    exact for comparing with zero).
+    """
+    return cast(column, Numeric(asdecimal=False))
 
 
 def to_decimal(value: Any) -> Decimal:

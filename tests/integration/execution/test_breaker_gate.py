@@ -16,6 +16,7 @@ from trader.domain.enums import OrderSide, OrderStatus
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService
 from trader.ops.breakers import CircuitBreaker, DatabaseBreakerStore, TripReason
+from trader.risk.checks import RiskOptions
 from trader.risk.snapshot import Holding, PortfolioSnapshot
 from trader.signal.service import SignalBlockedError, SignalService
 
@@ -62,6 +63,49 @@ def test_a_flip_through_zero_is_not_an_exit(migrated_engine: Engine) -> None:
         [_intent("AAA", OrderSide.SELL, 11)], SNAPSHOT, PRICES.get
     )
     assert flip.status is OrderStatus.RISK_REJECTED
+
+
+def test_the_second_leg_of_a_flip_in_one_batch_is_an_entry(migrated_engine: Engine) -> None:
+    # Each leg alone looks like an exit against the snapshot (sell at most the long of 10); together
+    # the second opens a short. With shorting allowed, only the breaker stands in the way.
+    breaker = CircuitBreaker(DatabaseBreakerStore(migrated_engine), migrated_engine)
+    breaker.trip(TripReason.KILL, "kill switch", "test")
+    service = ExecutionService(
+        migrated_engine, None, settings(dry_run=True), source="test", breaker=breaker,
+        risk_options=RiskOptions(allow_short=True),
+    )  # fmt: skip
+    close, open_, again = service.submit_batch(
+        [
+            _intent("AAA", OrderSide.SELL, 10),
+            OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(10), sequence=1),
+            OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(4), sequence=2),
+        ],
+        SNAPSHOT,
+        PRICES.get,
+    )
+    assert close.status is OrderStatus.DRY_RUN
+    assert open_.status is OrderStatus.RISK_REJECTED and "circuit breaker TRIPPED" in (open_.reason or "")
+    # A refused order does not move the projection: the next one is judged against flat as well.
+    assert again.status is OrderStatus.RISK_REJECTED
+
+
+def test_partial_exits_in_one_batch_stay_exits_until_the_position_is_gone(migrated_engine: Engine) -> None:
+    breaker = CircuitBreaker(DatabaseBreakerStore(migrated_engine), migrated_engine)
+    breaker.trip(TripReason.MANUAL, "operator", "test")
+    outcomes = _service(migrated_engine, breaker).submit_batch(
+        [
+            _intent("AAA", OrderSide.SELL, 6),
+            OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(4), sequence=1),
+            OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(1), sequence=2),
+        ],
+        SNAPSHOT,
+        PRICES.get,
+    )
+    assert [o.status for o in outcomes] == [
+        OrderStatus.DRY_RUN,
+        OrderStatus.DRY_RUN,
+        OrderStatus.RISK_REJECTED,
+    ]
 
 
 @pytest.mark.parametrize("reason", [TripReason.KILL])

@@ -163,7 +163,7 @@ def test_risk_refusal_from_the_risk_limits_table(serve: Serve, migrated_engine: 
     assert notional.json()["status"] == "risk_rejected"
     assert "order notional 900.00 > max_order_notional 500.00" in notional.json()["reject_reason"]
     assert unpriced.json()["status"] == "risk_rejected"
-    assert "no reference price for MSFT" in unpriced.json()["reject_reason"]
+    assert "no usable reference price for MSFT" in unpriced.json()["reject_reason"]
     # every checked order has its decision row; the unpriced one never reached the rules
     assert count(migrated_engine, RiskDecision) == 4
     assert count(migrated_engine, RiskDecision, RiskDecision.approved.is_(False)) == 3

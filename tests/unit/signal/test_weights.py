@@ -90,3 +90,55 @@ def test_matches_qlib_and_never_exceeds_topk(
     assert len(chosen) <= topk
     assert len(set(held) - set(chosen)) <= n_drop  # never replaces more than n_drop holdings
     assert set(chosen) == _qlib_topk_dropout(scores, held, topk, n_drop)
+
+
+def test_more_holdings_than_topk_share_the_equity_instead_of_exceeding_it() -> None:
+    # A new model with topk 5 takes over a book of 10 names: TopkDropout (like Qlib's) keeps more than
+    # topk and sheds n_drop a day; weights of 1/topk each would add up to 1.6 and the allocator would
+    # refuse every rebalance, sells included, so the book would never shrink.
+    scores = {f"S{i:02d}": float(20 - i) for i in range(20)}
+    held = [f"S{i:02d}" for i in range(10)]
+    sums = []
+    for _ in range(4):
+        weights = target_weights(scores, held, topk=5, n_drop=2)
+        assert len(set(weights.values())) == 1
+        sums.append(sum(weights.values()))
+        held = list(weights)
+    assert all(total == 1 for total in sums[:2]) and len(held) == 5
+    assert target_weights(scores, held, topk=5, n_drop=2) == {s: Decimal("0.2") for s in held}
+
+
+def test_long_short_books_with_extra_holdings_stay_within_their_halves() -> None:
+    scores = {f"S{i:02d}": float(20 - i) for i in range(20)}
+    weights = target_weights(
+        scores,
+        [f"S{i:02d}" for i in range(6)],
+        topk=2,
+        n_drop=1,
+        long_short=True,
+        held_short=[f"S{i:02d}" for i in range(14, 20)],
+    )
+    longs = [w for w in weights.values() if w > 0]
+    shorts = [w for w in weights.values() if w < 0]
+    assert sum(longs) == Decimal("0.5") and sum(shorts) == Decimal("-0.5")
+    assert len(longs) == 5 and len(shorts) == 5  # one dropped from each book today
+
+
+@given(
+    st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=30, unique=True),
+    st.data(),
+    st.integers(1, 10),
+    st.integers(0, 5),
+)
+def test_weights_never_add_up_to_more_than_the_equity(
+    values: list[float], data: st.DataObject, topk: int, n_drop: int
+) -> None:
+    scores = {f"S{i:02d}": v for i, v in enumerate(values)}
+    held = data.draw(st.lists(st.sampled_from(sorted(scores)), unique=True))  # any number, even > topk
+    weights = target_weights(scores, held, topk=topk, n_drop=n_drop)
+    assert sum(weights.values()) <= 1
+    kept = [s for s in held if s in scores]
+    assert len(weights) <= max(topk, len(kept))  # never grows beyond topk or what is held
+    assert len(set(kept) - set(weights)) <= n_drop
+    # (Qlib's own code is not the reference here: with more than topk held, its slice
+    # ``[: n_drop + topk - len(last)]`` goes negative and counts from the end, buying names it meant not to.)
