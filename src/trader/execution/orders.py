@@ -22,7 +22,7 @@ Fills are not applied here: quantities, positions and P&L are the ledger's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -36,7 +36,7 @@ from trader.domain.json import json_ready
 from trader.errors import TraderError
 from trader.execution.client_ids import DEFAULT_INTENT, make_client_order_id
 from trader.execution.sql import insert_if_absent, lock_position
-from trader.execution.state_machine import InvalidTransition, Move, classify
+from trader.execution.state_machine import RANK, InvalidTransition, Move, classify
 from trader.store.models import Event, Order
 
 SOURCE = "execution"
@@ -258,12 +258,31 @@ def apply_broker_update(
         return StatusChange(order.client_order_id, previous, previous, StatusOutcome.CONFLICT, str(exc))
     if move is Move.SAME:
         return StatusChange(order.client_order_id, previous, previous, StatusOutcome.UNCHANGED)
-    if move is Move.STALE:
+    if move is Move.STALE or (RANK[target] < RANK[previous] and not _newer_than_held(session, order, at)):
         _journal(session, STALE_EVENT, order, payload, source)
         return StatusChange(order.client_order_id, previous, previous, StatusOutcome.STALE)
     order.status = target.value
     _journal(session, STATUS_EVENT, order, payload, source)
     return StatusChange(order.client_order_id, previous, target, StatusOutcome.CHANGED)
+
+
+def _newer_than_held(session: Session, order: Order, at: datetime) -> bool:
+    """Whether a report timed ``at`` is newer than the one that set the status held.
+
+    Asked only for a move back (a rejected cancel puts ``pending_cancel`` back to ``new``): a late or
+    repeated ``new`` or ``partial_fill`` from before the cancel request would make the same move, and
+    only its time tells them apart. Without a time for the status held, the move is allowed (the
+    table allows it).
+    """
+    held_at = session.scalar(
+        select(Event.payload)
+        .where(Event.correlation_id == order.client_order_id, Event.kind == STATUS_EVENT)
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    if not held_at or "at" not in held_at:
+        return True
+    return at > datetime.fromisoformat(str(held_at["at"]))
 
 
 def _link(order: Order, report: BrokerOrder) -> None:

@@ -5,7 +5,8 @@ state the next run continues from):
 
 1. **record** the intent in ``orders`` as ``pending_submit`` under its deterministic
    ``client_order_id`` (a repeated request finds the row and goes no further unless it is still
-   ``pending_submit``);
+   ``pending_submit``; then the broker is asked first whether an earlier attempt landed, and an order
+   it has is only brought up to date);
 2. **risk**: the pre-trade check, its decision written to ``risk_decisions``; a refusal sets
    ``risk_rejected`` and the order never reaches the broker;
 3. **send** (unless ``DRY_RUN``: then ``dry_run``): the broker adapter submits exactly once (an
@@ -138,9 +139,39 @@ class ExecutionService:
                         intent.client_order_id, intent.symbol, status, created=False, sent=False,
                         reason=reason, matches=result.matches,
                     )  # fmt: skip
+        for intent, created in fresh:
+            landed = None if created else self._landed_earlier(intent)
+            if landed is not None:
+                outcomes[intent.client_order_id] = landed
+        fresh = [(intent, created) for intent, created in fresh if intent.client_order_id not in outcomes]
         for intent, verdict, created in self._check(fresh, snapshot, price_of):
             outcomes[intent.client_order_id] = self._decide(intent, verdict, created)
         return [outcomes[intent.client_order_id] for intent in intents]
+
+    def _landed_earlier(self, intent: OrderIntent) -> SubmitOutcome | None:
+        """For a repeated request of an order still ``pending_submit``: what the broker has of it.
+
+        An earlier attempt may have reached the broker with its answer lost. Checking the risk again
+        first would count the order's own fill against it and could mark a live order
+        ``risk_rejected``; so the broker is asked first, and an order it has is only brought up to
+        date (not checked, not sent). ``None``: the broker has no such order; go on as for a new one.
+        """
+        if self._broker is None:
+            return None
+        cid = intent.client_order_id
+        try:
+            found = self._broker.get_order_by_client_id(cid)
+        except BrokerError as exc:
+            log.warning("order %s: could not ask the broker whether it landed: %s", cid, exc)
+            why = f"could not ask the broker whether this order landed earlier ({exc}); retry"
+            return SubmitOutcome(cid, intent.symbol, OrderStatus.PENDING_SUBMIT, False, False, why)
+        if found is None:
+            return None
+        with self._session() as session, session.begin():
+            change = apply_broker_update(session, found, source=self._source)
+        if self._metrics is not None:
+            self._metrics.status_changed(change)
+        return SubmitOutcome(cid, intent.symbol, change.status, created=False, sent=False)
 
     def _check(
         self, fresh: list[tuple[OrderIntent, bool]], snapshot: PortfolioSnapshot, price_of: PriceLookup

@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from tests.integration.broker.conftest import OPEN_TUESDAY, admin, alpaca_broker, set_faults
+from tests.integration.broker.conftest import FAST_POLICY, OPEN_TUESDAY, admin, alpaca_broker, set_faults
 from tests.integration.execution.gateway_support import (
     AUTH,
     count,
@@ -36,7 +36,9 @@ from tests.integration.execution.gateway_support import (
 from tests.support.paper_broker import RunningBroker, running_paper_broker
 from tests.support.waiting import wait_until
 from trader.broker.alpaca import AlpacaBroker
-from trader.broker.base import OrderQuery
+from trader.broker.base import BrokerOrder, OrderQuery, OrderRequest
+from trader.broker.errors import AmbiguousBrokerError
+from trader.config import Settings
 from trader.data.sources.synthetic import SyntheticConfig, SyntheticSource
 from trader.execution.gateway import create_gateway_app
 from trader.observability.metrics import SLIPPAGE_BUCKETS
@@ -330,3 +332,57 @@ def test_orders_are_refused_until_the_broker_can_be_reconciled(migrated_engine: 
         assert answer.status_code == 503
         assert "boot reconciliation" in answer.json()["detail"]
         assert count(migrated_engine, Order) == 0
+
+
+class _LostFirstAnswer(AlpacaBroker):
+    """The first submit reaches the broker, but its answer is lost (what the adapter reports when the
+    response and the lookup both fail)."""
+
+    lost = False
+
+    def submit_order(self, request: OrderRequest) -> BrokerOrder:
+        order = super().submit_order(request)
+        if not self.lost:
+            self.lost = True
+            raise AmbiguousBrokerError(
+                f"submit order {request.client_order_id}: outcome unknown after every retry",
+                operation="submit order",
+                client_order_id=request.client_order_id,
+            )
+        return order
+
+
+def test_a_repeated_request_for_an_order_that_landed_is_not_checked_again(
+    paper: RunningBroker, migrated_engine: Engine
+) -> None:
+    # 300 SYN001 (~9.5k) fits max_position_notional 15,000 once; checked again after its own fill,
+    # it would count twice (~19k) and the live, filled order would be marked risk_rejected.
+    broker = _LostFirstAnswer.from_settings(
+        Settings(
+            alpaca_base_url=paper.url,
+            alpaca_api_key_id=paper.key_id,
+            alpaca_api_secret_key=paper.secret_key,
+        ),
+        policy=FAST_POLICY,
+    )
+    config = settings(dry_run=False, alpaca_base_url=paper.url, max_position_notional=D(15_000))
+    app = create_gateway_app(config, broker=broker, engine=migrated_engine, consume_trade_updates=False)
+    body = order_body(symbol="SYN001", qty="300", trading_date=DAY)
+    with serving(app) as client:
+        first = client.post("/orders", json=body, headers=AUTH)
+        assert first.status_code == 202 and first.json()["status"] == "pending_submit"
+        cid = first.json()["client_order_id"]
+        wait_until(
+            lambda: [o.status.value for o in broker.list_orders(OrderQuery.ALL)] == ["filled"],
+            what="the fill at the broker",
+        )
+        again = client.post("/orders", json=body, headers=AUTH)
+    assert again.status_code == 200
+    assert (again.json()["status"], again.json()["sent"]) == ("filled", False)
+    assert len(broker.list_orders(OrderQuery.ALL)) == 1  # not sent twice
+    with Session(migrated_engine) as session:
+        row = session.scalars(select(Order).where(Order.client_order_id == cid)).one()
+    # (its fill reaches the books through the trade-update stream or the reconciler, as any order's)
+    assert (row.status, row.reject_reason) == ("filled", None)
+    # one approved decision (the first request's); the repeat was not checked
+    assert count(migrated_engine, RiskDecision) == 1

@@ -174,6 +174,34 @@ def test_broker_reports_move_the_status_and_are_journaled(migrated_engine: Engin
     assert count(migrated_engine, Event, kind=CONFLICT_EVENT) == 1
 
 
+def test_a_move_back_needs_a_report_newer_than_the_status_held(migrated_engine: Engine) -> None:
+    # pending_cancel -> new is real when the cancel is rejected (a later report), but a repeated
+    # partial_fill or a late new from before the cancel request must not undo the pending cancel.
+    factory = session_factory(migrated_engine)
+    with transaction(factory) as session:
+        coid = record_intent(session, intent()).order.client_order_id
+
+    def at(seconds: int, event: str, status: OrderStatus) -> TradeUpdate:
+        return TradeUpdate(event, broker_order(coid, status), T0 + timedelta(seconds=seconds))  # type: ignore[arg-type]
+
+    steps = [
+        (at(1, "new", OrderStatus.NEW), StatusOutcome.CHANGED),
+        (at(2, "partial_fill", OrderStatus.PARTIALLY_FILLED), StatusOutcome.CHANGED),
+        (at(3, "pending_cancel", OrderStatus.PENDING_CANCEL), StatusOutcome.CHANGED),
+        (at(2, "partial_fill", OrderStatus.PARTIALLY_FILLED), StatusOutcome.STALE),  # a repeat
+        (at(1, "new", OrderStatus.NEW), StatusOutcome.STALE),  # late
+        (at(3, "new", OrderStatus.NEW), StatusOutcome.STALE),  # not newer either
+        (at(4, "order_cancel_rejected", OrderStatus.PARTIALLY_FILLED), StatusOutcome.CHANGED),
+    ]
+    for report, outcome in steps:
+        with transaction(factory) as session:
+            change = apply_broker_update(session, report)
+        assert change.outcome is outcome, (report.event, report.timestamp, change)
+    with factory() as session:
+        order = get_order(session, coid)
+        assert order is not None and order.status == OrderStatus.PARTIALLY_FILLED
+
+
 def test_the_submit_response_links_the_broker_order(migrated_engine: Engine) -> None:
     factory = session_factory(migrated_engine)
     with transaction(factory) as session:
