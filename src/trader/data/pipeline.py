@@ -195,13 +195,19 @@ class DataPipeline:
             )
         if bars.is_empty():
             raise SourceError(f"{source.name} returned no bars for {_describe(symbols)} {start}..{end}")
-        affected = sorted(bars.get_column("symbol").drop_nulls().unique().to_list())
+        delivered = sorted(bars.get_column("symbol").drop_nulls().unique().to_list())
+        # A new or corrected corporate action for a symbol without bars in this batch re-adjusts (and
+        # re-checks) that symbol's recorded history too: stored alone, it would leave the history
+        # unadjusted, and a bad one would refuse every later ingest of that symbol.
+        acted = self.actions.changed_symbols(batch.actions) - set(delivered)
 
         with timer("raw"):
             pending = self.raw.prepare(bars.select([*BAR_SCHEMA, "source"]), ingested_at=now)
             # What the raw record held before this ingest, read before any new file appears; an empty
             # record means the history is exactly this batch (nothing to read back).
-            earlier = self.raw.scan(affected).collect() if self.raw.files() else None
+            earlier = self.raw.scan([*delivered, *sorted(acted)]).collect() if self.raw.files() else None
+            held = set() if earlier is None else set(earlier.get_column("symbol").unique().to_list())
+            affected = sorted(set(delivered) | (acted & held))
             # The new raw files are written in the background while the batch is adjusted and
             # validated (Parquet encoding and fsync release the GIL), and waited for before anything
             # else is written, or raised: raw keeps what arrived, even when the ingest is refused.
@@ -235,7 +241,8 @@ class DataPipeline:
                     result = gated.result(self.calendar, listings)
                     # Judged per symbol on the bars that passed the gate: a symbol whose newest bars
                     # were all quarantined is stale; a delisted one is not judged.
-                    freshness = judge_symbols(result.clean, affected, now, self.calendar, listings=listings)
+                    # (only the symbols delivered: one re-adjusted for an action alone is not late)
+                    freshness = judge_symbols(result.clean, delivered, now, self.calendar, listings=listings)
             finally:
                 with timer("raw_publish"):
                     recorded = publishing.result()

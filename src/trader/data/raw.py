@@ -178,11 +178,13 @@ class RawRecorder:
     def record(self, bars: pl.DataFrame, ingested_at: datetime) -> RecordResult:
         """Append ``bars`` (:data:`BAR_SCHEMA` + ``source``) with ``ingested_at`` (aware, stored in UTC).
 
-        A row equal in every value (source included) to the newest recorded arrival of its (symbol,
-        date) is skipped; any other row is appended, so a correction is recorded, and an old value a
-        source returns to, or a source's bar that another source's delivery replaced in between, is
-        recorded again as the newest. Only the month partitions the batch touches are
-        read. Writes one new file per touched month; nothing existing is modified.
+        The rows of one (symbol, date) are skipped when they are exactly the newest recorded arrival
+        of that key (every row equal in every value, source included, and as many); otherwise all of
+        them are appended as the newest arrival, so a correction is recorded, an old value a source
+        returns to is recorded again, a conflicting pair is resolved by re-sending the right version
+        alone, and a second version arriving beside a recorded one is a conflict the gate sees (see
+        :func:`not_yet_recorded`). Only the month partitions the batch touches are read. Writes one
+        new file per touched month; nothing existing is modified.
         """
         return self.prepare(bars, ingested_at).publish()
 
@@ -206,8 +208,7 @@ class RawRecorder:
             # Compared with what downstream uses (the newest arrival of each symbol and date, from any
             # source): a source re-delivering a bar another source replaced in between is recorded again.
             recorded = newest_arrival(self._scan_folders(folders, latest_only=True).collect())
-            recorded = recorded.select(VALUE_COLUMNS)
-            new = frame.join(recorded, on=list(VALUE_COLUMNS), how="anti", nulls_equal=True)
+            new = not_yet_recorded(frame, recorded.select(VALUE_COLUMNS))
         return PendingRecord(self, at, new, skipped_rows=frame.height - new.height)
 
     def _scan_folders(
@@ -267,6 +268,30 @@ class RawRecorder:
         """
         lazy = self.scan(symbols, start, end, latest_only)
         return lazy.sort([*ROW_KEY, "ingested_at"], nulls_last=True).collect()
+
+
+def not_yet_recorded(incoming: pl.DataFrame, recorded: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``incoming`` to append, given the newest ``recorded`` arrival of each (symbol, date).
+
+    Decided per (symbol, date), not per row: a row-by-row check would keep, of an incoming pair
+    {101, 101.5} for a key recorded as {101}, only 101.5, which then silently replaces 101 instead of
+    reaching the gate as a conflict; and it would skip a lone 101 sent to resolve a recorded conflict
+    {101, 101.5}, leaving the day quarantined for good. A key's rows are skipped only when they are
+    the recorded arrival exactly (same rows, same count). Rows without a symbol or date have no key:
+    each is skipped when an equal row is recorded, as before.
+    """
+    key = ["symbol", "date"]
+    keyed = pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
+    seen = recorded.unique().with_columns(_seen=pl.lit(True))
+    counts = recorded.filter(keyed).group_by(key).agg(_recorded=pl.len())
+    flagged = (
+        incoming.join(seen, on=list(VALUE_COLUMNS), how="left", nulls_equal=True, maintain_order="left")
+        .join(counts, on=key, how="left", maintain_order="left")
+        .with_columns(pl.col("_seen").fill_null(False))
+    )
+    same_group = (pl.col("_seen").all().over(key)) & (pl.col("_recorded") == pl.len().over(key))
+    repeat = pl.when(keyed).then(same_group.fill_null(False)).otherwise(pl.col("_seen"))
+    return flagged.filter(~repeat).select(incoming.columns)
 
 
 def newest_arrival(history: pl.DataFrame) -> pl.DataFrame:

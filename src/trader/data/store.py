@@ -620,6 +620,14 @@ class ActionStore(_KeyedFile):
         """Stored actions, optionally of ``symbols`` only, sorted by symbol and ex_date."""
         return _symbol_filter(self._read_all().lazy(), symbols).collect()
 
+    def changed_symbols(self, actions: pl.DataFrame) -> set[str]:
+        """Symbols of which ``actions`` holds an action not stored as it is (new, or a correction)."""
+        incoming = self._prepare(actions)
+        if incoming.is_empty():
+            return set()
+        changed = incoming.join(self._read_all(), on=list(self.schema), how="anti", nulls_equal=True)
+        return set(changed.get_column("symbol").drop_nulls().to_list())
+
     def read_merged(self, actions: pl.DataFrame, symbols: Sequence[str] | None = None) -> pl.DataFrame:
         """What :meth:`read` would return after ``merge(actions)``, without writing anything.
 
@@ -853,9 +861,23 @@ class GapStore(_KeyedFile):
 # --------------------------------------------------------------------------------------------------
 
 #: Same key in Parquet and the table: a row whose adjusted values change (a new dividend moves its
-#: factor) is the same refused bar, not a new one.
+#: factor) is the same refused bar, not a new one. Several rows of one key (the two versions of a
+#: conflicting duplicate, two rows whose dates could not be read) are kept as several: a key is
+#: stored as many times as the largest batch refused it (see :func:`_beyond_stored`).
 _QUARANTINE_PARQUET_KEY = ("symbol", "date", "rule", "source")
 _QUARANTINE_DB_KEY = ("symbol", "date", "rule", "source")
+
+
+def _beyond_stored(frame: pl.DataFrame, stored: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
+    """The rows of ``frame`` past the number of rows ``stored`` already holds for their key.
+
+    Re-gating the same data gives as many rows per key as before, so nothing is added twice; a batch
+    with more rows for a key than stored (a second version of a bar) adds the extra ones.
+    """
+    counted = stored.group_by(key).agg(_stored=pl.len())
+    numbered = frame.with_columns(_nth=pl.int_range(pl.len()).over(key))
+    joined = numbered.join(counted, on=list(key), how="left", nulls_equal=True, maintain_order="left")
+    return joined.filter(pl.col("_nth") >= pl.col("_stored").fill_null(0)).drop("_nth", "_stored")
 
 
 def _payload_object(text: str | None) -> dict[str, Any]:
@@ -892,22 +914,23 @@ class QuarantineStore:
     def append(self, quarantined: pl.DataFrame, ingest_id: str) -> int:
         """Append ``quarantined`` (:data:`QUARANTINE_SCHEMA`) as one new file per year; returns rows added.
 
-        A row already quarantined with the same symbol, date, rule and source is skipped, as are
-        repeats inside ``quarantined``.
+        Rows of a (symbol, date, rule, source) already quarantined are skipped, up to as many as are
+        stored for it (re-ingesting the same data adds nothing; see :func:`_beyond_stored`).
         """
         if not ingest_id or "/" in ingest_id or ingest_id.startswith("."):
             raise ValueError(f"ingest id {ingest_id!r} cannot name a file")
-        frame = conform(quarantined, QUARANTINE_SCHEMA).unique(
-            subset=list(_QUARANTINE_PARQUET_KEY), keep="first", maintain_order=True
-        )
+        frame = conform(quarantined, QUARANTINE_SCHEMA)
         if frame.is_empty():
             return 0
         frame = frame.with_columns(_year=pl.col("date").dt.year())
         years = frame.get_column("_year").unique().to_list()
         files = [f for y in years for f in parquet_files(self.root / year_folder(y))]
-        if files:
-            seen = scan(files, QUARANTINE_SCHEMA).select(_QUARANTINE_PARQUET_KEY).unique().collect()
-            frame = frame.join(seen, on=list(_QUARANTINE_PARQUET_KEY), how="anti", nulls_equal=True)
+        seen = (
+            scan(files, QUARANTINE_SCHEMA).select(_QUARANTINE_PARQUET_KEY).collect()
+            if files
+            else empty({k: QUARANTINE_SCHEMA[k] for k in _QUARANTINE_PARQUET_KEY})
+        )
+        frame = _beyond_stored(frame, seen, _QUARANTINE_PARQUET_KEY)
         for (year,), part in frame.partition_by("_year", as_dict=True).items():
             write_new(part.drop("_year"), self.root / year_folder(year), ingest_id)
         return frame.height
@@ -920,10 +943,10 @@ class QuarantineStore:
     def record_in_db(self, target: Engine | Session, quarantined: pl.DataFrame) -> int:
         """Insert ``quarantined`` into the SQL ``quarantine`` table in one transaction; returns rows added.
 
-        A row is skipped when the table already holds one with the same symbol, date, rule and source
-        (re-ingest is idempotent). ``payload`` (JSON text) is stored as a JSON object; a null
-        ``source`` is stored as ``unknown`` (the column is NOT NULL). With a session the insert joins
-        its transaction and the caller commits.
+        Rows of a (symbol, date, rule, source) the table already holds are skipped, up to as many as
+        it holds (re-ingest is idempotent; see :func:`_beyond_stored`). ``payload`` (JSON text) is
+        stored as a JSON object; a null ``source`` is stored as ``unknown`` (the column is NOT NULL).
+        With a session the insert joins its transaction and the caller commits.
         """
         frame = conform(quarantined, QUARANTINE_SCHEMA).with_columns(
             pl.col("source").fill_null(UNKNOWN_SOURCE)
@@ -953,7 +976,7 @@ class QuarantineStore:
                 schema={k: QUARANTINE_SCHEMA[k] for k in _QUARANTINE_DB_KEY},
                 orient="row",
             )
-            fresh = frame.join(present, on=list(_QUARANTINE_DB_KEY), how="anti", nulls_equal=True)
+            fresh = _beyond_stored(frame, present, _QUARANTINE_DB_KEY)
             if fresh.is_empty():
                 return 0
             rows = [

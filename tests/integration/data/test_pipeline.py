@@ -115,20 +115,15 @@ def test_re_ingesting_the_same_data_changes_nothing(
     assert count(migrated_engine, Event) == 2  # each run is journaled, even when it changed nothing
 
 
-def test_a_late_split_re_adjusts_the_whole_history(sqlite_url: str, tmp_path: Path) -> None:
-    """Before the split is known the halving is an outlier; once it arrives history is re-adjusted."""
-    from trader.store.db import make_engine
-    from trader.store.migrate import upgrade
-
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
+def _acme_halving(folder: Path) -> tuple[Path, pl.Series, date]:
+    """ACME's March 2024 bars in a CSV: 100 until 2024-03-15, 50 from then on (a 2:1 split's look)."""
     sessions = pl.date_range(date(2024, 3, 1), date(2024, 3, 29), eager=True).filter(
         pl.Series([d.weekday() < 5 for d in pl.date_range(date(2024, 3, 1), date(2024, 3, 29), eager=True)])
     )
     sessions = sessions.filter(sessions != date(2024, 3, 29))  # Good Friday
     split_day = date(2024, 3, 15)
     raw_close = [100.0 if d < split_day else 50.0 for d in sessions]
-    bars_csv = tmp_path / "bars.csv"
+    bars_csv = folder / "bars.csv"
     pl.DataFrame(
         {
             "Ticker": "ACME",
@@ -140,6 +135,17 @@ def test_a_late_split_re_adjusts_the_whole_history(sqlite_url: str, tmp_path: Pa
             "Volume": [1000.0 if d < split_day else 2000.0 for d in sessions],
         }
     ).write_csv(bars_csv)
+    return bars_csv, sessions, split_day
+
+
+def test_a_late_split_re_adjusts_the_whole_history(sqlite_url: str, tmp_path: Path) -> None:
+    """Before the split is known the halving is an outlier; once it arrives history is re-adjusted."""
+    from trader.store.db import make_engine
+    from trader.store.migrate import upgrade
+
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    bars_csv, sessions, split_day = _acme_halving(tmp_path)
     actions_csv = tmp_path / "actions.csv"
     actions_csv.write_text("symbol,ex_date,split_ratio,cash_dividend\nACME,2024-03-15,2,0\n")
     pipeline = DataPipeline(DataPaths(tmp_path / "data"), engine=engine)
@@ -350,3 +356,37 @@ def test_a_redis_outage_is_a_warning_after_the_stores_are_written(
 
     assert report.online_error is not None and "ConnectionError" in report.online_error
     assert pipeline.adjusted.symbols() == ["SYN001"]
+
+
+def test_an_action_for_a_symbol_not_in_the_batch_re_adjusts_its_history(tmp_path: Path) -> None:
+    from trader.data.pipeline import DataError
+
+    acme, sessions, split_day = _acme_halving(tmp_path)
+    other = _csv(tmp_path / "other.csv", ["OTHR,2024-03-28,10,11,9,10,100"])
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    pipeline.ingest(CsvSource(acme), None, sessions[0], sessions[-1])
+    assert split_day not in pipeline.adjusted.read(["ACME"]).get_column("date").to_list()  # an outlier
+
+    # An impossible dividend for ACME arrives with OTHR's bars: the ingest is refused, nothing stored,
+    # instead of storing the action and refusing every later ACME ingest.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("symbol,ex_date,split_ratio,cash_dividend\nACME,2024-03-20,1,500\n")
+    with pytest.raises(DataError, match="corporate actions refused"):
+        pipeline.ingest(CsvSource(other, actions_path=bad), None, sessions[0], sessions[-1])
+    assert pipeline.actions.read().is_empty() and pipeline.adjusted.read(["OTHR"]).is_empty()
+
+    # The split arrives with OTHR's bars: ACME's recorded history is re-adjusted and re-checked.
+    split = tmp_path / "split.csv"
+    split.write_text("symbol,ex_date,split_ratio,cash_dividend\nACME,2024-03-15,2,0\n")
+    report = pipeline.ingest(CsvSource(other, actions_path=split), None, sessions[0], sessions[-1])
+    acme_adjusted = pipeline.adjusted.read(["ACME"])
+    assert report.symbols == 2 and report.quarantined_rows == 0
+    assert acme_adjusted.height == len(sessions)  # the split day is clean now
+    assert acme_adjusted.get_column("close").to_list() == [50.0] * len(sessions)
+    assert acme_adjusted.filter(pl.col("date") < split_day).get_column("factor").unique().to_list() == [0.5]
+    # Only OTHR was judged for freshness: ACME was re-adjusted, not delivered.
+    assert report.stale_symbols in ([], ["OTHR"])
+
+    # The same actions again change nothing: ACME is not re-adjusted on every ingest.
+    again = pipeline.ingest(CsvSource(other, actions_path=split), None, sessions[0], sessions[-1])
+    assert again.symbols == 1

@@ -169,3 +169,44 @@ def test_universe_sync_drops_a_listing_that_moved(migrated_engine: Engine, tmp_p
             select(Universe.symbol, Universe.start_date).order_by(Universe.symbol)
         ).all()
     assert [tuple(row) for row in rows] == [("CSV", date(2023, 6, 1)), ("OTHER", date(2010, 1, 4))]
+
+
+def test_every_version_of_a_conflict_is_kept_once_in_parquet_and_the_table(
+    migrated_engine: Engine, tmp_path: Path
+) -> None:
+    store = QuarantineStore(DataPaths(tmp_path / "data"))
+    pair = pl.DataFrame(
+        [
+            (
+                "AAA",
+                date(2024, 1, 3),
+                "csv",
+                "conflicting_duplicate",
+                "two versions",
+                json.dumps({"close": 101.0}),
+            ),
+            (
+                "AAA",
+                date(2024, 1, 3),
+                "csv",
+                "conflicting_duplicate",
+                "two versions",
+                json.dumps({"close": 101.5}),
+            ),
+            ("AAA", None, "csv", "missing_value", "date unreadable", json.dumps({"close": 1.0})),
+            ("AAA", None, "csv", "missing_value", "date unreadable", json.dumps({"close": 2.0})),
+        ],
+        schema=QUARANTINE_SCHEMA,
+        orient="row",
+    )
+    # The two versions and the two unreadable rows are four refused rows, not two.
+    assert store.append(pair, "ingest-1") == 4 and store.record_in_db(migrated_engine, pair) == 4
+    assert store.read().height == 4 and len(db_rows(migrated_engine)) == 4
+    # The same batch again adds nothing; a batch with one of them (re-adjusted values) adds nothing.
+    assert store.append(pair, "ingest-2") == 0 and store.record_in_db(migrated_engine, pair) == 0
+    assert (
+        store.append(pair.head(1), "ingest-3") == 0 and store.record_in_db(migrated_engine, pair.head(1)) == 0
+    )
+    # A third version of the day arriving with the two is recorded.
+    three = pl.concat([pair.head(2), pair.head(1).with_columns(payload=pl.lit(json.dumps({"close": 99.0})))])
+    assert store.append(three, "ingest-4") == 1 and store.record_in_db(migrated_engine, three) == 1

@@ -245,3 +245,42 @@ def test_a_failed_publish_leaves_no_staged_or_partial_file(
     again = recorder.record(make_bars(days=25), T2)
     assert again.skipped_rows == recorder.read().filter(pl.col("ingested_at") == T1).height
     assert recorder.read().height == make_bars(days=25).height
+
+
+def _two_versions(bars: pl.DataFrame, day: date) -> pl.DataFrame:
+    """``bars`` plus a second version of AAA's ``day`` (close 0.5 higher): a conflicting pair."""
+    other = bars.filter((pl.col("symbol") == "AAA") & (pl.col("date") == day)).with_columns(
+        pl.col("close") + 0.5
+    )
+    return pl.concat([bars, other])
+
+
+def test_resending_one_version_of_a_recorded_conflict_resolves_it(recorder: RawRecorder) -> None:
+    bars = make_bars(days=3)
+    day = bars.get_column("date")[1]
+    recorder.record(_two_versions(bars, day), T1)
+    right = bars.filter((pl.col("symbol") == "AAA") & (pl.col("date") == day))
+    result = recorder.record(right, T2)
+    assert (result.new_rows, result.skipped_rows) == (1, 0)  # a new arrival, not "already recorded"
+    newest = recorder.read(["AAA"], day, day)
+    assert newest.get_column("close").to_list() == right.get_column("close").to_list()
+    # Sending the resolved version again is a repeat.
+    assert recorder.record(right, T3).new_rows == 0
+
+
+def test_a_second_version_beside_a_recorded_bar_is_recorded_as_a_conflict(recorder: RawRecorder) -> None:
+    bars = make_bars(days=3)
+    day = bars.get_column("date")[1]
+    recorder.record(bars, T1)
+    result = recorder.record(_two_versions(bars, day).filter(pl.col("date") == day), T2)
+    # Both versions form the newest arrival: the gate sees the conflict instead of 101.5 alone.
+    assert (result.new_rows, result.skipped_rows) == (2, 1)  # both AAA versions; BBB's bar is a repeat
+    newest = recorder.read(["AAA"], day, day)
+    assert sorted(newest.get_column("close").to_list()) == [11.5, 12.0]
+
+
+def test_a_repeated_conflicting_pair_and_a_repeated_batch_are_skipped(recorder: RawRecorder) -> None:
+    bars = _two_versions(make_bars(days=3), make_bars(days=3).get_column("date")[1])
+    recorder.record(bars, T1)
+    result = recorder.record(bars, T2)
+    assert (result.new_rows, result.skipped_rows) == (0, bars.height)
