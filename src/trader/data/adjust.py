@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from trader.data.bars import PRICE_COLUMNS
+from trader.data.bars import PRICE_COLUMNS, sound_bar
 from trader.data.store import sorted_by, symbol_starts
 
 #: Columns :func:`adjust` needs in ``bars`` (extra columns such as ``ingested_at`` are ignored).
@@ -49,7 +49,7 @@ def action_dates(actions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+def adjust(bars: pl.DataFrame, actions: pl.DataFrame, *, spike_threshold: float = 0.30) -> pl.DataFrame:
     """Back-adjust raw ``bars`` for the splits and cash dividends in ``actions``.
 
     ``bars`` needs at least ``symbol, date, open, high, low, close, volume, source`` (raw prices, as in
@@ -64,8 +64,10 @@ def adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
       one before its first bar has no bar to change.
     - Several rows for one symbol and ex-date are combined (splits multiplied, dividends added, in
       post-split terms), after dropping rows that repeat the same action (e.g. from two sources).
-    - The previous close is taken from the last earlier bar with a usable (finite, positive) close,
-      so a row the gate will refuse does not poison the dividend ratio.
+    - The previous close is taken from the last earlier bar that passes the gate's row rules
+      (:func:`~trader.data.bars.bar_checks`: present, positive, OHLC-consistent) and is not a one-day
+      spike of more than ``spike_threshold`` that the ex-date reverses (the gate's outlier rule, with
+      its threshold), so a bad tick the gate will refuse does not poison the dividend ratio.
 
     Raises ``ValueError`` for an invalid action (split ratio not positive, negative dividend) and for
     a dividend at least as large as the previous (post-split) close, which would make ``m <= 0``.
@@ -92,7 +94,7 @@ def adjust(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
     unkeyed = frame.filter(~placed) if _has_null_keys(frame) else frame.clear()
     keyed = _with_keys(frame.filter(placed) if unkeyed.height else frame)
 
-    events = _effective_actions(keyed, _normalise_actions(actions))
+    events = _effective_actions(keyed, _normalise_actions(actions), spike_threshold)
     # Cumulative products from the newest action backwards: a bar takes the cumulative values of the
     # first action strictly after it, i.e. the product over every action after it.
     cumulative = events.sort("key").select(
@@ -190,7 +192,7 @@ def _normalise_actions(actions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame, spike_threshold: float) -> pl.DataFrame:
     """The actions that fall inside each symbol's bars, with their price multiplier ``m`` and their
     ``symbol_id`` and ``key`` in the numbering of :func:`_with_keys`.
 
@@ -201,19 +203,18 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
         return actions.with_columns(
             m=pl.lit(None, pl.Float64), symbol_id=pl.lit(None, pl.UInt32), key=pl.lit(None, pl.Int64)
         )
-    keyed = bars.select("symbol", "date", "close", "symbol_id", "key")
+    keyed = bars.select("symbol", "date", *PRICE_COLUMNS, "volume", "symbol_id", "key")
     symbol_ids = keyed.filter(pl.col("symbol_id") != pl.col("symbol_id").shift(1).fill_null(0))
     ordered = (
         actions.sort("symbol", "ex_date")
         .join(symbol_ids.select("symbol", "symbol_id"), on="symbol", how="left", maintain_order="left")
         .with_columns(_day_key("symbol_id", "ex_date").alias("key"))
     )
-    # The previous close comes from the last earlier bar with a usable close; of a repeated date the
-    # first version counts, as the gate keeps the first of identical repeats. ``bars`` is sorted with
-    # repeats in input order, so "first" is "key differs from the row before" (cheaper than a hash).
-    usable = keyed.select("date", "close", "symbol_id", "key").filter(
-        pl.col("close").is_finite() & (pl.col("close") > 0)
-    )
+    # The previous close comes from the last earlier bar the gate's row rules accept (a bar with a
+    # close below its low is a bad tick, not a price); of a repeated date the first version counts,
+    # as the gate keeps the first of identical repeats. ``bars`` is sorted with repeats in input
+    # order, so "first" is "key differs from the row before" (cheaper than a hash).
+    usable = keyed.filter(sound_bar()).select("date", "close", "symbol_id", "key")
     first_version = (pl.col("key") != pl.col("key").shift(1)).fill_null(True)
     closes = usable if usable.select(first_version.all()).item() else usable.filter(first_version)
     # The first bar on or after the ex-date, and the last usable close strictly before it.
@@ -221,7 +222,7 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
         _same_symbol(keyed, ordered, step=0).alias("anchor"),
         _same_symbol(closes, ordered, step=-1).alias("previous"),
     )
-    found = anchored.get_column("previous")
+    found = _past_a_spike(anchored, keyed, closes, spike_threshold)
     previous = closes.select(pl.col("date").alias("prev_date"), pl.col("close").alias("prev_close"))
     # Nulls gather nulls (an action without an earlier usable close).
     anchored = pl.concat([anchored, previous.gather(found.cast(pl.UInt32))], how="horizontal")
@@ -245,6 +246,48 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFram
             f"{first['prev_date']}): the adjustment factor would be <= 0"
         )
     return effective.select("symbol", "ex_date", "split_ratio", "m", "symbol_id", "key")
+
+
+def _past_a_spike(
+    anchored: pl.DataFrame, keyed: pl.DataFrame, closes: pl.DataFrame, threshold: float
+) -> pl.Series:
+    """Each action's previous-close position in ``closes``, moved one bar back when a dividend's
+    previous close is a one-day spike: more than ``threshold`` away from the close before it and from
+    the ex-date's close (taken back to pre-action terms: plus the dividend, times the split), while
+    those two are within ``threshold`` of each other, and no earlier action falls between them.
+
+    That is the gate's spike rule, which quarantines such a bar as an outlier; a dividend ratio taken
+    from it would scale the symbol's whole history by the bad tick (a 1.50 tick before a $1 dividend
+    on a $100 stock gives a factor of 0.33 instead of 0.99).
+    """
+    found = anchored.get_column("previous")
+    if closes.height < 2 or anchored.height == 0:
+        return found
+    last = closes.height - 1
+    at = found.fill_null(0).cast(pl.Int64)
+    before_at = (at - 1).clip(0, last)
+    close_of = closes.get_column("close")
+    tick, before = close_of.gather(at.clip(0, last)), close_of.gather(before_at)
+    same = closes.get_column("symbol_id").gather(before_at) == anchored.get_column("symbol_id")
+    ex_close = keyed.get_column("close").gather(anchored.get_column("anchor").fill_null(0).cast(pl.Int64))
+    after = (ex_close + anchored.get_column("cash_dividend")) * anchored.get_column("split_ratio")
+    # An earlier action between the bar before and the tick explains a jump into the tick.
+    earlier_action = anchored.get_column("ex_date").shift(1)
+    earlier_same = anchored.get_column("symbol_id").shift(1) == anchored.get_column("symbol_id")
+    explained = earlier_same & (earlier_action > closes.get_column("date").gather(before_at))
+    into, out, across = tick / before - 1, after / tick - 1, after / before - 1
+    spike = (
+        found.is_not_null()
+        & (at > 0)
+        & same
+        & ~explained.fill_null(False)
+        & (anchored.get_column("cash_dividend") > 0)
+        & (into.abs() > threshold)
+        & (out.abs() > threshold)
+        & (into.sign() != out.sign())
+        & (across.abs() <= threshold)
+    ).fill_null(False)
+    return pl.select(pl.when(spike).then(found - 1).otherwise(found)).to_series()
 
 
 def _day_key(symbol_id: str, day: str) -> pl.Expr:

@@ -13,6 +13,41 @@ import polars as pl
 PRICE_COLUMNS = ("open", "high", "low", "close")
 KEY = ("symbol", "date")
 
+
+def bar_checks(extra: tuple[str, ...] = ()) -> list[tuple[str, pl.Expr]]:
+    """The quality gate's row rules 1-4, in order, as ``(rule, condition that breaks it)``.
+
+    Shared by the gate and by the adjuster (which must not take a dividend's previous close from a
+    bar the gate will refuse). ``extra``: more numeric columns that must be present and finite (the
+    adjusted bars' ``factor``).
+    """
+    low, high = pl.col("low"), pl.col("high")
+    required = ("symbol", "date", *PRICE_COLUMNS, "volume", *extra)
+    numbers = (*PRICE_COLUMNS, "volume", *extra)
+    return [
+        (
+            "missing_value",
+            pl.any_horizontal(
+                *(pl.col(name).is_null() for name in required),
+                *(~pl.col(name).is_finite() for name in numbers),
+            ),
+        ),
+        ("non_positive_price", pl.any_horizontal(*(pl.col(name) <= 0 for name in PRICE_COLUMNS))),
+        ("negative_volume", pl.col("volume") < 0),
+        (
+            "ohlc_inconsistent",
+            (low > high)
+            | (low > pl.min_horizontal("open", "close"))
+            | (high < pl.max_horizontal("open", "close")),
+        ),
+    ]
+
+
+def sound_bar() -> pl.Expr:
+    """True for a bar that passes the row rules 1-4 (:func:`bar_checks`)."""
+    return ~pl.any_horizontal(*(condition for _, condition in bar_checks())).fill_null(True)
+
+
 #: A bar as a source delivers it: raw (unadjusted) daily prices, in the source's own words.
 BAR_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),

@@ -229,7 +229,7 @@ class DataPipeline:
                         # batch's, so the gate quarantines them (they are recorded in raw all the same).
                         history = pl.concat([history, _unkeyed(bars, now)])
                     actions = self.actions.read_merged(batch.actions, affected)
-                    adjusted = _adjust_or_refuse(history, actions)
+                    adjusted = _adjust_or_refuse(history, actions, self.gate.outlier_threshold)
 
                 with timer("validate"):
                     universe = self.universe.plan(batch.listings, first_bars=_first_bars(adjusted))
@@ -273,8 +273,9 @@ class DataPipeline:
         if self.online is not None:
             with timer("online"):
                 try:
-                    self.online.push_bars(result.clean)
-                    self.online.update_features(affected)
+                    # Rebuild each affected symbol from its clean history (the adjusted store's):
+                    # a quarantined bar leaves Redis, a symbol without clean bars is cleared.
+                    self.online.replace_symbols(result.clean, affected)
                 except RedisError as exc:
                     # The stores are written; a Redis outage must not turn the ingest into a failure.
                     online_error = f"online store not updated: {type(exc).__name__}: {exc}"
@@ -383,9 +384,9 @@ def _unkeyed(bars: pl.DataFrame, now: datetime) -> pl.DataFrame:
     return as_recorded(bars, now).filter(pl.col("symbol").is_null())
 
 
-def _adjust_or_refuse(history: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+def _adjust_or_refuse(history: pl.DataFrame, actions: pl.DataFrame, spike_threshold: float) -> pl.DataFrame:
     try:
-        return adjust(history, actions)
+        return adjust(history, actions, spike_threshold=spike_threshold)
     except ValueError as exc:
         raise DataError(f"corporate actions refused, nothing adjusted or stored: {exc}") from None
 

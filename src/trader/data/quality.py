@@ -42,7 +42,15 @@ from dataclasses import dataclass
 import polars as pl
 
 from trader.data.adjust import action_dates
-from trader.data.bars import ADJ_BAR_SCHEMA, PRICE_COLUMNS, QUARANTINE_SCHEMA, conform, empty, listing_spans
+from trader.data.bars import (
+    ADJ_BAR_SCHEMA,
+    PRICE_COLUMNS,
+    QUARANTINE_SCHEMA,
+    bar_checks,
+    conform,
+    empty,
+    listing_spans,
+)
 from trader.data.calendar import TradingCalendar
 from trader.data.store import sorted_by, symbol_starts
 
@@ -228,7 +236,6 @@ def _row_rules(frame: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFrame:
     """Add ``_CODE``: the first of rules 1-5 the row breaks (its number in :data:`RULES`), null when
     it passes them all. A number rather than the rule's name: text for every row costs 2.5x more, and
     names are only needed for the few rows that fail (:func:`_row_reasons`)."""
-    low, high = pl.col("low"), pl.col("high")
     dates = frame.get_column("date").drop_nulls()
     sessions = (
         calendar.sessions(dates.min(), dates.max())  # type: ignore[arg-type]
@@ -236,21 +243,7 @@ def _row_rules(frame: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFrame:
         else pl.Series("date", [], pl.Date)
     )
     checks = [
-        (
-            "missing_value",
-            pl.any_horizontal(
-                *(pl.col(name).is_null() for name in _REQUIRED),
-                *(~pl.col(name).is_finite() for name in _NUMBERS),
-            ),
-        ),
-        ("non_positive_price", pl.any_horizontal(*(pl.col(name) <= 0 for name in PRICE_COLUMNS))),
-        ("negative_volume", pl.col("volume") < 0),
-        (
-            "ohlc_inconsistent",
-            (low > high)
-            | (low > pl.min_horizontal("open", "close"))
-            | (high < pl.max_horizontal("open", "close")),
-        ),
+        *bar_checks(extra=("factor",)),
         ("not_a_session", ~pl.col("date").is_in(sessions.implode())),
     ]
     code: pl.Expr = pl.lit(None, pl.UInt8)

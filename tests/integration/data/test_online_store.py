@@ -197,3 +197,160 @@ def test_works_with_a_decoding_client(redis_url: str, redis_keyspace: RedisKeySp
 def test_keep_bars_must_cover_the_longest_window(redis_keyspace: RedisKeySpace) -> None:
     with pytest.raises(ValueError, match="longest feature window"):
         OnlineStore(redis_keyspace.client, prefix=redis_keyspace.prefix, keep_bars=max_window() - 1)
+
+
+# replace_symbols: the online store mirrors the adjusted store (what the ingest pipeline writes).
+
+
+def key_snapshot(space: RedisKeySpace) -> dict[str, object]:
+    """Every key of the keyspace with its whole content (bars with scores, feature hashes, symbols)."""
+    snapshot: dict[str, object] = {}
+    names = space.keys()
+    for key in names:
+        if ":bars:" in key:
+            snapshot[key] = space.client.zrange(key, 0, -1, withscores=True)
+        elif ":features:" in key:
+            snapshot[key] = space.client.hgetall(key)
+        else:
+            snapshot[key] = sorted(space.client.smembers(key))
+    return snapshot
+
+
+def assert_features_are_offline_on_the_last_bar(store: OnlineStore, adjusted: pl.DataFrame) -> None:
+    offline = compute_features(adjusted)
+    for symbol in adjusted["symbol"].unique().to_list():
+        expected = offline.filter(pl.col("symbol") == symbol).tail(1).row(0, named=True)
+        online = store.features(symbol)
+        assert online["as_of"] == expected["date"] == store.bars(symbol)["date"].max()
+        assert online["version"] == FEATURE_SET_VERSION
+        for name in FEATURES:
+            assert online[name] == expected[name], f"{symbol} {name}: {online[name]!r} != {expected[name]!r}"
+
+
+def test_replace_symbols_keeps_the_newest_bars_and_offline_features(store: OnlineStore) -> None:
+    bars = history()
+    assert store.replace_symbols(bars, SYMBOLS) == len(SYMBOLS) * store.keep_bars
+    assert store.symbols() == sorted(SYMBOLS)
+    for symbol in SYMBOLS:
+        expected = bars.filter(pl.col("symbol") == symbol).tail(store.keep_bars)
+        assert store.bars(symbol).equals(expected)
+    assert_features_are_offline_on_the_last_bar(store, bars)
+
+
+def test_a_bar_that_leaves_the_adjusted_store_leaves_redis_and_the_features_move_back(
+    store: OnlineStore,
+) -> None:
+    bars = history(["AAA", "BBB"], 30)
+    last = bars["date"].max()
+    store.push_bars(bars)  # as the store was filled before the fix: merged by date
+    store.update_features()
+    assert store.features("AAA")["as_of"] == last
+    # A corrected last bar of AAA was quarantined: the adjusted store now ends the session before.
+    adjusted = bars.filter((pl.col("symbol") != "AAA") | (pl.col("date") < last))
+    previous = adjusted.filter(pl.col("symbol") == "AAA")["date"].max()
+
+    store.replace_symbols(adjusted.filter(pl.col("symbol") == "AAA"), ["AAA"])
+
+    assert store.bars("AAA").equals(adjusted.filter(pl.col("symbol") == "AAA"))
+    assert store.bars("AAA")["date"].max() == previous
+    assert store.features("AAA")["as_of"] == previous
+    assert_features_are_offline_on_the_last_bar(store, adjusted)
+    assert store.bars("BBB").equals(bars.filter(pl.col("symbol") == "BBB"))  # not asked: untouched
+    assert store.features("BBB")["as_of"] == last
+
+
+def test_a_bar_quarantined_in_the_middle_of_the_kept_bars_leaves_redis(store: OnlineStore) -> None:
+    bars = history(["AAA"], 40)
+    store.replace_symbols(bars, ["AAA"])
+    hole = bars["date"][35]
+    adjusted = bars.filter(pl.col("date") != hole)
+
+    store.replace_symbols(adjusted, ["AAA"])
+
+    assert hole not in store.bars("AAA")["date"].to_list()
+    # Still keep_bars bars: one older bar moved in to fill the window.
+    assert store.bars("AAA").equals(adjusted.tail(store.keep_bars))
+    assert_features_are_offline_on_the_last_bar(store, adjusted)
+
+
+def test_a_symbol_without_clean_bars_has_no_bars_and_no_features(
+    store: OnlineStore, redis_keyspace: RedisKeySpace
+) -> None:
+    bars = history(["AAA", "BBB"], 30)
+    store.replace_symbols(bars, ["AAA", "BBB"])
+    assert store.features("AAA") and store.symbols() == ["AAA", "BBB"]
+
+    # Every bar of AAA is quarantined now: the ingest passes AAA among its symbols, without rows.
+    written = store.replace_symbols(bars.filter(pl.col("symbol") == "BBB"), ["AAA", "BBB"])
+
+    assert written == 30
+    assert store.bars("AAA").is_empty()
+    assert store.features("AAA") == {}
+    assert store.symbols() == ["BBB"]
+    assert redis_keyspace.keys() == [
+        redis_keyspace.key("bars:BBB"),
+        redis_keyspace.key("features:BBB"),
+        redis_keyspace.key("symbols"),
+    ]
+    # With no clean bar anywhere, nothing is left.
+    assert store.replace_symbols(pl.DataFrame(schema=ADJ_BAR_SCHEMA), ["BBB", "NEVER"]) == 0
+    assert redis_keyspace.keys() == []
+
+
+def test_replacing_with_the_same_bars_again_changes_nothing(
+    store: OnlineStore, redis_keyspace: RedisKeySpace
+) -> None:
+    bars = history(SYMBOLS[:3], 80)
+    adjusted = bars.filter((pl.col("symbol") != "CCC") | (pl.col("date") < bars["date"].max()))
+    store.replace_symbols(adjusted, [*SYMBOLS[:3], "GONE"])
+    before = key_snapshot(redis_keyspace)
+
+    assert store.replace_symbols(adjusted, [*SYMBOLS[:3], "GONE"]) == 3 * store.keep_bars
+    assert key_snapshot(redis_keyspace) == before
+    # The same bars in another order, with a duplicate: the same state.
+    store.replace_symbols(pl.concat([adjusted.reverse(), adjusted.tail(2)]), SYMBOLS[:3])
+    assert key_snapshot(redis_keyspace) == before
+    # And update_features over what replace_symbols stored computes the same values.
+    store.update_features()
+    assert key_snapshot(redis_keyspace) == before
+
+
+def test_replace_symbols_repairs_what_push_bars_left_behind(
+    store: OnlineStore, redis_keyspace: RedisKeySpace
+) -> None:
+    """A store filled by merging (stale dates kept) equals one built from scratch after one replace."""
+    bars = history(["AAA", "BBB"], 60)
+    adjusted = bars.filter(pl.col("date") != bars["date"][50])
+    store.push_bars(bars)
+    store.update_features()
+    store.replace_symbols(adjusted, ["AAA", "BBB"])
+    repaired = key_snapshot(redis_keyspace)
+
+    redis_keyspace.clear()
+    store.replace_symbols(adjusted, ["AAA", "BBB"])
+    assert key_snapshot(redis_keyspace) == repaired
+
+
+def test_update_features_drops_the_features_of_a_symbol_without_bars(
+    store: OnlineStore, redis_keyspace: RedisKeySpace
+) -> None:
+    store.push_bars(history(["AAA", "BBB"], 25))
+    store.update_features()
+    redis_keyspace.client.delete(redis_keyspace.key("bars:AAA"))
+
+    assert store.update_features() == 1
+    assert store.features("AAA") == {}
+    assert store.symbols() == ["BBB"]
+
+
+def test_replace_symbols_with_a_decoding_client(redis_url: str, redis_keyspace: RedisKeySpace) -> None:
+    client: redis.Redis[str] = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = OnlineStore(client, prefix=redis_keyspace.prefix)
+        bars = history(["AAA"], 30)
+        store.replace_symbols(bars, ["AAA", "BBB"])
+        assert store.symbols() == ["AAA"]
+        assert store.bars("AAA").equals(bars)
+        assert_features_are_offline_on_the_last_bar(store, bars)
+    finally:
+        client.close()

@@ -390,3 +390,27 @@ def test_an_action_for_a_symbol_not_in_the_batch_re_adjusts_its_history(tmp_path
     # The same actions again change nothing: ACME is not re-adjusted on every ingest.
     again = pipeline.ingest(CsvSource(other, actions_path=split), None, sessions[0], sessions[-1])
     assert again.symbols == 1
+
+
+@pytest.mark.parametrize("tick", ["1.5", "0.9"])
+def test_a_bad_tick_before_a_dividend_is_quarantined_and_does_not_set_the_factor(
+    tmp_path: Path, tick: str
+) -> None:
+    # 100 for three days, a tick, then a $1 dividend ex 2024-01-08 at 99: the tick is quarantined as
+    # an outlier and the history is adjusted by 1 - 1/100 (a 1.5 tick gave 0.33; a 0.9 tick, below
+    # the dividend, refused the whole ingest).
+    rows = [f"AAA,2024-01-0{d},100,101,99,100,1000" for d in (2, 3, 4)]
+    rows += [f"AAA,2024-01-05,{tick},{tick},{tick},{tick},1000", "AAA,2024-01-08,99,100,98,99,1000"]
+    bars = _csv(tmp_path / "b.csv", [*rows, "AAA,2024-01-09,99,100,98,99,1000"])
+    actions = tmp_path / "a.csv"
+    actions.write_text("symbol,ex_date,split_ratio,cash_dividend\nAAA,2024-01-08,,1\n")
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+
+    report = pipeline.ingest(CsvSource(bars, actions_path=actions), None, *JANUARY)
+
+    assert report.quarantined_by_rule == {"outlier": 1}
+    adjusted = pipeline.adjusted.read(["AAA"])
+    assert date(2024, 1, 5) not in adjusted.get_column("date").to_list()
+    before = adjusted.filter(pl.col("date") < date(2024, 1, 8))
+    assert before.get_column("factor").to_list() == pytest.approx([0.99] * 3, rel=1e-12)
+    assert before.get_column("close").to_list() == pytest.approx([99.0] * 3, rel=1e-12)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trader.data.adjust import action_dates, adjust
-from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, RAW_BAR_SCHEMA
+from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, RAW_BAR_SCHEMA, sound_bar
 
 DAYS = [date(2024, 1, day) for day in (2, 3, 4, 5, 8, 9, 10, 11, 12)]
 
@@ -23,7 +23,8 @@ def raw_bars(
     days: list[date] | None = None,
     volumes: list[float] | None = None,
 ) -> pl.DataFrame:
-    """Raw bars with open = close, high = close + 1, low = close - 1 (so every price column is checked)."""
+    """Raw bars with open = close, high = close + 1, low = close - 1 (so every price column is checked;
+    close / 2 below 2, so that the bar stays one the gate accepts: the adjuster ignores others)."""
     days = days or DAYS[: len(closes)]
     volumes = volumes or [1000.0] * len(closes)
     return pl.DataFrame(
@@ -32,7 +33,7 @@ def raw_bars(
             "date": days,
             "open": closes,
             "high": [c + 1 for c in closes],
-            "low": [c - 1 for c in closes],
+            "low": [c - 1 if c > 2 else c / 2 for c in closes],
             "close": closes,
             "volume": volumes,
             "source": ["test"] * len(closes),
@@ -77,6 +78,46 @@ def test_one_dollar_dividend_on_a_hundred_dollar_close() -> None:
     assert column(out, "close") == pytest.approx([97.02, 99.0, 99.0, 99.5], rel=1e-12)
     # A dividend does not change the number of shares: volume is untouched.
     assert column(out, "volume") == [1000.0] * 4
+
+
+def test_a_bad_tick_before_a_dividend_does_not_set_its_ratio() -> None:
+    # 100, 100, a tick of 1.50, then the ex-date at 99: the gate quarantines the tick as a one-day
+    # spike; taken as the previous close it would give m = 1 - 1/1.5 = 0.33 for the whole history.
+    bars = raw_bars([100.0, 100.0, 1.5, 99.0, 99.5])
+    out = adjust(bars, actions(("AAA", DAYS[3], 1.0, 1.0)))
+    assert column(out, "factor")[:2] == pytest.approx([0.99, 0.99], rel=1e-15)
+    # A tick the dividend is not below (0.9 < $1) would have refused the whole ingest.
+    refused_before = adjust(raw_bars([100.0, 100.0, 0.9, 99.0, 99.5]), actions(("AAA", DAYS[3], 1.0, 1.0)))
+    assert column(refused_before, "factor")[0] == pytest.approx(0.99, rel=1e-15)
+
+
+def test_a_bar_the_gate_refuses_is_not_a_previous_close() -> None:
+    # The day before the ex-date closes at 1.0 below its low of 95 (OHLC inconsistent): skipped.
+    bars = raw_bars([100.0, 100.0, 99.0, 99.5]).with_columns(
+        close=pl.when(pl.col("date") == DAYS[1]).then(1.0).otherwise(pl.col("close"))
+    )
+    out = adjust(bars, actions(("AAA", DAYS[2], 1.0, 1.0)))
+    assert column(out, "factor")[:2] == pytest.approx([0.99, 0.99], rel=1e-15)
+
+
+def test_a_real_move_before_a_dividend_is_not_a_spike() -> None:
+    # A fall to 60 that holds at the ex-date (59) is news, not a tick: the dividend uses 60.
+    out = adjust(raw_bars([100.0, 100.0, 60.0, 59.0]), actions(("AAA", DAYS[3], 1.0, 1.0)))
+    assert column(out, "factor")[0] == pytest.approx(1 - 1 / 60, rel=1e-15)
+    # A spike smaller than the threshold is a price, too.
+    small = adjust(raw_bars([100.0, 100.0, 80.0, 99.0]), actions(("AAA", DAYS[3], 1.0, 1.0)))
+    assert column(small, "factor")[0] == pytest.approx(1 - 1 / 80, rel=1e-15)
+    # With a threshold of 10 % the same 20 % dip is a spike.
+    strict = adjust(
+        raw_bars([100.0, 100.0, 80.0, 99.0]), actions(("AAA", DAYS[3], 1.0, 1.0)), spike_threshold=0.1
+    )
+    assert column(strict, "factor")[0] == pytest.approx(0.99, rel=1e-15)
+
+
+def test_a_spike_before_a_split_and_dividend_is_judged_in_pre_split_terms() -> None:
+    # 2-for-1 with $1 per new share; the ex-date's 49 is 98 before the split: the tick of 150 is a spike.
+    out = adjust(raw_bars([100.0, 100.0, 150.0, 49.0]), actions(("AAA", DAYS[3], 2.0, 1.0)))
+    assert column(out, "factor")[0] == pytest.approx(0.49, rel=1e-15)
 
 
 def test_split_and_dividend_on_the_same_day_compare_the_dividend_with_the_post_split_close() -> None:
@@ -291,9 +332,7 @@ def _reference_effective_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> p
     search against): the first bar on or after the ex-date by an as-of join per symbol, the last
     usable close before it by another."""
     keyed = bars.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
-    usable = keyed.select("symbol", "date", "close").filter(
-        pl.col("close").is_finite() & (pl.col("close") > 0)
-    )
+    usable = keyed.filter(sound_bar()).select("symbol", "date", "close")
     closes = usable.filter(
         (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
         | (pl.col("date") != pl.col("date").shift(1)).fill_null(True)
@@ -376,10 +415,12 @@ def test_each_action_finds_the_same_bars_as_as_of_joins(
         schema={"symbol": pl.String, "date": pl.Date, "close": pl.Float64, "volume": pl.Float64},
         orient="row",
     ).sort("symbol", "date", maintain_order=True, nulls_last=True)
+    bars = bars.with_columns(open=pl.col("close"), high=pl.col("close"), low=pl.col("close"))
     normalised = _normalise_actions(actions(*action_rows))
 
     placed = bars.filter(pl.col("symbol").is_not_null() & pl.col("date").is_not_null())
-    found = _effective_actions(_with_keys(placed), normalised)
+    # (no spike rule here: the reference has none; see the spike tests)
+    found = _effective_actions(_with_keys(placed), normalised, math.inf)
     expected = _reference_effective_actions(bars, normalised)
 
     expected = _with_multiplier(expected)
@@ -440,7 +481,7 @@ def test_every_bar_gets_the_same_factors_as_from_as_of_joins(
     )
     given_actions = actions(*action_rows)
 
-    found = adjust(bars, given_actions)
+    found = adjust(bars, given_actions, spike_threshold=math.inf)  # the reference has no spike rule
     expected = _reference_adjust(bars, given_actions)
 
     assert found.schema == expected.schema == ADJ_BAR_SCHEMA
