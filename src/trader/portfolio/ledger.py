@@ -678,6 +678,14 @@ def realized_pnl(session: Session, strategy_id: str, day: date) -> Decimal:
 
 def realized_by_position(session: Session, strategy_id: str, day: date) -> dict[tuple[str, str], Decimal]:
     """:func:`realized_pnl` per (strategy, symbol) that traded on ``day``."""
+    return books_at_close(session, strategy_id, day)[1]
+
+
+def books_at_close(
+    session: Session, strategy_id: str, day: date
+) -> tuple[dict[tuple[str, str], PositionState], dict[tuple[str, str], Decimal]]:
+    """Every (strategy, symbol) position as of the end of New York date ``day`` (replayed from the
+    executions up to then), and the realized P&L of those that traded that day; ``'*'``: all."""
     start, end = market_day_bounds(day)
     executions = _executions(session, None if strategy_id == ACCOUNT else strategy_id, before=end)
     books: dict[tuple[str, str], PositionState] = defaultdict(PositionState)
@@ -690,7 +698,13 @@ def realized_by_position(session: Session, strategy_id: str, day: date) -> dict[
         books[key] = step.state
         if execution.executed_at >= start:
             realized[key] = realized.get(key, ZERO) + step.realized
-    return realized
+    return dict(books), realized
+
+
+def traded_after(session: Session, day: date) -> bool:
+    """Whether any execution is later than New York date ``day``."""
+    _, end = market_day_bounds(day)
+    return session.scalar(select(Execution.id).where(Execution.executed_at >= end).limit(1)) is not None
 
 
 def fees_paid(session: Session, strategy_id: str, day: date) -> Decimal:

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trader.data.store import write_atomic
-from trader.portfolio.ledger import ACCOUNT, market_day_bounds, realized_by_position
+from trader.portfolio.ledger import ACCOUNT, PositionState, books_at_close, market_day_bounds, traded_after
 from trader.store.models import Execution, Order, Pnl, Position
 
 _CENT = Decimal("0.01")
@@ -150,11 +150,16 @@ def build_daily_report(
         .where(Execution.executed_at >= start, Execution.executed_at < end)
         .order_by(Execution.executed_at, Execution.id)
     ).all()
-    realized = realized_by_position(session, ACCOUNT, trading_date)
+    books, realized = books_at_close(session, ACCOUNT, trading_date)
     fees: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for execution in executions:
         fees[(execution.strategy_id, execution.symbol)] += execution.fee
-    positions = {(p.strategy_id, p.symbol): p for p in session.scalars(select(Position)).all()}
+    positions: Mapping[tuple[str, str], PositionState | Position]
+    if traded_after(session, trading_date):
+        # A past day: the positions table holds today's books, not that day's.
+        positions = books
+    else:
+        positions = {(p.strategy_id, p.symbol): p for p in session.scalars(select(Position)).all()}
     keys = sorted(set(positions) | set(realized) | set(fees))
     symbols, missing = [], []
     for strategy_id, symbol in keys:

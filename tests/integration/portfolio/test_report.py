@@ -179,3 +179,28 @@ def test_a_position_without_a_price_is_named_not_guessed(migrated_engine: Engine
         report = build_daily_report(session, DAY, {"AAA": Decimal(112)})
     assert report.missing_prices == ["BBB"]
     assert {p.symbol: p.unrealized for p in report.symbols}["BBB"] is None
+
+
+def test_a_past_days_report_values_that_days_positions_not_todays(migrated_engine: Engine) -> None:
+    from tests.integration.portfolio.ledger_support import BUY, SELL, apply, fill, new_order
+    from tests.integration.portfolio.ledger_support import at as at_time
+
+    d1, d2 = date(2024, 3, 5), date(2024, 3, 6)
+    first = new_order(migrated_engine, "alpha", BUY, "10", day=d1)
+    apply(migrated_engine, fill(first, "e1", BUY, "10", "100", at_time(15, day=d1)))
+    with Session(migrated_engine) as session:
+        on_the_day = build_daily_report(session, d1, {"AAPL": Decimal(110)})
+    # Day 2: AAPL sold, MSFT bought; then day 1's report is written again (trader report pnl --date).
+    sell = new_order(migrated_engine, "alpha", SELL, "10", day=d2)
+    apply(migrated_engine, fill(sell, "e2", SELL, "10", "120", at_time(15, day=d2)))
+    msft = new_order(migrated_engine, "alpha", BUY, "5", day=d2, symbol="MSFT")
+    apply(migrated_engine, fill(msft, "e3", BUY, "5", "400", at_time(15, day=d2), symbol="MSFT"))
+    with Session(migrated_engine) as session:
+        later = build_daily_report(session, d1, {"AAPL": Decimal(110), "MSFT": Decimal(390)})
+
+    def rows(report: object) -> list[tuple[str, Decimal, Decimal | None]]:
+        return [(s.symbol, s.qty, s.unrealized) for s in report.symbols]  # type: ignore[attr-defined]
+
+    assert rows(on_the_day) == [("AAPL", Decimal(10), Decimal(100))]
+    assert rows(later) == rows(on_the_day)  # not MSFT's 5 and AAPL flat
+    assert later.unrealized == on_the_day.unrealized == Decimal(100)
