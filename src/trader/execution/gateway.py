@@ -33,7 +33,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -83,6 +83,10 @@ from trader.store.db import make_engine
 from trader.store.models import Order, Position
 
 log = logging.getLogger(__name__)
+
+#: How long after a session change a request without ``trading_date`` may still be a retry of an
+#: order recorded under the previous session (see :meth:`GatewayState._default_trading_date`).
+RETRY_WINDOW = timedelta(minutes=30)
 
 API_KEY_HEADER = "X-API-Key"
 #: ``intent`` of an order posted without one.
@@ -432,7 +436,7 @@ class Gateway:
                 "the boot reconciliation with the broker has not finished: no new order until our "
                 "books and the broker's agree; retry shortly"
             )
-        trading_date = body.trading_date or default_trading_date(self.clock())
+        trading_date = body.trading_date or self._default_trading_date(body)
         intent = body.to_intent(trading_date)
         request = intent.to_request()
         with Session(self.engine) as session:
@@ -453,6 +457,26 @@ class Gateway:
         assert order is not None  # recorded by submit_batch
         answer = _answer(order, created=outcome.created, sent=outcome.sent, message=outcome.reason)
         return _status_code(outcome), answer
+
+    def _default_trading_date(self, body: OrderBody) -> date:
+        """The session of an order posted now without ``trading_date``, the same for its retries.
+
+        The session is part of the ``client_order_id``: a retry a few minutes after the close of an
+        order posted before it would otherwise name the next session, a new id, and be sent a
+        second time. Within :data:`RETRY_WINDOW` after a session change, the same order (same id and
+        request) recorded under the previous session is taken to be this one (post ``trading_date`` to
+        place it again then).
+        """
+        now = self.clock()
+        current = default_trading_date(now)
+        earlier = default_trading_date(now - RETRY_WINDOW)
+        if earlier != current:
+            request = body.to_intent(earlier).to_request()
+            with Session(self.engine) as session:
+                recorded = get_order(session, request.client_order_id)
+                if recorded is not None and same_request(recorded, request):
+                    return earlier
+        return current
 
     def list_orders(
         self,

@@ -254,6 +254,29 @@ def test_default_trading_date_is_the_gateway_clock_session(serve: Serve) -> None
     assert answer.json()["trading_date"] == "2024-03-05"
 
 
+def test_a_retry_just_after_the_close_without_trading_date_is_the_same_order(migrated_engine: Engine) -> None:
+    # Posted at 15:59:59 New York (session 2024-03-05), retried at 16:00:01: the wall clock now names
+    # the next session, but the retry must find the first order, not record and send a second one.
+    now = [datetime(2024, 3, 5, 20, 59, 59, tzinfo=UTC)]
+    app = create_gateway_app(
+        settings(), engine=migrated_engine, risk_inputs=static_inputs(), clock=lambda: now[0]
+    )
+    body = order_body(trading_date=None)
+    with serving(app) as client:
+        first = client.post("/orders", json=body, headers=AUTH).json()
+        now[0] = datetime(2024, 3, 5, 21, 0, 1, tzinfo=UTC)
+        retry = client.post("/orders", json=body, headers=AUTH).json()
+        # Another order (not recorded before the close) is the next session's.
+        other = client.post("/orders", json=order_body(trading_date=None, symbol="MSFT"), headers=AUTH).json()
+        # Past the retry window, the same body is a new order of the next session.
+        now[0] = datetime(2024, 3, 5, 21, 31, tzinfo=UTC)
+        later = client.post("/orders", json=body, headers=AUTH).json()
+    assert first["trading_date"] == retry["trading_date"] == "2024-03-05"
+    assert retry["client_order_id"] == first["client_order_id"] and retry["created"] is False
+    assert other["trading_date"] == later["trading_date"] == "2024-03-06"
+    assert later["client_order_id"] != first["client_order_id"]
+
+
 def test_metrics_count_decisions_requests_and_read_the_books(serve: Serve) -> None:
     with serve(max_order_notional=D(2000)) as client:
         first = client.post("/orders", json=order_body(), headers=AUTH).json()
