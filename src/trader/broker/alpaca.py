@@ -17,8 +17,11 @@ What it adds to the SDK, and why:
 - **Exactly-once submission.** A failure whose outcome is unknown (timeout, reset, 5xx after
   ``POST /v2/orders``) is resolved by looking the order up by ``client_order_id`` before anything is
   re-sent; a re-send that meets Alpaca's 422 ``client_order_id must be unique`` means an earlier
-  attempt landed, so the order is fetched and returned. Replacing an order (``PATCH /v2/orders/{id}``)
-  creates a new order, so it follows the same rules, keyed by the new order's ``client_order_id``.
+  attempt landed, so the order is fetched and returned. Any other refusal of a re-send after an
+  ambiguous attempt (403 buying power held by that very order...) is checked by the same lookup, and
+  stays ambiguous when the order is not visible: never a final "no order". Replacing an order
+  (``PATCH /v2/orders/{id}``) creates a new order, so it follows the same rules, keyed by the new
+  order's ``client_order_id``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -102,6 +105,17 @@ ORDERS_PAGE_LIMIT = 500
 
 class _NotLandedError(TemporaryBrokerError):
     """An ambiguous submit whose lookup found no order: re-sending (same client_order_id) is safe."""
+
+
+@dataclass
+class _SubmitAttempt:
+    """One ``submit_order`` call across its retries; ``maybe_landed``: an earlier attempt was
+    ambiguous, so a refusal of a re-send (e.g. 403 buying power, held by that very order) must be
+    checked by lookup."""
+
+    request: OrderRequest
+    sdk_request: AlpacaOrderRequest
+    maybe_landed: bool = False
 
 
 @dataclass
@@ -199,12 +213,13 @@ class AlpacaBroker:
     def submit_order(self, request: OrderRequest) -> BrokerOrder:
         """Send ``request`` exactly once (see the module doc); retry-safe failures are retried.
 
-        Raises :class:`AmbiguousBrokerError` when the outcome is still unknown after every retry (the
+        Raises :class:`AmbiguousBrokerError` when the outcome is still unknown after every retry, or
+        when a re-send after an ambiguous attempt is refused and the lookup cannot see the order (the
         caller must reconcile by ``client_order_id`` later), another :class:`BrokerError` otherwise.
         """
-        sdk_request = to_sdk_order_request(request)
+        attempt = _SubmitAttempt(request, to_sdk_order_request(request))
         try:
-            return self.retrier.call(lambda: self._submit_once(request, sdk_request), "submit order")
+            return self.retrier.call(lambda: self._submit_once(attempt), "submit order")
         except _NotLandedError as error:
             raise AmbiguousBrokerError(
                 f"submit order {request.client_order_id}: outcome unknown after every retry "
@@ -213,19 +228,42 @@ class AlpacaBroker:
                 client_order_id=request.client_order_id,
             ) from None
 
-    def _submit_once(self, request: OrderRequest, sdk_request: AlpacaOrderRequest) -> BrokerOrder:
-        coid = request.client_order_id
+    def _submit_once(self, attempt: _SubmitAttempt) -> BrokerOrder:
+        request, coid = attempt.request, attempt.request.client_order_id
         try:
-            order = self._once("submit order", lambda: self.client.submit_order(sdk_request), False, coid)
+            order = self._once(
+                "submit order", lambda: self.client.submit_order(attempt.sdk_request), False, coid
+            )
             return self._map(order_from_sdk, order, "submit order")
         except DuplicateClientOrderIdError as error:
             return self._existing_order(request, error)
+        except InvalidOrderError as error:
+            if not attempt.maybe_landed:
+                raise
+            return self._refused_after_ambiguous(request, error)
         except AmbiguousBrokerError as error:
+            attempt.maybe_landed = True
             found = self._resolve_ambiguous(coid, error, "submit order")
             if found is not None:
                 log.info("submit order %s: response lost, but the order landed (%s)", coid, found.id)
                 return found
             raise _NotLandedError(f"{error}; no order {coid} at the broker", client_order_id=coid) from None
+
+    def _refused_after_ambiguous(self, request: OrderRequest, error: InvalidOrderError) -> BrokerOrder:
+        """A re-send refused after an ambiguous attempt: the earlier order may be the very reason
+        (it holds the buying power or the shares), so the refusal proves nothing until the lookup
+        says. Found: that order; not found (yet): :class:`AmbiguousBrokerError`, never a final 4xx."""
+        coid = request.client_order_id
+        found = self._resolve_ambiguous(coid, error, "submit order")
+        if found is None:
+            raise AmbiguousBrokerError(
+                f"{error}; an earlier attempt may have landed but no order {coid} is visible yet",
+                operation="submit order",
+                client_order_id=coid,
+            ) from None
+        order = self._same_order_or_raise(request, found, error)
+        log.info("submit order %s: re-send refused, but the earlier attempt landed (%s)", coid, order.id)
+        return order
 
     def _resolve_ambiguous(self, coid: str, error: BrokerError, operation: str) -> BrokerOrder | None:
         """The order if the ambiguous attempt landed, ``None`` if not; raise ambiguous if we cannot tell."""
@@ -244,6 +282,14 @@ class AlpacaBroker:
         existing = self.get_order_by_client_id(request.client_order_id)
         if existing is None:
             raise error  # Alpaca keeps ids of old orders out of reach of lookups: cannot tell
+        order = self._same_order_or_raise(request, existing, error)
+        log.info("submit order %s: already at the broker as %s", request.client_order_id, order.id)
+        return order
+
+    def _same_order_or_raise(
+        self, request: OrderRequest, existing: BrokerOrder, error: BrokerError
+    ) -> BrokerOrder:
+        """``existing`` (found under the request's ``client_order_id``) if it is this very order."""
         if not same_order(existing, request):
             raise DuplicateClientOrderIdError(
                 f"{error}; the existing order {existing.id} differs from this request",
@@ -252,7 +298,6 @@ class AlpacaBroker:
                 code=error.code,
                 client_order_id=request.client_order_id,
             )
-        log.info("submit order %s: already at the broker as %s", request.client_order_id, existing.id)
         return existing
 
     def replace_order(
@@ -500,13 +545,16 @@ class AlpacaBroker:
         since: datetime | None = None,
         open_order_ids: Sequence[str] = (),
         resync_interval: float | None = None,
+        redelivery_delay: float | None = None,
     ) -> TradeUpdateStream:
         """A :class:`~trader.broker.stream.TradeUpdateStream` delivering every order change to ``handler``.
 
         ``since`` (broker time of the last update the caller processed) and ``open_order_ids`` (the
         orders it believes open) let the first catch-up deliver what changed while it was away.
+        ``redelivery_delay`` (seconds; the stream's default when ``None``) is how soon an update the
+        handler raised on is delivered again.
         """
-        from trader.broker.stream import TradeUpdateStream
+        from trader.broker.stream import DEFAULT_REDELIVERY_DELAY, TradeUpdateStream
 
         if self.stream_factory is None:
             raise BrokerError("this AlpacaBroker was built without a stream factory")
@@ -517,6 +565,7 @@ class AlpacaBroker:
             since=since,
             open_order_ids=open_order_ids,
             resync_interval=resync_interval,
+            redelivery_delay=DEFAULT_REDELIVERY_DELAY if redelivery_delay is None else redelivery_delay,
         )
 
     # --- plumbing ---
@@ -536,7 +585,8 @@ class AlpacaBroker:
     def _map(self, mapper: Callable[[Any], T], value: Any, what: str) -> T:
         try:
             return mapper(value)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # ArithmeticError: decimal/datetime overflow a mapper did not turn into ValueError itself.
+        except (ValueError, TypeError, AttributeError, KeyError, ArithmeticError) as exc:
             raise UnexpectedResponseError(
                 f"{what} failed: unreadable answer: {clean(str(exc), self._secrets)}", operation=what
             ) from None
@@ -658,12 +708,12 @@ def order_from_sdk(order: AlpacaOrder) -> BrokerOrder:
         type=OrderType(order.type.value),
         time_in_force=TimeInForce(order.time_in_force.value),
         status=to_order_status(order.status),
-        qty=_dec(order.qty),
-        notional=_dec(order.notional),
-        filled_qty=_dec(order.filled_qty) or Decimal(0),
-        filled_avg_price=_dec(order.filled_avg_price),
-        limit_price=_dec(order.limit_price),
-        stop_price=_dec(order.stop_price),
+        qty=_quantity(order.qty, "qty"),
+        notional=_quantity(order.notional, "notional"),
+        filled_qty=_quantity(order.filled_qty, "filled_qty") or Decimal(0),
+        filled_avg_price=_dec(order.filled_avg_price, "filled_avg_price"),
+        limit_price=_dec(order.limit_price, "limit_price"),
+        stop_price=_dec(order.stop_price, "stop_price"),
         created_at=utc(order.created_at),
         updated_at=utc(order.updated_at),
         submitted_at=utc(order.submitted_at),
@@ -681,13 +731,13 @@ def position_from_sdk(position: AlpacaPosition) -> Position:
         symbol=position.symbol,
         asset_id=str(position.asset_id),
         side=PositionSide(position.side.value),
-        qty=Decimal(position.qty),
-        avg_entry_price=Decimal(position.avg_entry_price),
-        cost_basis=Decimal(position.cost_basis),
-        market_value=_dec(position.market_value),
-        current_price=_dec(position.current_price),
-        unrealized_pl=_dec(position.unrealized_pl),
-        qty_available=_dec(position.qty_available),
+        qty=_required(position.qty, "qty"),
+        avg_entry_price=_required(position.avg_entry_price, "avg_entry_price"),
+        cost_basis=_required(position.cost_basis, "cost_basis"),
+        market_value=_dec(position.market_value, "market_value"),
+        current_price=_dec(position.current_price, "current_price"),
+        unrealized_pl=_dec(position.unrealized_pl, "unrealized_pl"),
+        qty_available=_dec(position.qty_available, "qty_available"),
     )
 
 
@@ -698,13 +748,13 @@ def account_from_sdk(account: TradeAccount) -> Account:
         account_number=account.account_number,
         status=str(getattr(account.status, "value", account.status)),
         currency=account.currency or "USD",
-        cash=_dec(account.cash) or Decimal(0),
-        equity=_dec(account.equity) or Decimal(0),
-        buying_power=_dec(account.buying_power) or Decimal(0),
-        long_market_value=_dec(account.long_market_value) or Decimal(0),
-        short_market_value=_dec(account.short_market_value) or Decimal(0),
-        last_equity=_dec(account.last_equity),
-        multiplier=_dec(account.multiplier),
+        cash=_dec(account.cash, "cash") or Decimal(0),
+        equity=_dec(account.equity, "equity") or Decimal(0),
+        buying_power=_dec(account.buying_power, "buying_power") or Decimal(0),
+        long_market_value=_dec(account.long_market_value, "long_market_value") or Decimal(0),
+        short_market_value=_dec(account.short_market_value, "short_market_value") or Decimal(0),
+        last_equity=_dec(account.last_equity, "last_equity"),
+        multiplier=_dec(account.multiplier, "multiplier"),
         trading_blocked=bool(account.trading_blocked),
         account_blocked=bool(account.account_blocked),
         shorting_enabled=bool(account.shorting_enabled),
@@ -722,13 +772,45 @@ def clock_from_sdk(clock: AlpacaClock) -> Clock:
 
 
 def utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive value is taken to be UTC already (as the SDK sends them)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """``value`` in UTC; a naive value is taken to be UTC already (as the SDK sends them).
+
+    ``ValueError`` when the instant has no UTC representation (year 1 at +01:00, year 9999 at -01:00):
+    a garbage answer must read as unreadable, not escape as ``OverflowError``.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
 
 
-def _dec(value: str | float | None) -> Decimal | None:
-    # str() first: Decimal(0.1) would carry the float's binary error.
-    return None if value is None or value == "" else Decimal(str(value))
+def _dec(value: str | float | None, field: str) -> Decimal | None:
+    """``value`` as an exact, finite ``Decimal`` (``None`` if absent); ``ValueError`` naming ``field``."""
+    if value is None or value == "":
+        return None
+    try:
+        number = Decimal(str(value))  # str() first: Decimal(0.1) would carry the float's binary error
+    except InvalidOperation:  # an ArithmeticError, which callers catching ValueError would miss
+        raise ValueError(f"{field}: not a number: {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{field}: not a finite number: {value!r}")
+    return number
+
+
+def _quantity(value: str | float | None, field: str) -> Decimal | None:
+    """A quantity (or notional) the broker reports: never negative."""
+    number = _dec(value, field)
+    if number is not None and number < 0:
+        raise ValueError(f"{field}: negative: {value!r}")
+    return number
+
+
+def _required(value: str | float | None, field: str) -> Decimal:
+    number = _dec(value, field)
+    if number is None:
+        raise ValueError(f"{field}: missing")
+    return number
 
 
 def _float(value: Decimal | None) -> float | None:

@@ -15,9 +15,17 @@ delivered (same order, event and cumulative ``filled_qty``) or is older than the
 already delivered (smaller ``filled_qty`` or ``updated_at``). The handler therefore sees each change
 once, in order per order, whether it came from the stream, from a catch-up, or from both.
 
-The handler may be sync or async; whatever it raises is logged and swallowed, because an exception
-inside alpaca-py's dispatch stops its consume loop (0.43) or is silently skipped (0.44). Reconnects
-use the SDK's own exponential backoff with jitter (0.44), tuned here.
+An update counts as delivered only once the handler has returned. When the handler raises (a
+transient database error, say), the order keeps the state last delivered and is marked for
+re-delivery: a catch-up runs shortly (backing off while it keeps failing) and delivers the change
+again, as a synthetic update. Live updates of that order are held back meanwhile (delivering a later
+one would skip the failed change), then pass the filter once the re-delivery succeeded: those it
+already covered are dropped, later ones delivered. Delivery is therefore at-least-once for a
+handler that failed mid-way: it must be idempotent (the ledger is, by execution id).
+
+The handler may be sync or async; whatever it raises is logged and never reaches alpaca-py, because
+an exception inside its dispatch stops its consume loop (0.43) or is silently skipped (0.44).
+Reconnects use the SDK's own exponential backoff with jitter (0.44), tuned here.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CATCH_UP_MARGIN = timedelta(seconds=60)
 #: Orders whose last state we remember (terminal ones are forgotten first beyond this).
 DEFAULT_MAX_TRACKED = 100_000
+#: First delay (seconds) before the catch-up that re-delivers what the handler failed on; doubles
+#: while the handler keeps failing, up to the maximum.
+DEFAULT_REDELIVERY_DELAY = 1.0
+DEFAULT_REDELIVERY_MAX_DELAY = 30.0
 
 _EVENT_FOR_STATUS: dict[OrderStatus, str] = {
     OrderStatus.NEW: TradeEvent.NEW,
@@ -124,6 +136,7 @@ class StreamStats:
     duplicates: int = 0
     stale: int = 0
     handler_errors: int = 0
+    deferred: int = 0
     unreadable: int = 0
     catch_up_errors: int = 0
 
@@ -132,18 +145,49 @@ class Reconciler:
     """The pure part of the stream: what to deliver, given what was delivered. No I/O, not async.
 
     ``watermark`` is the newest broker time delivered (or ``since``); ``None`` until known.
+    ``retry_ids``: orders whose update the handler failed on, to be re-delivered by a catch-up.
+
+    The caller asks :meth:`admits`, calls the handler, then reports :meth:`delivered` or
+    :meth:`failed`; :meth:`accept` is the first and second at once (for a handler that cannot fail).
     """
 
     def __init__(self, *, since: datetime | None = None, max_tracked: int = DEFAULT_MAX_TRACKED) -> None:
         self.watermark = utc(since) if since is not None else None
         self.max_tracked = max_tracked
         self.open_ids: set[str] = set()
+        self.retry_ids: set[str] = set()
+        self._held: dict[str, list[TradeUpdate]] = {}
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self.stats = StreamStats()
 
     def accept(self, update: TradeUpdate) -> bool:
         """Whether ``update`` is new to the handler; if so, remember it as delivered."""
+        if not self.admits(update):
+            return False
+        self.delivered(update)
+        return True
+
+    def delivered(self, update: TradeUpdate) -> None:
+        """The handler took ``update``: remember its order's state as the one the handler has."""
+        self.retry_ids.discard(update.order.id)
+        self._remember(update)
+
+    def failed(self, update: TradeUpdate) -> None:
+        """The handler raised on ``update``: keep the state it had, so a catch-up re-delivers the change."""
+        self.stats.handler_errors += 1
+        self.retry_ids.add(update.order.id)
+
+    def admits(self, update: TradeUpdate) -> bool:
+        """Whether ``update`` is new to the handler (nothing is remembered until :meth:`delivered`).
+
+        A live update of an order awaiting re-delivery is held back (``deferred``; see
+        :meth:`release`): delivered now, it would skip the change the handler failed on.
+        """
         order = update.order
+        if order.id in self.retry_ids and not update.synthetic:
+            self.stats.deferred += 1
+            self._held.setdefault(order.id, []).append(update)
+            return False
         seen = self._seen.get(order.id)
         if seen is not None:
             key = f"{update.event}@{order.filled_qty}"
@@ -153,25 +197,40 @@ class Reconciler:
             if order.filled_qty < seen.filled_qty or order.updated_at < seen.updated_at:
                 self.stats.stale += 1
                 return False
-        self._remember(update)
         return True
+
+    def release(self) -> list[TradeUpdate]:
+        """The held-back live updates of orders no longer awaiting re-delivery, oldest first per order.
+
+        Pass each through :meth:`admits` again: the re-delivery may have covered it already.
+        """
+        ready = [order_id for order_id in self._held if order_id not in self.retry_ids]
+        return [update for order_id in ready for update in self._held.pop(order_id)]
 
     def catch_up(self, orders: Iterable[BrokerOrder], *, deliver_new: bool) -> list[TradeUpdate]:
         """Synthetic updates for every order whose state differs from the last one delivered.
 
         Orders never seen are delivered when ``deliver_new`` and they changed at or after the
-        watermark, else only remembered (the baseline taken when the caller gave no ``since``).
+        watermark, or when awaiting re-delivery; else only remembered (the baseline taken when the
+        caller gave no ``since``). The updates are not remembered: report each one's fate with
+        :meth:`delivered` or :meth:`failed`.
         """
         updates: list[TradeUpdate] = []
         for order in sorted(orders, key=lambda item: (item.updated_at, item.id)):
             seen = self._seen.get(order.id)
-            if seen is None and not (deliver_new and self._after_watermark(order)):
+            if seen is None and not self._deliverable_unseen(order, deliver_new):
                 self._remember(TradeUpdate(_event_for(order), order, order.updated_at, synthetic=True))
                 continue
-            for update in synthesize(order, seen):
-                if self.accept(update):
-                    updates.append(update)
+            changes = [update for update in synthesize(order, seen) if self.admits(update)]
+            if not changes:
+                # The handler already has the broker's state (the failed update changed nothing).
+                self.retry_ids.discard(order.id)
+            updates.extend(changes)
         return updates
+
+    def _deliverable_unseen(self, order: BrokerOrder, deliver_new: bool) -> bool:
+        # A failed first update must come again even though the watermark has moved past it.
+        return order.id in self.retry_ids or (deliver_new and self._after_watermark(order))
 
     def _after_watermark(self, order: BrokerOrder) -> bool:
         # ">=": an order changed at the watermark instant may not have been delivered yet (timestamps
@@ -243,7 +302,7 @@ def parse_trade_update(data: dict[str, Any]) -> TradeUpdate:
     """Our :class:`TradeUpdate` for the ``data`` of a ``trade_updates`` message (exact decimals)."""
     order = order_from_sdk(AlpacaOrder(**data["order"]))
     stamp = data.get("timestamp")
-    timestamp = utc(datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))) if stamp else order.updated_at
+    timestamp = _timestamp(stamp) if stamp else order.updated_at
     execution_id = data.get("execution_id")
     return TradeUpdate(
         event=str(data["event"]),
@@ -254,6 +313,13 @@ def parse_trade_update(data: dict[str, Any]) -> TradeUpdate:
         qty=_decimal(data.get("qty")),
         position_qty=_decimal(data.get("position_qty")),
     )
+
+
+def _timestamp(value: Any) -> datetime:
+    try:
+        return utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError as exc:  # named: the webhook reports it, and the order has its own times
+        raise ValueError(f"timestamp: {exc}") from None
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -275,7 +341,9 @@ class TradeUpdateStream:
 
     ``stream_factory`` builds the SDK stream (a :class:`HookedTradingStream`); ``source`` answers the
     catch-up's REST calls. ``resync_interval`` (seconds) also runs the catch-up periodically, which
-    covers events lost on a live connection too.
+    covers events lost on a live connection too. ``redelivery_delay`` (seconds, doubling up to
+    ``redelivery_max_delay`` while the handler keeps failing) is how soon a catch-up re-delivers an
+    update the handler raised on.
     """
 
     def __init__(
@@ -290,6 +358,8 @@ class TradeUpdateStream:
         catch_up_margin: timedelta = DEFAULT_CATCH_UP_MARGIN,
         reconnect_min_backoff: float = 0.5,
         reconnect_max_backoff: float = 30.0,
+        redelivery_delay: float = DEFAULT_REDELIVERY_DELAY,
+        redelivery_max_delay: float = DEFAULT_REDELIVERY_MAX_DELAY,
     ) -> None:
         self._factory = stream_factory
         self._source = source
@@ -300,6 +370,9 @@ class TradeUpdateStream:
         self._resync_interval = resync_interval
         self._margin = catch_up_margin
         self._backoff = (reconnect_min_backoff, reconnect_max_backoff)
+        self._redelivery = (redelivery_delay, redelivery_max_delay)
+        self._redelivery_round = 0
+        self._redelivery_task: asyncio.Task[None] | None = None
         self._sdk: HookedTradingStream | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
@@ -319,7 +392,7 @@ class TradeUpdateStream:
     def run(self) -> None:
         """Block, delivering updates, until :meth:`stop` (reconnecting by itself in between)."""
         self._stopping = False
-        self._resync_task = None  # a previous run's task died with its loop
+        self._resync_task = self._redelivery_task = None  # a previous run's tasks died with its loop
         self.finished.clear()
         sdk = self._factory()
         sdk.on_connected = self._on_connected
@@ -377,8 +450,9 @@ class TradeUpdateStream:
             asyncio.run_coroutine_threadsafe(self._stop_async(), loop)
 
     async def _stop_async(self) -> None:
-        if self._resync_task is not None:
-            self._resync_task.cancel()
+        for task in (self._resync_task, self._redelivery_task):
+            if task is not None:
+                task.cancel()
         if self._sdk is not None:
             await self._sdk.stop_ws()
             await self._sdk.close()  # wakes the SDK's 5 s recv wait at once
@@ -421,11 +495,25 @@ class TradeUpdateStream:
                 self.reconciler.watermark = clock.timestamp
             self._first_catch_up_done = True
             self.stats.catch_ups += 1
-            for update in updates:
-                self.stats.synthetic += 1
-                await self._call_handler(update)
+            await self._deliver_synthetic(updates)
+            await self._deliver_released()
         if updates:
             log.info("trade-update catch-up delivered %d missed change(s)", len(updates))
+        self._schedule_redelivery()
+
+    async def _deliver_synthetic(self, updates: list[TradeUpdate]) -> None:
+        failed: set[str] = set()
+        for update in updates:
+            if update.order.id in failed:
+                continue  # in order per order: what follows a failed change waits for its re-delivery
+            self.stats.synthetic += 1
+            if not await self._deliver(update):
+                failed.add(update.order.id)
+
+    async def _deliver_released(self) -> None:
+        for update in self.reconciler.release():
+            if self.reconciler.admits(update):  # if one fails again, the rest is held again
+                await self._deliver(update)
 
     def _fetch_for_catch_up(self, baseline: bool) -> tuple[list[BrokerOrder], Clock | None]:
         """Runs in a worker thread: the REST calls (blocking, with the broker's own retries)."""
@@ -434,11 +522,12 @@ class TradeUpdateStream:
         if watermark is not None:
             for order in self._source.list_orders(OrderQuery.ALL, after=watermark - self._margin):
                 found[order.id] = order
-        for order_id in list(self.reconciler.open_ids - found.keys()):
+        for order_id in list((self.reconciler.open_ids | self.reconciler.retry_ids) - found.keys()):
             try:
                 found[order_id] = self._source.get_order(order_id)
             except NotFoundError:
                 self.reconciler.open_ids.discard(order_id)
+                self.reconciler.retry_ids.discard(order_id)
         clock = self._source.get_clock() if baseline else None
         return list(found.values()), clock
 
@@ -453,8 +542,9 @@ class TradeUpdateStream:
             return
         try:
             async with self._get_lock():
-                if self.reconciler.accept(update):
-                    await self._call_handler(update)
+                if self.reconciler.admits(update):
+                    await self._deliver(update)
+            self._schedule_redelivery()
         except Exception:
             log.exception("trade update for order %s could not be processed", update.order.id)
 
@@ -462,21 +552,45 @@ class TradeUpdateStream:
         try:
             await self._catch_up()
         except Exception:
-            log.warning("catch-up after an unreadable update failed; the next one will retry")
+            log.warning("trade-update catch-up failed; the next one will retry")
 
-    async def _call_handler(self, update: TradeUpdate) -> None:
-        self.stats.delivered += 1
+    async def _deliver(self, update: TradeUpdate) -> bool:
+        """Give ``update`` to the handler; whether it returned (only then is it recorded as delivered)."""
         try:
             result = self._handler(update)
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            self.stats.handler_errors += 1
+            self.reconciler.failed(update)
             log.exception(
-                "trade update handler failed on %s for order %s (update dropped)",
+                "trade update handler failed on %s for order %s; a catch-up will deliver it again",
                 update.event,
                 update.order.client_order_id,
             )
+            return False
+        self.reconciler.delivered(update)
+        self.stats.delivered += 1
+        return True
+
+    def _schedule_redelivery(self) -> None:
+        """A catch-up soon if updates await re-delivery (one pending at a time, backing off)."""
+        if not self.reconciler.retry_ids:
+            self._redelivery_round = 0
+            return
+        pending = self._redelivery_task
+        if self._stopping or (pending is not None and not pending.done()):
+            return
+        first, most = self._redelivery
+        delay = min(first * 2**self._redelivery_round, most)
+        self._redelivery_round = min(self._redelivery_round + 1, 32)  # bounded: 2**n stays a float
+        loop = asyncio.get_running_loop()
+        self._redelivery_task = loop.create_task(self._redeliver_after(delay))
+
+    async def _redeliver_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._redelivery_task = None
+        await self._catch_up_quietly()
+        self._schedule_redelivery()  # also after a failed catch-up (it raised before scheduling)
 
     def _get_lock(self) -> asyncio.Lock:
         # Created in the running loop; a second run() gets a new loop, hence a new lock.

@@ -150,15 +150,39 @@ def test_a_failing_handler_does_not_stop_the_stream(broker: AlpacaBroker) -> Non
     failures: list[str] = []
 
     def handler(update: TradeUpdate) -> None:
-        if update.event == "new":
+        if update.event == "new" and update.order.client_order_id not in failures:
             failures.append(update.order.client_order_id)
             raise RuntimeError("handler bug")
         inbox(update)
 
-    with _streaming(broker, handler) as stream:
+    with _streaming(broker, handler, redelivery_delay=0.1) as stream:
         coids = [broker.submit_order(_market_buy()).client_order_id for _ in range(3)]
-        inbox.wait_for(lambda got: all(got[c] == ["fill"] for c in coids))
+        inbox.wait_for(lambda got: all(got[c][-1:] == ["fill"] for c in coids))
         assert failures == coids and stream.stats.handler_errors == 3
+
+
+def test_a_fill_the_handler_failed_on_is_delivered_again(broker: AlpacaBroker) -> None:
+    # A transient failure (the database went away) on the first delivery of a fill: the stream must
+    # not count the fill as delivered; its catch-up brings it again, with no resync_interval set.
+    inbox = Inbox()
+    failed: list[TradeUpdate] = []
+
+    def handler(update: TradeUpdate) -> None:
+        if update.event == "fill" and not failed:
+            failed.append(update)
+            raise RuntimeError("database connection lost")
+        inbox(update)
+
+    with _streaming(broker, handler, redelivery_delay=0.2) as stream:
+        order = broker.submit_order(_market_buy(3))
+        inbox.wait_for(lambda got: got[order.client_order_id] == ["new", "fill"])
+        assert stream.stats.handler_errors == 1 and not stream.reconciler.retry_ids
+    [first] = failed
+    again = inbox.updates[-1]
+    assert again.synthetic and not first.synthetic
+    assert again.qty == first.qty == Decimal(3) and again.price == first.price
+    assert again.order.status is OrderStatus.FILLED
+    assert inbox.events()[order.client_order_id] == ["new", "fill"]  # once, once it succeeded
 
 
 def test_async_handlers_are_awaited(broker: AlpacaBroker) -> None:

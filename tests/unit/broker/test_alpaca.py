@@ -48,7 +48,7 @@ from trader.broker.alpaca import (
     stream_url,
     to_sdk_order_request,
 )
-from trader.broker.errors import RateLimitError, TemporaryBrokerError
+from trader.broker.errors import RateLimitError, TemporaryBrokerError, UnexpectedResponseError
 from trader.config import Settings
 from trader.data.sources.alpaca_source import AlpacaSource
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, PositionSide, TimeInForce
@@ -136,6 +136,43 @@ def test_every_retry_ambiguous_and_not_found_ends_ambiguous() -> None:
     assert client.submit_calls == 3 and client.lookup_calls == 3
 
 
+def _no_buying_power() -> Exception:
+    return api_error(403, {"code": 40310000, "message": "insufficient buying power"})
+
+
+def test_resend_refused_after_a_lost_response_returns_the_order_that_landed() -> None:
+    # Attempt 1 landed, its answer was lost, the lookup could not see it yet (404); the re-send is
+    # refused because the first order holds the buying power. Not a final refusal: the lookup tells.
+    client = FakeTradingClient(submit_steps=["lose", _no_buying_power()], lookup_steps=[not_found()])
+    broker, _ = _broker(client)
+    order = broker.submit_order(_request())
+    assert order.id == client.orders["coid-1"]["id"]
+    assert client.submit_calls == 2 and client.lookup_calls == 2
+
+
+def test_resend_refused_after_a_lost_response_with_no_order_visible_stays_ambiguous() -> None:
+    client = FakeTradingClient(
+        submit_steps=["lose", _no_buying_power()], lookup_steps=[not_found(), not_found()]
+    )
+    broker, _ = _broker(client)
+    with pytest.raises(AmbiguousBrokerError, match="insufficient buying power") as caught:
+        broker.submit_order(_request())
+    assert not isinstance(caught.value, InsufficientFundsError)  # never "no order exists"
+    assert caught.value.client_order_id == "coid-1"
+    assert client.submit_calls == 2  # not re-sent again while the outcome is unknown
+
+
+def test_resend_refused_after_a_lost_response_finding_another_order_is_a_duplicate() -> None:
+    # Same id, other order (a caller bug) found behind the refusal: not this request's order.
+    client = FakeTradingClient()
+    broker, _ = _broker(client)
+    broker.submit_order(_request(qty=Decimal(11)))
+    client.submit_steps = [server_error(502), _no_buying_power()]
+    client.lookup_steps = [not_found()]
+    with pytest.raises(DuplicateClientOrderIdError, match="differs"):
+        broker.submit_order(_request())
+
+
 def test_refused_connection_is_resent_without_a_lookup() -> None:
     client = FakeTradingClient(submit_steps=[_refused(), "ok"])
     broker, _ = _broker(client)
@@ -210,6 +247,28 @@ def test_orders_map_to_exact_decimals_in_utc() -> None:
     assert order.limit_price == Decimal("187.5")
     assert order.updated_at == datetime(2024, 3, 5, 15, 0, 1, tzinfo=UTC)
     assert not order.is_terminal
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"qty": "abc"}, "qty: not a number"),
+        ({"filled_avg_price": "1e"}, "filled_avg_price: not a number"),
+        ({"limit_price": "NaN"}, "limit_price: not a finite number"),
+        ({"filled_qty": "-1"}, "filled_qty: negative"),
+        ({"qty": "-10"}, "qty: negative"),
+        ({"created_at": "0001-01-01T00:30:00+01:00"}, "out of range in UTC"),
+        ({"updated_at": "9999-12-31T23:30:00-01:00"}, "out of range in UTC"),
+    ],
+)
+def test_garbage_from_the_broker_is_an_unexpected_response(changes: dict[str, str], problem: str) -> None:
+    client = FakeTradingClient()
+    client.orders["coid-1"] = order_json() | changes
+    broker, _ = _broker(client)
+    with pytest.raises(UnexpectedResponseError, match=problem):
+        broker.get_order_by_client_id("coid-1")
+    with pytest.raises(ValueError, match=problem):  # what the webhook and the stream parser catch
+        order_from_sdk(Order(**client.orders["coid-1"]))
 
 
 def test_account_position_and_clock_map() -> None:

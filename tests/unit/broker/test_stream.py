@@ -79,6 +79,7 @@ def test_catch_up_reports_only_changes_with_the_missed_quantity_and_its_price() 
         Decimal(110),
         True,
     )
+    reconciler.delivered(update)
     assert reconciler.catch_up([now], deliver_new=True) == []  # nothing new the second time
     assert ORDER_ID not in reconciler.open_ids
 
@@ -106,6 +107,68 @@ def test_orders_changed_before_since_are_not_replayed() -> None:
         len(reconciler.catch_up([_order("filled", "10", "100", at=10, order_id=other)], deliver_new=True))
         == 1
     )
+
+
+def test_a_fill_the_handler_failed_on_is_not_remembered_and_the_catch_up_brings_it_again() -> None:
+    reconciler = Reconciler(since=T0)
+    assert reconciler.accept(_update("new", _order()))
+    fill = _update("fill", _order("filled", "10", "100", at=1), execution_id="e1", qty=Decimal(10))
+    assert reconciler.admits(fill)
+    reconciler.failed(fill)  # e.g. the database went away mid-transaction
+    assert ORDER_ID in reconciler.retry_ids and reconciler.stats.handler_errors == 1
+    [again] = reconciler.catch_up([_order("filled", "10", "100", at=1)], deliver_new=True)
+    assert (again.event, again.qty, again.price, again.synthetic) == ("fill", Decimal(10), Decimal(100), True)
+    reconciler.delivered(again)
+    assert not reconciler.retry_ids
+    assert reconciler.catch_up([_order("filled", "10", "100", at=1)], deliver_new=True) == []
+
+
+def _failed_partial_then_live_fill() -> tuple[Reconciler, TradeUpdate]:
+    reconciler = Reconciler(since=T0)
+    reconciler.accept(_update("new", _order()))
+    reconciler.failed(_update("partial_fill", _order("partially_filled", "4", "100", at=1)))
+    live = _update("fill", _order("filled", "10", "104", at=2), execution_id="e2", qty=Decimal(6))
+    # Delivered now, the live fill of the last 6 would skip the failed partial fill of 4.
+    assert not reconciler.admits(live) and reconciler.stats.deferred == 1
+    assert reconciler.release() == []  # still awaiting re-delivery
+    return reconciler, live
+
+
+def test_a_live_update_held_back_is_dropped_when_the_redelivery_covered_it() -> None:
+    reconciler, live = _failed_partial_then_live_fill()
+    [update] = reconciler.catch_up([live.order], deliver_new=True)
+    assert (update.event, update.qty, update.price) == ("fill", Decimal(10), Decimal(104))
+    reconciler.delivered(update)
+    assert reconciler.release() == [live]
+    assert not reconciler.admits(live)  # a repeat of what the catch-up delivered
+
+
+def test_a_live_update_held_back_follows_a_redelivery_that_did_not_cover_it() -> None:
+    reconciler, live = _failed_partial_then_live_fill()
+    # The catch-up read the order before the fill: it re-delivers the partial fill only.
+    [update] = reconciler.catch_up([_order("partially_filled", "4", "100", at=1)], deliver_new=True)
+    assert (update.event, update.qty) == ("partial_fill", Decimal(4))
+    reconciler.delivered(update)
+    assert reconciler.release() == [live]
+    assert reconciler.admits(live)  # the last 6, with their own execution id
+    assert reconciler.release() == []
+
+
+def test_a_failed_first_update_comes_again_after_the_watermark_moved_on() -> None:
+    reconciler = Reconciler(since=T0)
+    reconciler.failed(_update("fill", _order("filled", "10", "100", at=1)))
+    other = "5b0c1f3e-2d4a-4e6b-8f7a-9c0d1e2f3a4b"
+    assert reconciler.accept(_update("new", _order(at=9, order_id=other)))  # watermark: T0 + 9 s
+    [update] = reconciler.catch_up([_order("filled", "10", "100", at=1)], deliver_new=True)
+    assert (update.order.id, update.event, update.qty) == (ORDER_ID, "fill", Decimal(10))
+
+
+def test_a_failed_update_that_changed_nothing_is_not_retried_for_ever() -> None:
+    reconciler = Reconciler(since=T0)
+    reconciler.accept(_update("new", _order()))
+    reconciler.failed(_update("order_cancel_rejected", _order(at=1)))
+    assert reconciler.catch_up([_order(at=1)], deliver_new=True) == []
+    assert not reconciler.retry_ids
 
 
 def test_synthesize_from_nothing() -> None:
