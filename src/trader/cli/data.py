@@ -92,6 +92,8 @@ def _run_ingest(
                 on_stage=lambda stage: status.update(f"ingest: {stage} ..."),
             )
     _print_report(report, settings.data_dir)
+    for note in source_notes(source):
+        console.print(f"note: {note}")
     if report.online_error:
         console.print(f"[yellow]warning: {report.online_error}[/yellow]")
     if report.leftovers_removed:
@@ -100,6 +102,26 @@ def _run_ingest(
             "earlier write left in the data dir (never read; no data changed)"
         )
     return report
+
+
+def source_notes(source: BarSource) -> list[str]:
+    """What the last fetch of ``source`` (each source of a failover) left out and why.
+
+    Rows outside the dates, daily bars of sessions still trading: a count the user should see
+    rather than a silent gap. Sources without notes give none.
+    """
+    from trader.data.sources.failover import FailoverSource
+
+    if isinstance(source, FailoverSource):
+        return [note for inner in source.sources for note in source_notes(inner)]
+    notes: list[str] = getattr(source, "last_notes", [])
+    return [f"{source.name}: {note}" for note in notes]
+
+
+def _failed(what: str, error: SourceError, source: BarSource) -> TraderError:
+    """The one-line error of a failed ingest, with the notes that may explain it (no bars left)."""
+    notes = source_notes(source)
+    return TraderError(f"{what} failed: {error}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def _print_report(report: IngestReport, data_dir: Path) -> None:
@@ -137,7 +159,8 @@ def ingest(
         ),
     ],
     path: Annotated[
-        Path | None, typer.Option(help="CSV file or folder (*.csv, *.csv.gz) for --source csv.")
+        Path | None,
+        typer.Option(help="CSV file or folder (*.csv, *.csv.gz, any case) for --source csv."),
     ] = None,
     actions: Annotated[
         Path | None, typer.Option(help="CSV of corporate actions: symbol,ex_date,split_ratio,cash_dividend.")
@@ -146,8 +169,13 @@ def ingest(
         str | None, typer.Option(help="Comma-separated symbols (default: all the source has).")
     ] = None,
     start: Annotated[str, typer.Option(help="First date, YYYY-MM-DD.")] = "2015-01-01",
-    end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD (default: today).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --source synthetic.")] = 7,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="Last date, YYYY-MM-DD (default: today; Alpaca daily bars stop at the last closed session)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of --source synthetic (0 or more).")] = 7,
     require_fresh: Annotated[
         bool,
         typer.Option("--require-fresh", help="Fail (exit 1) if the newest bar is stale for the calendar."),
@@ -173,7 +201,7 @@ def ingest(
     try:
         _run_ingest(settings, bar_source, parse_symbols(symbols), first, last, require_fresh)
     except SourceError as exc:
-        raise TraderError(f"ingest failed: {exc}") from None
+        raise _failed("ingest", exc, bar_source) from None
 
 
 def _make_source(
@@ -203,7 +231,29 @@ def _make_source(
 
     if start >= end:
         raise UsageError(f"--start {start} must be before --end {end} for --source synthetic")
+    check_synthetic_range(start, end)
     return SyntheticSource(SyntheticConfig(symbols=50, start=start, end=end, seed=seed))
+
+
+def check_synthetic_range(start: date, end: date) -> None:
+    """Refuse dates the synthetic market cannot fill: it generates bars on calendar sessions only.
+
+    Without this, a range beyond the calendar was cut short silently and a range without a session
+    ended in the source's "no bars" error.
+    """
+    from trader.data.calendar import trading_calendar
+
+    calendar = trading_calendar()
+    known = f"the calendar knows {calendar.range_text()}"
+    if start < calendar.first_session:
+        raise UsageError(f"--start {start} is before the calendar's first session: {known}")
+    if end > calendar.last_session:
+        raise UsageError(f"--end {end} is after the calendar's last session: {known}")
+    if calendar.sessions(start, end).is_empty():
+        raise UsageError(
+            f"--start {start} to --end {end} holds no {calendar.name} session (a weekend or holidays): "
+            "give a range with at least one trading day"
+        )
 
 
 @app.command()
@@ -211,7 +261,9 @@ def synth(
     symbols: Annotated[int, typer.Option(min=1, max=5000, help="How many symbols to generate.")] = 50,
     start: Annotated[str, typer.Option(help="First date, YYYY-MM-DD.")] = "2019-01-02",
     end: Annotated[str, typer.Option(help="Last date, YYYY-MM-DD.")] = "2024-12-31",
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same market.")] = 7,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed (0 or more); the same seed gives the same market.")
+    ] = 7,
     momentum: Annotated[
         float,
         typer.Option(
@@ -232,10 +284,16 @@ def synth(
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     if first >= last:
         raise UsageError(f"--start {first} must be before --end {last}")
+    check_synthetic_range(first, last)
     from trader.data.sources.synthetic import SyntheticConfig, SyntheticSource
 
-    config = SyntheticConfig(symbols=symbols, start=first, end=last, seed=seed, momentum=momentum)
-    _run_ingest(settings, SyntheticSource(config), None, first, last, require_fresh=False)
+    source = SyntheticSource(
+        SyntheticConfig(symbols=symbols, start=first, end=last, seed=seed, momentum=momentum)
+    )
+    try:
+        _run_ingest(settings, source, None, first, last, require_fresh=False)
+    except SourceError as exc:
+        raise _failed("synth", exc, source) from None
 
 
 @app.command()
@@ -284,6 +342,7 @@ def status(
 
     settings = load_settings()
     as_of = parse_moment(now, "--now") if now is not None else datetime.now(UTC)
+    check_in_calendar(as_of, "--now" if now is not None else "the current time")
     report = data_status(DataPaths(settings.data_dir), as_of, symbols=parse_symbols(symbols))
     render_status(report, console, limit=None if show_all else 50)
     if report.empty:
@@ -296,3 +355,13 @@ def parse_moment(value: str, flag: str) -> datetime:
     except ValueError:
         raise UsageError(f"{flag}: '{value}' is not an ISO 8601 time such as 2024-03-05T15:00:00Z") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def check_in_calendar(moment: datetime, flag: str) -> None:
+    """Refuse a time the calendar cannot judge freshness at (before its first close, after its end)."""
+    from trader.data.calendar import CalendarRangeError, trading_calendar
+
+    try:
+        trading_calendar().last_closed_session(moment)
+    except CalendarRangeError as exc:
+        raise UsageError(f"{flag}: {exc}") from None

@@ -14,6 +14,13 @@ CALENDAR_START = "1990-01-01"
 CALENDAR_END = "2035-12-31"
 
 
+class CalendarRangeError(ValueError):
+    """A date or time the calendar cannot answer for: before its first or after its last session.
+
+    The message names the calendar's range, so a command can pass it on as a usage error.
+    """
+
+
 class TradingCalendar:
     """Sessions of one exchange, as plain ``date`` values and UTC datetimes."""
 
@@ -31,6 +38,20 @@ class TradingCalendar:
 
     def all_sessions(self) -> pl.Series:
         return self._sessions
+
+    @property
+    def first_session(self) -> date:
+        """The oldest session the calendar knows."""
+        return self._sessions[0]  # type: ignore[no-any-return]
+
+    @property
+    def last_session(self) -> date:
+        """The newest session the calendar knows; what lies after it is unknown, not a holiday."""
+        return self._sessions[-1]  # type: ignore[no-any-return]
+
+    def range_text(self) -> str:
+        """``"XNYS sessions 1990-01-02 to 2035-12-31"``, for messages about dates out of range."""
+        return f"{self.name} sessions {self.first_session} to {self.last_session}"
 
     def session_positions(self, dates: pl.Series) -> pl.Series:
         """Position in :meth:`all_sessions` of the first session on or after each date (Int64).
@@ -55,14 +76,14 @@ class TradingCalendar:
         """The last session strictly before ``day`` (``day`` need not be a session)."""
         earlier = self._sessions.filter(self._sessions < day)
         if earlier.is_empty():
-            raise ValueError(f"no {self.name} session before {day} in the calendar")
+            raise CalendarRangeError(f"no session before {day}: the calendar knows {self.range_text()}")
         return earlier[-1]  # type: ignore[no-any-return]
 
     def next_session(self, day: date) -> date:
         """The first session strictly after ``day``."""
         later = self._sessions.filter(self._sessions > day)
         if later.is_empty():
-            raise ValueError(f"no {self.name} session after {day} in the calendar")
+            raise CalendarRangeError(f"no session after {day}: the calendar knows {self.range_text()}")
         return later[0]  # type: ignore[no-any-return]
 
     def session_close(self, day: date) -> datetime:
@@ -78,15 +99,23 @@ class TradingCalendar:
         """The newest session whose close is at or before ``now``: the newest daily bar that can exist.
 
         On a Monday morning that is the previous Friday (or Thursday when Friday was a holiday).
+        Raises :class:`CalendarRangeError` when ``now`` is after the calendar's last session (the
+        answer would silently stop there) or before the close of its first one.
         """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         today = now.astimezone(UTC).date()
-        candidates = self._sessions.filter(self._sessions <= today)
-        for day in reversed(candidates.to_list()[-3:]):
+        if today > self.last_session:
+            raise CalendarRangeError(
+                f"{now.isoformat()} is past the calendar's end: the calendar knows {self.range_text()}"
+            )
+        # A session closes within a day of its date, so only the newest few can still be open.
+        for day in reversed(self._sessions.filter(self._sessions <= today).tail(3).to_list()):
             if self.session_close(day) <= now:
                 return day  # type: ignore[no-any-return]
-        return self.previous_session(candidates[-3])
+        raise CalendarRangeError(
+            f"no session had closed by {now.isoformat()}: the calendar knows {self.range_text()}"
+        )
 
     def sessions_between(self, after: date, until: date) -> int:
         """How many sessions lie in (``after``, ``until``]."""

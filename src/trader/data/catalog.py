@@ -1,9 +1,22 @@
 """The DuckDB catalog: SQL views over the data layer's Parquet files, for ``trader data sql``.
 
-Views, not tables: DuckDB reads the Parquet files at query time, so the catalog copies nothing and
+Views, not tables: the Parquet files are read at query time, so the catalog copies nothing and
 never disagrees with the stores. The connection is in memory and the views are (re)defined from the
 files present before every query; a view whose files do not exist yet is an empty, typed relation
 with the same columns, so a query against a fresh ``DATA_DIR`` returns zero rows instead of failing.
+
+Read-only, in two layers, because the SQL is the user's and DuckDB can write files
+(``COPY ... TO``) and read any file (``read_csv('/etc/passwd')``):
+
+1. Only ``SELECT`` (with ``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``...) and ``EXPLAIN SELECT``
+   statements are accepted. ``EXPLAIN ANALYZE`` runs the statement it explains, so it is refused,
+   and so is ``EXPLAIN`` of anything but a ``SELECT``.
+2. The DuckDB connection has no file access at all (``enable_external_access = false``, then
+   ``lock_configuration = true`` so no statement can turn it back on). Each view is a PyArrow dataset
+   registered with the connection: PyArrow opens the Parquet files (lazily, with DuckDB's projections
+   and filters pushed down), so DuckDB never needs a path. ``allowed_directories`` /
+   ``allowed_paths`` were not used: they let DuckDB *write* where they let it read, so a
+   ``COPY ... TO`` into ``DATA_DIR`` would still overwrite the stores.
 
 =====================  ===========================================================================
 view                   columns
@@ -25,6 +38,8 @@ from types import TracebackType
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
 
 from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, LISTING_SCHEMA, QUARANTINE_SCHEMA, RAW_BAR_SCHEMA
 from trader.data.paths import DataPaths
@@ -32,52 +47,26 @@ from trader.data.raw import RawRecorder
 from trader.data.store import GAP_SCHEMA, AdjustedStore, QuarantineStore
 
 #: Statement types a catalog query may be: reading only (``DESCRIBE``/``SHOW``/``SUMMARIZE`` parse
-#: as SELECT). ``COPY ... TO``, ``SET``, ``ATTACH``, ``INSTALL``... are refused.
+#: as SELECT; EXPLAIN is checked further by :func:`_check_explain`). ``COPY ... TO``, ``SET``,
+#: ``ATTACH``, ``INSTALL``... are refused.
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+#: ``EXPLAIN ANALYZE`` (or ``EXPLAIN (ANALYZE) ...``) executes the explained statement.
+_ANALYZE = {"ANALYZE", "ANALYSE"}
 
 
 class CatalogError(ValueError):
     """A catalog query was refused or failed; the message is DuckDB's, on one line."""
 
 
-def _duck_type(dtype: pl.DataType) -> str:
-    if isinstance(dtype, pl.Datetime):
-        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
-    names: dict[type[pl.DataType], str] = {
-        pl.String: "VARCHAR",
-        pl.Date: "DATE",
-        pl.Float64: "DOUBLE",
-        pl.Boolean: "BOOLEAN",
-        pl.Int64: "BIGINT",
-    }
-    return names[type(dtype)]
+def view_dataset(schema: dict[str, pl.DataType], files: Sequence[Path]) -> pads.Dataset:
+    """A lazy PyArrow dataset over ``files`` with exactly ``schema``'s columns, in order and types.
 
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def view_sql(name: str, schema: dict[str, pl.DataType], files: Sequence[Path]) -> str:
-    """``CREATE OR REPLACE VIEW`` of ``files`` with exactly ``schema``'s columns, in order and types.
-
-    Without files the view is an empty typed relation, so it has the right columns before the first
-    ingest.
+    The explicit schema makes a file written before a column was added read with that column null,
+    drops columns the view does not show, and gives an empty, typed dataset when there are no files
+    (so the view has the right columns before the first ingest).
     """
-    columns = ", ".join(
-        f"CAST({'NULL' if not files else _ident(col)} AS {_duck_type(dtype)}) AS {_ident(col)}"
-        for col, dtype in schema.items()
-    )
-    if not files:
-        return f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT {columns} WHERE false"
-    listing = ", ".join(_quote(str(path)) for path in files)
-    # union_by_name: a file written before a column was added still reads (the column is NULL).
-    source = f"read_parquet([{listing}], hive_partitioning = false, union_by_name = true)"
-    # Names are our own and quoted, paths are quoted literals: no user text reaches this statement.
-    return f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT {columns} FROM {source}"  # noqa: S608
+    arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
+    return pads.dataset([str(path) for path in files], schema=arrow_schema, format="parquet")
 
 
 def _one_line(error: Exception) -> str:
@@ -95,14 +84,68 @@ def _existing(path: Path) -> list[Path]:
     return [path] if path.is_file() else []
 
 
+def sandboxed_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that can open no file, for reading or writing, ever.
+
+    Data reaches it only through registered Python objects (see :func:`view_dataset`). The
+    configuration is locked last, so no statement can switch file access back on.
+    """
+    connection = duckdb.connect(":memory:")
+    # Timestamps come back in UTC whatever the machine's zone (see DECISIONS: UTC everywhere). Set
+    # before the lock, which refuses every later SET.
+    connection.execute("SET TimeZone = 'UTC'")
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
+    return connection
+
+
+def check_read_only(connection: duckdb.DuckDBPyConnection, statement: duckdb.Statement) -> None:
+    """Raise :class:`CatalogError` unless ``statement`` only reads (a SELECT, or EXPLAIN of one)."""
+    if statement.type not in _READ_ONLY:
+        raise CatalogError(f"only read-only queries are allowed, not {statement.type.name}")
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        _check_explain(connection, statement.query)
+
+
+def _words(text: str) -> list[tuple[int, str]]:
+    """The tokens of ``text`` as (offset, text) pairs, comments left out, by DuckDB's own tokenizer."""
+    tokens = duckdb.tokenize(text)
+    ends = [start for start, _ in tokens[1:]] + [len(text)]
+    return [
+        (start, text[start:end].strip())
+        for (start, kind), end in zip(tokens, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+
+
+def _check_explain(connection: duckdb.DuckDBPyConnection, text: str) -> None:
+    """Refuse ``EXPLAIN ANALYZE`` (it executes the statement) and EXPLAIN of anything but a SELECT."""
+    words = _words(text)[1:]  # after the EXPLAIN keyword
+    options: list[str] = []
+    if words and words[0][1] == "(":  # EXPLAIN (ANALYZE, FORMAT json) ...
+        close = next((i for i, (_, word) in enumerate(words) if word == ")"), None)
+        if close is None:
+            raise CatalogError("EXPLAIN: cannot read its options; write EXPLAIN SELECT ...")
+        options, words = [word for _, word in words[1:close]], words[close + 1 :]
+    elif words and words[0][1].upper() in _ANALYZE:
+        options, words = [words[0][1]], words[1:]
+    if any(option.upper() in _ANALYZE for option in options):
+        raise CatalogError(
+            "only read-only queries are allowed: EXPLAIN ANALYZE runs the statement it explains; "
+            "use EXPLAIN without ANALYZE"
+        )
+    inner = connection.extract_statements(text[words[0][0] :]) if words else []
+    if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+        kind = inner[0].type.name if len(inner) == 1 else "nothing"
+        raise CatalogError(f"only read-only queries are allowed: EXPLAIN only a SELECT, not {kind}")
+
+
 class Catalog:
-    """DuckDB views over one ``DATA_DIR``; :meth:`query` runs read-only SQL and returns Polars."""
+    """Views over one ``DATA_DIR``; :meth:`query` runs read-only SQL and returns Polars (module doc)."""
 
     def __init__(self, paths: DataPaths) -> None:
         self.paths = paths
-        self._connection = duckdb.connect(":memory:")
-        # Timestamps come back in UTC whatever the machine's zone (see DECISIONS: UTC everywhere).
-        self._connection.execute("SET TimeZone = 'UTC'")
+        self._connection = sandboxed_connection()
         raw, adjusted, quarantine = RawRecorder(paths), AdjustedStore(paths), QuarantineStore(paths)
         self._views: dict[str, tuple[dict[str, pl.DataType], Callable[[], list[Path]]]] = {
             "bars_raw": (RAW_BAR_SCHEMA, raw.files),
@@ -122,29 +165,33 @@ class Catalog:
     def refresh(self) -> None:
         """Redefine every view from the files present now (files are added by every ingest)."""
         for name, (schema, files) in self._views.items():
-            self._connection.execute(view_sql(name, schema, files()))
+            self._connection.register(name, view_dataset(schema, files()))
 
     def query(self, sql: str) -> pl.DataFrame:
         """Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) and return its rows.
 
         Raises :class:`CatalogError` with DuckDB's message on one line when the SQL does not parse,
-        fails, is not a single statement or would write anything.
+        fails, is not a single statement, would write anything (``EXPLAIN ANALYZE`` included) or
+        touches a file (``read_csv(...)``, ``COPY``, ``ATTACH``...).
         """
         try:
             statements = self._connection.extract_statements(sql)
+            if len(statements) != 1:
+                raise CatalogError(f"expected one SQL statement, got {len(statements)}")
+            check_read_only(self._connection, statements[0])
         except duckdb.Error as exc:
             raise CatalogError(_one_line(exc)) from None
-        if len(statements) != 1:
-            raise CatalogError(f"expected one SQL statement, got {len(statements)}")
-        if statements[0].type not in _READ_ONLY:
-            raise CatalogError(f"only read-only queries are allowed, not {statements[0].type.name}")
-        self.refresh()
         try:
+            self.refresh()
             relation = self._connection.sql(sql)
             if relation is None:  # pragma: no cover - SELECT and EXPLAIN always return rows
                 return pl.DataFrame()
             table = relation.to_arrow_table()
-        except duckdb.Error as exc:
+        except duckdb.PermissionException as exc:
+            hint = f"a query reads files only through the views: {', '.join(self.views)}"
+            raise CatalogError(f"{_one_line(exc)} ({hint})") from None
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            # OSError, ArrowException: a file an ingest replaced or removed while it was being read.
             raise CatalogError(_one_line(exc)) from None
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)  # a Table always converts to a frame

@@ -106,6 +106,36 @@ def test_csv_ingest_with_aliases_and_require_fresh(
         ),
         (["data", "status", "--now", "yesterday"], "--now: 'yesterday' is not an ISO 8601 time"),
         (["data", "sql", "drop table bars_adj"], "QUERY:"),
+        # The audit's unchecked flags: each was an "internal error" (or a silent wrong answer).
+        (
+            ["data", "synth", "--symbols", "3", "--start", "2024-01-06", "--end", "2024-01-07"],
+            "--start 2024-01-06 to --end 2024-01-07 holds no XNYS session",
+        ),
+        (
+            ["data", "synth", "--start", "1985-01-02", "--end", "1990-02-01"],
+            "--start 1985-01-02 is before the calendar's first session: the calendar knows XNYS "
+            "sessions 1990-01-02 to 2035-12-31",
+        ),
+        (
+            ["data", "synth", "--start", "2035-12-01", "--end", "2036-02-01"],
+            "--end 2036-02-01 is after the calendar's last session",
+        ),
+        (["data", "synth", "--seed", "-1"], "Invalid value for '--seed'"),
+        (["data", "ingest", "--source", "synthetic", "--seed", "-1"], "Invalid value for '--seed'"),
+        (
+            ["data", "status", "--now", "1980-01-01"],
+            "--now: no session had closed by 1980-01-01T00:00:00+00:00: the calendar knows XNYS "
+            "sessions 1990-01-02 to 2035-12-31",
+        ),
+        (
+            ["data", "status", "--now", "2050-01-01"],
+            "--now: 2050-01-01T00:00:00+00:00 is past the calendar's end: the calendar knows XNYS "
+            "sessions 1990-01-02 to 2035-12-31",
+        ),
+        (
+            ["data", "sql", "EXPLAIN ANALYZE COPY (select 42 as x) TO 'x.csv'"],
+            "QUERY: only read-only queries are allowed: EXPLAIN ANALYZE runs the statement",
+        ),
     ],
 )
 def test_bad_arguments_name_the_flag_and_exit_2(
@@ -132,3 +162,58 @@ def test_ingest_fills_the_online_store_under_the_redis_key_prefix(
     assert sorted(s.decode() for s in symbols) == [f"SYN00{i}" for i in range(6)]
     assert redis_keyspace.client.zcard(redis_keyspace.key(f"{KEY_PREFIX}bars:SYN000")) > 0
     assert redis_keyspace.client.hget(redis_keyspace.key(f"{KEY_PREFIX}features:SYN000"), "_as_of")
+
+
+def test_the_seed_range_is_named_in_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["data", "synth", "--seed", "-1"]) == 2
+    assert "greater than or equal to 0" in capsys.readouterr().err
+
+
+def test_sql_cannot_write_through_explain_analyze(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The audit's repro: COPY a filtered (empty) result over the adjusted store's year file.
+    assert run(["data", "synth", *SMALL]) == 0
+    store = tmp_path / "data" / "adjusted" / "bars" / "year=2023" / "data.parquet"
+    before = store.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    for sql in (
+        f"EXPLAIN ANALYZE COPY (select * from bars_adj where close>999) TO '{store}' (FORMAT parquet)",
+        f"EXPLAIN ANALYZE COPY (select 42 as x) TO '{tmp_path / 'x.csv'}'",
+        "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1",
+        f"COPY (select 1) TO '{tmp_path / 'x.csv'}'",
+    ):
+        assert run(["data", "sql", sql]) == 2
+        assert "only read-only queries are allowed" in capsys.readouterr().err
+    assert store.read_bytes() == before
+    assert not (tmp_path / "x.csv").exists()
+    assert run(["data", "sql", "select count(*) as n from bars_adj", "--csv"]) == 0
+    assert int(capsys.readouterr().out.splitlines()[1]) > 1000
+    assert run(["data", "sql", "EXPLAIN select count(*) from bars_adj"]) == 0
+    assert "physical_plan" in capsys.readouterr().out
+
+
+def test_csv_folder_with_upper_case_names_and_rows_out_of_range_are_reported(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "BARS.CSV").write_text(
+        "symbol,date,open,high,low,close,volume\n"
+        "ABC,2023-12-29,10,11,9,10.5,1000\n"  # before --start: skipped, and said so
+        "ABC,2024-01-02,10,11,9,10.5,1000\n"
+        "ABC,2024-01-03,10.5,11,10,10.8,1200\n"
+    )
+    ingest = ["data", "ingest", "--source", "csv", "--path", str(folder)]
+    assert run([*ingest, "--start", "2024-01-02", "--end", "2024-01-05"]) == 0
+    out = capsys.readouterr().out
+    received = next(line for line in out.splitlines() if "rows received" in line)
+    assert received.split("│")[2].strip() == "2"
+    assert "note: csv: skipped 1 row(s) dated outside 2024-01-02..2024-01-05" in out
+
+    # Nothing left in range: the failure says why.
+    assert run([*ingest, "--start", "2024-02-01", "--end", "2024-02-05"]) == 1
+    err = capsys.readouterr().err
+    assert "ingest failed: csv returned no bars" in err
+    assert "(csv: skipped 3 row(s) dated outside 2024-02-01..2024-02-05)" in err

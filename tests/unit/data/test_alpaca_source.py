@@ -14,8 +14,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,6 +30,8 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from tests.support.services import free_port
 from trader.config import Settings
 from trader.data.bars import ACTION_SCHEMA, BAR_SCHEMA
+from trader.data.paths import DataPaths
+from trader.data.pipeline import DataPipeline
 from trader.data.sources import BarSource, SourceError
 from trader.data.sources.alpaca_source import (
     INTRADAY_BAR_SCHEMA,
@@ -389,11 +392,134 @@ def test_the_sdk_still_has_the_private_attributes_we_set() -> None:
 
 
 def test_recent_minutes_are_never_requested(fake: tuple[FakeAlpaca, str]) -> None:
-    # Free accounts may not query SIP data younger than 15 minutes; "today" is clamped.
+    # Free accounts may not query SIP data younger than 15 minutes; "today" is clamped. (Minute bars:
+    # a daily fetch of today may send no request at all, see the closed-session tests below.)
     state, url = fake
     today = datetime.now().date()
-    source_for(url).fetch(["AAA"], today, today)
-    for path, query in state.requests:
-        if path == "/v2/stocks/bars":
-            end = datetime.fromisoformat(query["end"][0])
-            assert (datetime.now(end.tzinfo) - end).total_seconds() > 15 * 60
+    minutes = TimeFrame(1, TimeFrameUnit.Minute)
+    source_for(url, timeframe=minutes).fetch(["AAA"], today - timedelta(days=2), today)
+    bar_requests = [query for path, query in state.requests if path == "/v2/stocks/bars"]
+    assert bar_requests
+    for query in bar_requests:
+        end = datetime.fromisoformat(query["end"][0])
+        assert (datetime.now(end.tzinfo) - end).total_seconds() > 15 * 60
+
+
+# ----------------------------------------------------------- daily bars: closed sessions only
+
+# Tuesday 2024-03-05: the session runs 14:30-21:00 UTC (09:30-16:00 New York).
+DURING_SESSION = datetime(2024, 3, 5, 16, 0, tzinfo=UTC)
+MARCH = [
+    raw_bar("2024-03-01T05:00:00Z", 100, 101, 99, 100.5, 1000),
+    raw_bar("2024-03-04T05:00:00Z", 100.5, 102, 100, 101.5, 1100),
+    raw_bar("2024-03-05T05:00:00Z", 101.5, 101.8, 101, 101.2, 300),  # today so far: partial
+]
+
+
+def frozen(now: datetime) -> dict[str, Any]:
+    return {"clock": lambda: now}
+
+
+def bar_ends(state: FakeAlpaca) -> list[datetime]:
+    return [datetime.fromisoformat(q["end"][0]) for path, q in state.requests if path == "/v2/stocks/bars"]
+
+
+def test_daily_bars_stop_at_the_last_closed_session_while_a_session_trades(
+    fake: tuple[FakeAlpaca, str],
+) -> None:
+    state, url = fake
+    state.bars["AAA"] = MARCH
+    source = source_for(url, **frozen(DURING_SESSION))
+
+    batch = source.fetch(["AAA"], date(2024, 3, 1), date(2024, 3, 5))  # the CLI's default --end: today
+
+    # Asked up to the end of Monday in New York, not up to "now - 16 minutes" on Tuesday.
+    assert bar_ends(state) == [datetime(2024, 3, 5, 4, 59, 59, 999999, tzinfo=UTC)]
+    # The fake ignores the request's end and sends Tuesday's partial bar anyway: it is dropped.
+    assert batch.bars["date"].to_list() == [date(2024, 3, 1), date(2024, 3, 4)]
+    assert source.last_notes == [
+        "daily bars requested up to 2024-03-04, the last closed session, not 2024-03-05: a session "
+        "still trading (or closed less than 16 minutes ago) would give a partial bar",
+        "dropped 1 daily bar(s) dated after 2024-03-04, the end of the request "
+        "(bars of a session still trading are partial)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("now", "newest"),
+    [
+        (datetime(2024, 3, 5, 21, 10, tzinfo=UTC), date(2024, 3, 4)),  # closed 10 minutes ago: too soon
+        (datetime(2024, 3, 5, 21, 20, tzinfo=UTC), date(2024, 3, 5)),  # closed 20 minutes ago
+        (datetime(2024, 3, 9, 12, 0, tzinfo=UTC), date(2024, 3, 5)),  # a Saturday: --end was today
+    ],
+)
+def test_a_session_counts_once_closed_for_longer_than_the_data_delay(
+    fake: tuple[FakeAlpaca, str], now: datetime, newest: date
+) -> None:
+    state, url = fake
+    state.bars["AAA"] = MARCH
+
+    batch = source_for(url, **frozen(now)).fetch(["AAA"], date(2024, 3, 1), now.date())
+
+    assert batch.bars["date"].max() == newest
+    assert bar_ends(state)[0] <= now - timedelta(minutes=16)
+
+
+def test_an_end_in_the_past_is_fetched_as_asked_without_notes(fake: tuple[FakeAlpaca, str]) -> None:
+    state, url = fake
+    state.bars["AAA"] = MARCH[:2]
+    source = source_for(url, **frozen(DURING_SESSION))
+
+    batch = source.fetch(["AAA"], date(2024, 3, 1), date(2024, 3, 4))
+
+    assert batch.bars.height == 2 and source.last_notes == []
+    assert bar_ends(state) == [datetime(2024, 3, 5, 4, 59, 59, 999999, tzinfo=UTC)]
+
+
+def test_only_todays_open_session_asked_for_gives_no_request_and_says_why(
+    fake: tuple[FakeAlpaca, str],
+) -> None:
+    state, url = fake
+    source = source_for(url, **frozen(DURING_SESSION))
+
+    batch = source.fetch(["AAA"], date(2024, 3, 5), date(2024, 3, 5))
+
+    assert batch.bars.is_empty() and bar_ends(state) == []
+    assert "requested up to 2024-03-04, the last closed session" in source.last_notes[0]
+
+
+def test_minute_bars_keep_only_the_data_delay_rule(fake: tuple[FakeAlpaca, str]) -> None:
+    state, url = fake
+    state.bars["AAA"] = [raw_bar("2024-03-05T15:30:00Z", 1, 2, 1, 1.5, 100)]
+    source = source_for(url, timeframe=TimeFrame(1, TimeFrameUnit.Minute), **frozen(DURING_SESSION))
+
+    batch = source.fetch(["AAA"], date(2024, 3, 5), date(2024, 3, 5))
+
+    assert bar_ends(state) == [DURING_SESSION - timedelta(minutes=16)]
+    assert batch.bars.height == 1 and source.last_notes == []
+
+
+def test_a_clock_beyond_the_calendar_is_a_source_error(fake: tuple[FakeAlpaca, str]) -> None:
+    source = source_for(fake[1], **frozen(datetime(2050, 1, 3, 15, 0, tzinfo=UTC)))
+    with pytest.raises(SourceError, match=r"cannot tell which session closed last.*2035-12-31"):
+        source.fetch(["AAA"], date(2049, 12, 1), date(2050, 1, 3))
+
+
+def test_an_ingest_during_a_session_stores_no_partial_bar(
+    fake: tuple[FakeAlpaca, str], tmp_path: Path
+) -> None:
+    # The audit's case end to end: default --end (today) while the market is open.
+    state, url = fake
+    state.bars["AAA"] = MARCH
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+
+    report = pipeline.ingest(
+        source_for(url, **frozen(DURING_SESSION)),
+        ["AAA"],
+        date(2024, 3, 1),
+        date(2024, 3, 5),
+        now=DURING_SESSION,
+    )
+
+    assert report.newest_bar == date(2024, 3, 4)
+    assert pipeline.adjusted.read()["date"].to_list() == [date(2024, 3, 1), date(2024, 3, 4)]

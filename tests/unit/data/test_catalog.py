@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -17,7 +19,7 @@ from trader.data.bars import (
     QUARANTINE_SCHEMA,
     RAW_BAR_SCHEMA,
 )
-from trader.data.catalog import Catalog, CatalogError, format_table
+from trader.data.catalog import Catalog, CatalogError, format_table, sandboxed_connection
 from trader.data.paths import DataPaths
 from trader.data.raw import RECORD_SCHEMA, RawRecorder
 from trader.data.store import GAP_SCHEMA, ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
@@ -142,6 +144,138 @@ def test_bad_or_writing_sql_raises_a_one_line_catalog_error(paths: DataPaths, sq
     assert isinstance(caught.value, ValueError)
     assert "\n" not in str(caught.value)
     assert not Path("out.csv").exists()
+
+
+def _fingerprint(paths: DataPaths) -> dict[str, str]:
+    """Every file under the data dir with a hash of its bytes."""
+    return {
+        str(file.relative_to(paths.root)): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted(paths.root.rglob("*"))
+        if file.is_file()
+    }
+
+
+# The audit's statements: EXPLAIN ANALYZE executes what it explains (DuckDB wrote the file and wiped
+# the adjusted store), so every EXPLAIN of a non-SELECT and every EXPLAIN ANALYZE is refused.
+WRITING_EXPLAINS = [
+    "EXPLAIN ANALYZE COPY (select 42 as x) TO '{out}'",
+    "EXPLAIN ANALYZE COPY (select * from bars_adj where close>999) TO '{store}' (FORMAT parquet)",
+    "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1",
+    "explain /* why not */ analyse COPY (select 1) TO '{out}'",
+    "EXPLAIN (ANALYZE, FORMAT json) COPY (select 1) TO '{out}'",
+    "EXPLAIN (FORMAT json, ANALYZE) SELECT * FROM bars_adj",
+    "EXPLAIN ANALYZE SELECT * FROM bars_adj",
+    "EXPLAIN COPY (select 1) TO '{out}'",
+    "EXPLAIN CREATE TABLE t AS SELECT 1",
+    "EXPLAIN INSERT INTO t VALUES (1)",
+    "-- a comment first\nEXPLAIN\n\tANALYZE COPY (select 1) TO '{out}'",
+]
+
+
+@pytest.mark.parametrize("template", WRITING_EXPLAINS)
+def test_explain_of_anything_but_a_select_or_with_analyze_is_refused_and_writes_nothing(
+    filled: DataPaths, tmp_path: Path, template: str
+) -> None:
+    out = tmp_path / "x.csv"
+    store = AdjustedStore(filled).files()[0]
+    before = _fingerprint(filled)
+    catalog = Catalog(filled)
+
+    with pytest.raises(CatalogError, match="read-only") as caught:
+        catalog.query(template.format(out=out, store=store))
+
+    assert "\n" not in str(caught.value)
+    assert not out.exists()
+    assert _fingerprint(filled) == before
+    assert catalog.query("SELECT count(*) AS n FROM bars_adj").item() == 3
+    assert (
+        catalog.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 't'").item()
+        == 0
+    )
+
+
+def test_explain_analyze_is_named_in_its_refusal(paths: DataPaths) -> None:
+    with pytest.raises(CatalogError, match="EXPLAIN ANALYZE runs the statement it explains"):
+        Catalog(paths).query("EXPLAIN ANALYZE SELECT 1")
+    with pytest.raises(CatalogError, match="EXPLAIN only a SELECT, not COPY"):
+        Catalog(paths).query("EXPLAIN COPY (SELECT 1) TO 'out.csv'")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN SELECT symbol, max(close) FROM bars_adj GROUP BY symbol",
+        "explain /* plan */ select * from bars_raw where close > 10",
+        "EXPLAIN (FORMAT json) SELECT * FROM quarantine",
+        "EXPLAIN WITH a AS (SELECT * FROM gaps) SELECT * FROM a",
+        "EXPLAIN DESCRIBE bars_adj",
+    ],
+)
+def test_explain_of_a_select_still_shows_the_plan(filled: DataPaths, sql: str) -> None:
+    plan = Catalog(filled).query(sql)
+
+    assert plan.columns == ["explain_key", "explain_value"]
+    assert plan.row(0)[0] == "physical_plan"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "SELECT * FROM read_csv('{secret}')",
+        "SELECT * FROM read_text('{secret}')",
+        "SELECT * FROM read_parquet('{store}')",
+        "SELECT * FROM '{store}'",
+        "SELECT * FROM glob('{root}/*')",
+    ],
+)
+def test_a_select_cannot_open_files_itself_only_the_views_read_the_stores(
+    filled: DataPaths, tmp_path: Path, template: str
+) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    store = AdjustedStore(filled).files()[0]
+
+    with pytest.raises(CatalogError, match=r"Permission Error|disabled"):
+        Catalog(filled).query(template.format(secret=secret, store=store, root=filled.root))
+
+
+def test_the_sandboxed_connection_refuses_writes_and_cannot_be_reopened(tmp_path: Path) -> None:
+    # The second layer on its own: even a statement the first layer let through could write nothing.
+    connection = sandboxed_connection()
+    out = tmp_path / "x.csv"
+    for statement in (
+        f"COPY (SELECT 1) TO '{out}'",
+        f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}'",
+        f"COPY (SELECT 1) TO '{out}' (FORMAT csv, USE_TMP_FILE false)",
+        f"ATTACH '{tmp_path / 'db.duckdb'}' AS other",
+        f"EXPORT DATABASE '{tmp_path}'",
+    ):
+        with pytest.raises(duckdb.PermissionException):
+            connection.execute(statement)
+    for setting in (
+        "enable_external_access = true",
+        f"allowed_directories = ['{tmp_path}']",
+        "TimeZone = 'CET'",
+    ):
+        with pytest.raises(duckdb.InvalidInputException, match="locked"):
+            connection.execute(f"SET {setting}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_views_read_files_written_before_a_column_was_added(paths: DataPaths) -> None:
+    # Older files may lack a column; the view shows it as null instead of failing.
+    bars = pl.DataFrame(
+        [("AAA", date(2024, 2, 1), 10.0, 11.0, 9.0, 10.5, 100.0, 1.0, "csv")],
+        schema=ADJ_BAR_SCHEMA,
+        orient="row",
+    )
+    AdjustedStore(paths).replace_symbols(bars)
+    file = AdjustedStore(paths).files()[0]
+    pl.read_parquet(file).drop("source").write_parquet(file)
+
+    frame = Catalog(paths).query("SELECT symbol, close, source FROM bars_adj")
+
+    assert frame.rows() == [("AAA", 10.5, None)]
 
 
 def test_format_table_csv_has_a_header_row() -> None:

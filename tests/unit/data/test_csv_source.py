@@ -115,6 +115,20 @@ def test_reads_every_csv_of_a_directory_in_name_order(tmp_path: Path) -> None:
     assert source.last_report.files == [tmp_path / "a.csv", tmp_path / "b.csv.gz"]
 
 
+def test_a_directory_read_takes_upper_case_extensions_too(tmp_path: Path) -> None:
+    header = "symbol,date,open,high,low,close,volume\n"
+    write(tmp_path / "A.CSV", header + "A,2024-01-02,1,2,1,1,1\n")
+    write(tmp_path / "B.Csv.Gz", header + "B,2024-01-02,1,2,1,1,1\n")
+    write(tmp_path / "c.csv", header + "C,2024-01-02,1,2,1,1,1\n")
+    write(tmp_path / "D.CSV.BAK", header + "D,2024-01-02,1,2,1,1,1\n")
+    source = CsvSource(tmp_path)
+    assert [p.name for p in source.files()] == ["A.CSV", "B.Csv.Gz", "c.csv"]
+    assert fetch_all(source)["symbol"].to_list() == ["A", "B", "C"]
+    only_upper = tmp_path / "upper"
+    write(only_upper / "BARS.CSV", header + "A,2024-01-02,1,2,1,1,1\n")
+    assert CsvSource(only_upper).health().ok
+
+
 def test_unreadable_cells_become_nulls_and_are_counted_not_dropped(tmp_path: Path) -> None:
     path = write(
         tmp_path / "bars.csv",
@@ -209,6 +223,26 @@ def test_fetch_filters_symbols_and_dates_but_keeps_rows_it_cannot_place(tmp_path
         ("A", None),  # A's unreadable date: may be in range, goes to the quality gate
         (None, date(2024, 1, 2)),  # no symbol but in range: goes to the quality gate
     ]
+
+
+def test_rows_outside_the_dates_are_counted_and_noted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bars.csv",
+        "symbol,date,open,high,low,close,volume\n"
+        "A,2024-01-01,1,2,1,1,1\n"
+        "A,2024-01-02,1,2,1,1,1\n"
+        "B,2024-01-09,1,2,1,1,1\n"
+        "A,bad-date,1,2,1,1,1\n",
+    )
+    source = CsvSource(path)
+
+    source.fetch(["A"], date(2024, 1, 2), date(2024, 1, 5))
+
+    # B's row is out of range too (counted whatever the symbols); the unreadable date is not skipped.
+    assert source.last_report.out_of_range_rows == 2
+    assert source.last_notes == ["skipped 2 row(s) dated outside 2024-01-02..2024-01-05"]
+    source.fetch(None, EARLY, LATE)
+    assert source.last_report.out_of_range_rows == 0 and source.last_notes == []
 
 
 def test_health(tmp_path: Path) -> None:

@@ -15,6 +15,12 @@ Two things the SDK does not do for us:
   becomes a one-line :class:`~trader.data.sources.SourceError` (the failover's signal to try the next
   source) that never contains the API keys.
 
+Daily bars are requested only up to the last *closed* session (and never for the last
+:data:`RECENT_DATA_DELAY` after a close): Alpaca answers for a session still trading with a bar of the
+day so far, which the pipeline would store as clean. A bar dated after that session is dropped should
+a server send one anyway; :attr:`AlpacaSource.last_notes` says what was left out. Minute and hour
+bars only keep out of the last :data:`RECENT_DATA_DELAY`.
+
 The SDK itself retries HTTP 429 and 504 (``retry`` times, ``retry_wait`` seconds apart) and follows
 ``next_page_token`` paging. Symbols are requested in chunks (default 100) to keep URLs short.
 
@@ -28,11 +34,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -54,6 +60,9 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from trader.config import Settings
 from trader.data.bars import ACTION_SCHEMA, BAR_SCHEMA, BarBatch, empty
 from trader.data.sources import SourceError, SourceHealth
+
+if TYPE_CHECKING:  # the calendar loads pandas and exchange-calendars: only daily fetches need it
+    from trader.data.calendar import TradingCalendar
 
 #: Daily bars are stamped at midnight New York time; their date is the session date there.
 MARKET_TZ = ZoneInfo("America/New_York")
@@ -137,7 +146,8 @@ class AlpacaSource:
     ``client`` fetches bars, ``health_client`` (default: ``client``) answers health checks and should
     have a short timeout and no retries, ``actions_client`` (``None``: no corporate actions) fetches
     splits and cash dividends. ``timeframe`` is ``TimeFrame.Day`` for daily bars; a minute or hour
-    timeframe returns :data:`INTRADAY_BAR_SCHEMA` rows instead.
+    timeframe returns :data:`INTRADAY_BAR_SCHEMA` rows instead. ``calendar`` (default: NYSE) tells
+    which session closed last, ``clock`` (default: the system clock, UTC) what time it is.
     """
 
     def __init__(
@@ -151,6 +161,8 @@ class AlpacaSource:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         health_symbol: str = "SPY",
         secrets: Sequence[str] = (),
+        calendar: TradingCalendar | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.timeframe = timeframe if timeframe is not None else TimeFrame.Day
         if self.timeframe.unit not in {TimeFrameUnit.Day, *_INTRADAY_UNITS} or (
@@ -169,6 +181,10 @@ class AlpacaSource:
         self.url = str(getattr(base_url, "value", base_url))
         # Values that must never appear in a message (an error body could echo a header back).
         self._secrets = [secret for secret in secrets if secret]
+        self._calendar = calendar
+        self._clock = clock if clock is not None else _utc_now
+        #: What the last fetch left out and why (sessions still trading), for the command's output.
+        self.last_notes: list[str] = []
 
     @classmethod
     def from_settings(
@@ -216,7 +232,7 @@ class AlpacaSource:
         keys are accepted.
         """
         started = time.perf_counter()
-        until = datetime.now(UTC) - RECENT_DATA_DELAY
+        until = self._clock() - RECENT_DATA_DELAY
         request = StockBarsRequest(
             symbol_or_symbols=[self.health_symbol],
             timeframe=TimeFrame.Day,
@@ -236,17 +252,45 @@ class AlpacaSource:
     def fetch(self, symbols: Sequence[str] | None, start: date, end: date) -> BarBatch:
         """Raw bars of ``symbols`` from ``start`` to ``end`` (New York dates, inclusive) and their actions.
 
-        Alpaca needs an explicit symbol list. ``end`` should be a closed session: a bar of a session
-        still trading is partial. Corporate actions are fetched from ``start`` to today, because an
-        action after ``end`` still adjusts the bars before it.
+        Alpaca needs an explicit symbol list. Daily bars stop at the last closed session whatever
+        ``end`` says (a bar of a session still trading is partial); :attr:`last_notes` says so when
+        that cut anything. Corporate actions are fetched from ``start`` to today, because an action
+        after ``end`` still adjusts the bars before it.
         """
         if symbols is None:
             raise SourceError("alpaca: give the symbols to fetch (Alpaca has no 'all symbols' bar query)")
+        self.last_notes = []
         wanted = list(dict.fromkeys(symbol.strip().upper() for symbol in symbols if symbol.strip()))
+        now = self._clock()
+        newest = end if self.intraday else self._daily_cutoff(end, now)
         first = datetime.combine(start, clock.min, MARKET_TZ)
-        last = min(datetime.combine(end, clock.max, MARKET_TZ), datetime.now(UTC) - RECENT_DATA_DELAY)
+        last = min(datetime.combine(newest, clock.max, MARKET_TZ), now - RECENT_DATA_DELAY)
         if not wanted or last < first:
             return BarBatch(bars=empty(INTRADAY_BAR_SCHEMA if self.intraday else BAR_SCHEMA))
+        bars = self._drop_unclosed(self._fetch_bars(wanted, first, last), newest)
+        actions = self._fetch_actions(wanted, start, max(end, now.astimezone(UTC).date()))
+        return BarBatch(bars=bars, actions=actions)
+
+    def _daily_cutoff(self, end: date, now: datetime) -> date:
+        """``end``, or the last closed session when ``end`` is later (noted in :attr:`last_notes`)."""
+        from trader.data.calendar import CalendarRangeError, trading_calendar
+
+        calendar = self._calendar if self._calendar is not None else trading_calendar()
+        try:
+            # Closed for us once Alpaca serves its last minutes too (free accounts lag by 15 minutes).
+            closed = calendar.last_closed_session(now - RECENT_DATA_DELAY)
+        except CalendarRangeError as exc:
+            raise SourceError(f"alpaca: cannot tell which session closed last: {exc}") from None
+        if end <= closed:
+            return end
+        self.last_notes.append(
+            f"daily bars requested up to {closed}, the last closed session, not {end}: a session "
+            "still trading (or closed less than "
+            f"{RECENT_DATA_DELAY.seconds // 60} minutes ago) would give a partial bar"
+        )
+        return closed
+
+    def _fetch_bars(self, wanted: list[str], first: datetime, last: datetime) -> pl.DataFrame:
         frames: list[pl.DataFrame] = []
         for chunk in _chunks(wanted, self.chunk_size):
             request = StockBarsRequest(
@@ -262,9 +306,19 @@ class AlpacaSource:
                 if not isinstance(barset, BarSet):  # a client built with raw_data=True
                     raise TypeError(f"expected a BarSet, got {type(barset).__name__}")
                 frames.append(barset_to_frame(barset, intraday=self.intraday))
-        bars = pl.concat(frames)
-        actions = self._fetch_actions(wanted, start, max(end, datetime.now(UTC).date()))
-        return BarBatch(bars=bars, actions=actions)
+        return pl.concat(frames)
+
+    def _drop_unclosed(self, bars: pl.DataFrame, newest: date) -> pl.DataFrame:
+        """Daily bars dated after ``newest`` are dropped: a server may ignore the request's end."""
+        if self.intraday:
+            return bars
+        kept = bars.filter(pl.col("date").is_null() | (pl.col("date") <= newest))
+        if kept.height < bars.height:
+            self.last_notes.append(
+                f"dropped {bars.height - kept.height} daily bar(s) dated after {newest}, the end "
+                "of the request (bars of a session still trading are partial)"
+            )
+        return kept
 
     def _fetch_actions(self, symbols: list[str], start: date, end: date) -> pl.DataFrame:
         if self.actions_client is None:
@@ -382,6 +436,10 @@ def corporate_actions_to_frame(actions: CorporateActionsSet) -> pl.DataFrame:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for offset in range(0, len(items), size):
         yield items[offset : offset + size]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _ms_since(started: float) -> float:

@@ -1,6 +1,7 @@
 """Daily bars and corporate actions from CSV files (plain or gzipped).
 
-Bars: one file, or every ``*.csv`` / ``*.csv.gz`` in a directory (sorted by name), with the header
+Bars: one file, or every ``*.csv`` / ``*.csv.gz`` in a directory (any case: ``*.CSV`` too; sorted by
+name), with the header
 ``symbol,date,open,high,low,close,volume``. Header names are matched case-insensitively and common
 aliases are accepted (:data:`BAR_ALIASES`); other columns are ignored. ``Adj Close`` is deliberately
 *not* taken as the close: the pipeline wants raw prices and adjusts them itself.
@@ -63,6 +64,8 @@ class CsvReport:
     bad_cells: dict[str, int] = field(default_factory=dict)
     #: Rows with more cells than the header; their numbers are nulled (they cannot be trusted).
     ragged_rows: int = 0
+    #: Rows dated before ``start`` or after ``end`` of the fetch, left out.
+    out_of_range_rows: int = 0
 
     @property
     def bad_cell_count(self) -> int:
@@ -77,6 +80,8 @@ class CsvSource:
         self.actions_path = Path(actions_path) if actions_path is not None else None
         #: Files, rows and unreadable cells of the last fetch (empty before the first one).
         self.last_report = CsvReport()
+        #: What the last fetch left out and why, for the command's output.
+        self.last_notes: list[str] = []
 
     @property
     def name(self) -> str:
@@ -85,7 +90,8 @@ class CsvSource:
     def files(self) -> list[Path]:
         """The bar files this source reads: ``path`` itself, or the CSVs in it sorted by name."""
         if self.path.is_dir():
-            found = [*self.path.glob("*.csv"), *self.path.glob("*.csv.gz")]
+            # Case-insensitive: files exported on Windows are often DATA.CSV.
+            found = [p for p in self.path.iterdir() if p.name.lower().endswith((".csv", ".csv.gz"))]
             return sorted(p for p in found if p.is_file())
         return [self.path]
 
@@ -125,6 +131,7 @@ class CsvSource:
         bars = pl.concat(frames) if frames else empty(BAR_SCHEMA)
         wanted = _normalize_symbols(symbols)
         in_range = pl.col("date").is_null() | pl.col("date").is_between(start, end)
+        report.out_of_range_rows = bars.height - int(bars.select(in_range.sum()).item())
         if wanted is not None:
             in_range &= pl.col("symbol").is_null() | pl.col("symbol").is_in(wanted)
         bars = bars.filter(in_range)
@@ -132,6 +139,7 @@ class CsvSource:
         if wanted is not None:
             actions = actions.filter(pl.col("symbol").is_in(wanted))
         self.last_report = report
+        self.last_notes = _notes(report, start, end)
         return BarBatch(bars=bars, actions=actions)
 
     def _read_bars(self, file: Path, report: CsvReport) -> pl.DataFrame:
@@ -206,6 +214,12 @@ class CsvSource:
                 "give one row per symbol and ex-date (a split and a dividend on the same day share it)"
             )
         return actions.select(pl.col(name).cast(dtype) for name, dtype in ACTION_SCHEMA.items())
+
+
+def _notes(report: CsvReport, start: date, end: date) -> list[str]:
+    if not report.out_of_range_rows:
+        return []
+    return [f"skipped {report.out_of_range_rows:,} row(s) dated outside {start}..{end}"]
 
 
 def _normalize_symbols(symbols: Sequence[str] | None) -> list[str] | None:
