@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import getpass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -32,6 +32,9 @@ from trader.store import migrate
 from trader.store.db import make_engine
 from trader.store.models import Snapshot
 
+if TYPE_CHECKING:
+    from trader.ops.monitor import ErrorRateTracker
+
 circuit_app = typer.Typer(
     help="Trip, approve and clear the circuit breaker (safe mode: only exits go out while tripped).",
     no_args_is_help=True,
@@ -42,11 +45,12 @@ QuietMinutes = Annotated[
     float,
     typer.Option(
         "--quiet-minutes",
-        min=0,
-        help="Quiet period after a trip before the breaker may be cleared.",
+        help="Quiet period after a trip before the breaker may be cleared, 0-1440 minutes.",
     ),
 ]
 DEFAULT_QUIET_MINUTES = DEFAULT_QUIET_PERIOD.total_seconds() / 60
+#: Longest quiet period accepted: a day. A larger value is a typo, and 1e300 would overflow timedelta.
+MAX_QUIET_MINUTES = 1440.0
 
 
 def _actor(actor: str | None) -> str:
@@ -73,7 +77,16 @@ def _engine(settings: Settings) -> Engine:
 def _breaker(
     settings: Settings, engine: Engine, quiet_minutes: float = DEFAULT_QUIET_MINUTES
 ) -> CircuitBreaker:
-    return breaker_from_settings(settings, engine, quiet_period=timedelta(minutes=quiet_minutes))
+    return breaker_from_settings(settings, engine, quiet_period=_quiet_period(quiet_minutes))
+
+
+def _quiet_period(minutes: float) -> timedelta:
+    """``--quiet-minutes`` as a period; NaN, infinities and values outside 0-1440 are bad usage."""
+    if not 0 <= minutes <= MAX_QUIET_MINUTES:  # NaN fails both comparisons
+        raise UsageError(
+            f"--quiet-minutes: {minutes:g} is out of range; use 0 to {MAX_QUIET_MINUTES:g} minutes"
+        )
+    return timedelta(minutes=minutes)
 
 
 def _broker(settings: Settings) -> Broker:
@@ -143,6 +156,7 @@ def circuit_approve(
 def circuit_clear(actor: Actor = None, quiet_minutes: QuietMinutes = DEFAULT_QUIET_MINUTES) -> None:
     """Return the breaker to OPEN: needs an approval since the trip, the quiet period passed, and (for
     a drawdown or broker-error trip) the condition clear at the broker now."""
+    _quiet_period(quiet_minutes)  # bad usage before the database is even opened
     settings = load_settings()
     engine = _engine(settings)
     breaker = _breaker(settings, engine, quiet_minutes)
@@ -168,13 +182,45 @@ def _conditions_clear(
             "a stale-data trip is cleared by the monitor once fresh data arrived (after approval and "
             "the quiet period); fix the data feed and approve"
         )
-    from trader.ops.monitor import PostTradeMonitor
+    return _measure(settings, breaker, engine, probe=kind is TripReason.BROKER_ERRORS)
 
+
+def _measure(settings: Settings, breaker: CircuitBreaker, engine: Engine, *, probe: bool) -> bool:
+    """One monitor reading with the limits 'trader serve monitor' applies (the stricter drawdown limit
+    of ``risk_limits``, not a laxer default), printing what is not clear. ``probe``: read the broker
+    the monitor's ``min_calls`` times first, so its error-rate limit applies to calls made now."""
+    from trader.ops.monitor import ErrorRateTracker, MonitorLimits, PostTradeMonitor, drawdown_limit
+
+    limit = drawdown_limit(engine, settings.strategy_id)
+    limits = MonitorLimits(max_drawdown_pct=limit) if limit is not None else MonitorLimits()
+    broker = _broker(settings)
+    errors = ErrorRateTracker(limits.error_window)
+    failures = _probe_broker(broker, errors, limits.min_calls) if probe else []
     # With the engine the monitor knows the day's peak from its own snapshots (not only the start).
-    reading = PostTradeMonitor(_broker(settings), breaker, engine=engine).assess()
+    reading = PostTradeMonitor(broker, breaker, limits=limits, engine=engine, errors=errors).assess()
+    for failure in failures:
+        console.print(f"[yellow]broker call failed:[/yellow] {failure}")
     for problem in (*reading.errors, *(f"{b.kind.value}: {b.detail}" for b in reading.breaches)):
         console.print(f"[red]not clear:[/red] {problem}")
     return reading.clear
+
+
+def _probe_broker(broker: Broker, errors: ErrorRateTracker, calls: int) -> list[str]:
+    """Read the account ``calls`` times, recording each outcome in ``errors``; the failures' messages.
+
+    A fresh tracker holds no calls, and the monitor judges the error rate only from ``min_calls`` on:
+    without these reads a single lucky call would pass a broker that still fails most of them.
+    """
+    failures: list[str] = []
+    for attempt in range(1, calls + 1):
+        try:
+            broker.get_account()
+        except BrokerError as exc:
+            errors.record(False)
+            failures.append(f"read {attempt} of {calls}: {exc}")
+        else:
+            errors.record(True)
+    return failures
 
 
 # ---------------------------------------------------------------------------- kill
@@ -201,7 +247,12 @@ def kill(
     report = kill_switch(
         _broker(settings), _breaker(settings, engine), engine, reason=reason.strip(), actor=_actor(actor)
     )
-    console.print(f"circuit breaker TRIPPED: {report.breaker.reason}")
+    if report.breaker is not None:
+        console.print(f"circuit breaker TRIPPED: {report.breaker.reason}")
+    else:
+        console.print(
+            "[red]circuit breaker NOT tripped[/red]: its store failed (entries stay blocked meanwhile)"
+        )
     console.print(f"canceled {sum(r.ok for r in report.canceled)} order(s)")
     closed = {r.symbol for r in report.closed if r.ok}
     console.print(f"closing orders sent for {len(closed)} position(s)")

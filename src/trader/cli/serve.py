@@ -15,6 +15,7 @@ from trader.cli.paper import serve_signal
 from trader.config import configure_logging, load_settings, mask_url_password, normalize_database_url
 from trader.errors import ConfigError, UsageError
 from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
+from trader.reconcile.cli import check_number
 from trader.reconcile.cli import reconciler as reconciler_command
 
 app = typer.Typer(
@@ -214,18 +215,24 @@ app.command("reconciler")(reconciler_command)
 app.command("signal")(serve_signal)
 
 
+#: Valid ranges of ``trader serve monitor``'s numeric flags.
+MONITOR_INTERVAL_SECONDS = (1.0, 3600.0)
+STALE_MINUTES = (1.0, 1440.0)
+
+
 @app.command("monitor")
 def monitor(
-    interval: Annotated[float, typer.Option(min=1.0, max=3600.0, help="Seconds between two checks.")] = 30.0,
+    interval: Annotated[float, typer.Option(help="Seconds between two checks, 1-3600.")] = 30.0,
     stale_minutes: Annotated[
-        float, typer.Option(min=1.0, max=1440.0, help="Cancel orders open longer than this many minutes.")
+        float,
+        typer.Option(help="Cancel orders open longer than this many minutes of market hours, 1-1440."),
     ] = 15.0,
     once: Annotated[bool, typer.Option("--once", help="One check and one cleanup pass, then exit.")] = False,
 ) -> None:
     """Run the post-trade monitor and the stale-order cleanup: drawdown, broker error rate and data
     staleness trip the circuit breaker (automatic trips recover once clear, after approval and the
-    quiet period); orders open longer than --stale-minutes are canceled and recorded. See
-    docs/operations.md.
+    quiet period); orders open longer than --stale-minutes of market hours are canceled and recorded
+    (the kill switch's closing orders never). See docs/operations.md.
     """
     import threading
     from datetime import UTC, date, datetime, timedelta
@@ -240,6 +247,9 @@ def monitor(
     from trader.store import migrate
     from trader.store.db import make_engine
 
+    # Explicit checks: typer's ranges let NaN through on some versions and name only one end.
+    check_number(interval, "--interval", MONITOR_INTERVAL_SECONDS, "seconds")
+    check_number(stale_minutes, "--stale-minutes", STALE_MINUTES, "minutes")
     settings = load_settings()
     configure_logging(settings)
     engine = make_engine(settings.database_url)

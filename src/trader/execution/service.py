@@ -50,7 +50,7 @@ from trader.execution.orders import (
 from trader.execution.sql import lock_position
 from trader.execution.updates import UpdateResult, handle_trade_update
 from trader.observability.metrics import GatewayMetrics
-from trader.ops.breakers import CircuitBreaker, is_risk_reducing
+from trader.ops.breakers import BreakerStoreError, CircuitBreaker, is_risk_reducing
 from trader.portfolio.ledger import FillResult
 from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
@@ -221,7 +221,11 @@ class ExecutionService:
         qty = intent.qty if intent.qty is not None else Decimal(0)
         if self._breaker.allows(is_risk_reducing(OrderSide(intent.side), qty, position)):
             return None
-        status = self._breaker.status()
+        try:
+            status = self._breaker.status()
+        except BreakerStoreError as exc:
+            # allows() already failed closed; the refusal still needs its reason, not an error.
+            return f"circuit breaker state unreadable ({exc}): only risk-reducing orders pass"
         return (
             f"circuit breaker TRIPPED ({status.reason}): only risk-reducing orders pass until it is cleared"
         )

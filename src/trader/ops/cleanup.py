@@ -6,32 +6,47 @@ moment nobody chose. The job cancels it at the broker, applies the broker's answ
 row (``trader.execution.orders.apply_broker_update``) and records an ``anomaly.stale_order`` event.
 
 Age is counted on the **broker's clock** by default (``Broker.get_clock``): the built-in paper broker
-simulates time, so the wall clock would call every order of a replayed day ancient.
+simulates time, so the wall clock would call every order of a replayed day ancient. And it counts only
+**open-market time** (the exchange calendar's regular sessions, :func:`open_market_time`): an order
+queued overnight for the next open is 0 minutes old at the open, and nothing ages while the market is
+closed.
+
+The kill switch's closing orders are never canceled: outside market hours they wait for the next open
+on purpose (``trader.ops.kill``). They are recognized by the ``orders`` row's intent ``kill`` or, for
+a position closed whole by the broker (no row of ours, or a row the reconciler adopted later), by the
+``closing_orders`` of a ``kill.executed`` audit entry.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, desc, select
 from sqlalchemy.orm import Session
 
 from trader.broker.base import Broker, BrokerOrder
 from trader.broker.errors import BrokerError, NotCancelableError
+from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.domain.enums import OrderStatus
 from trader.errors import UsageError
 from trader.execution.orders import UnknownOrderError, apply_broker_update
-from trader.store.models import Event
+from trader.store.models import AuditLog, Event, Order
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE = timedelta(minutes=15)
 ANOMALY = "anomaly.stale_order"
 SOURCE = "cleanup"
+#: The ``orders.intent`` of the kill switch's closing orders, and its audit action.
+KILL_INTENT = "kill"
+KILL_AUDIT_ACTION = "kill.executed"
+#: The newest ``kill.executed`` entries searched for closing orders: an order outlives only a few kills.
+KILL_AUDIT_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -54,8 +69,12 @@ class StaleOrder:
 
 @dataclass(frozen=True)
 class CleanupReport:
+    """One pass: ``checked`` open orders, the ``stale`` ones and what became of them, and ``kept``:
+    the ``client_order_id`` of stale-aged kill-switch closing orders left alone on purpose."""
+
     checked: int
     stale: tuple[StaleOrder, ...]
+    kept: tuple[str, ...] = ()
 
     @property
     def canceled(self) -> tuple[StaleOrder, ...]:
@@ -66,8 +85,29 @@ class CleanupReport:
         return tuple(order for order in self.stale if not order.canceled)
 
 
-def order_age(order: BrokerOrder, now: datetime) -> timedelta:
-    return now - (order.submitted_at or order.created_at)
+def open_market_time(start: datetime, end: datetime, calendar: TradingCalendar) -> timedelta:
+    """How long the market was open (regular sessions of ``calendar``) between ``start`` and ``end``."""
+    if end <= start:
+        return timedelta(0)
+    # A session's open and close fall on its own UTC date (the day before covers other exchanges).
+    first, last = start.astimezone(UTC).date() - timedelta(days=1), end.astimezone(UTC).date()
+    days: Iterable[date] = calendar.sessions(first, last).to_list()
+    total = timedelta(0)
+    for day in days:
+        opened, closed = _session_hours(calendar, day)
+        total += max(timedelta(0), min(closed, end) - max(opened, start))
+    return total
+
+
+@lru_cache(maxsize=4096)
+def _session_hours(calendar: TradingCalendar, day: date) -> tuple[datetime, datetime]:
+    # The loop runs every interval over every open order: the calendar's pandas lookups add up.
+    return calendar.session_open(day), calendar.session_close(day)
+
+
+def order_age(order: BrokerOrder, now: datetime, calendar: TradingCalendar | None = None) -> timedelta:
+    """Open-market time since the order was submitted (created, if never submitted) until ``now``."""
+    return open_market_time(order.submitted_at or order.created_at, now, calendar or trading_calendar())
 
 
 def cancel_stale_orders(
@@ -76,17 +116,51 @@ def cancel_stale_orders(
     *,
     max_age: timedelta = DEFAULT_MAX_AGE,
     now: datetime | None = None,
+    calendar: TradingCalendar | None = None,
 ) -> CleanupReport:
-    """Cancel every open order older than ``max_age`` at ``now`` (default: the broker's clock)."""
+    """Cancel every open order whose open-market age exceeds ``max_age`` at ``now`` (default: the
+    broker's clock), except the kill switch's closing orders."""
     if max_age <= timedelta(0):
         raise UsageError(f"max_age must be positive, got {max_age}")
     now = now or broker.get_clock().timestamp
+    calendar = calendar or trading_calendar()
     open_orders = broker.list_open_orders()
-    stale = [order for order in open_orders if order_age(order, now) > max_age]
-    results = tuple(_cancel(broker, engine, order, order_age(order, now), max_age) for order in stale)
+    aged = [(order, order_age(order, now, calendar)) for order in open_orders]
+    aged = [(order, age) for order, age in aged if age > max_age]
+    kill_orders = _kill_orders(engine, [order for order, _ in aged])
+    kept = tuple(order.client_order_id for order, _ in aged if order.client_order_id in kill_orders)
+    if kept:
+        log.info("stale-order cleanup leaves the kill switch's closing orders open: %s", ", ".join(kept))
+    results = tuple(
+        _cancel(broker, engine, order, age, max_age)
+        for order, age in aged
+        if order.client_order_id not in kill_orders
+    )
     for result in results:
         _record_anomaly(engine, result, max_age)
-    return CleanupReport(checked=len(open_orders), stale=results)
+    return CleanupReport(checked=len(open_orders), stale=results, kept=kept)
+
+
+def _kill_orders(engine: Engine, orders: list[BrokerOrder]) -> set[str]:
+    """The ``client_order_id`` of ``orders`` that the kill switch sent: booked under intent ``kill``,
+    or named as closing orders by a ``kill.executed`` audit entry (positions closed whole)."""
+    if not orders:
+        return set()
+    ids = {order.client_order_id for order in orders}
+    with Session(engine) as session:
+        booked = session.scalars(
+            select(Order.client_order_id).where(
+                Order.client_order_id.in_(sorted(ids)), Order.intent == KILL_INTENT
+            )
+        ).all()
+        audited = session.scalars(
+            select(AuditLog.details)
+            .where(AuditLog.action == KILL_AUDIT_ACTION)
+            .order_by(desc(AuditLog.id))
+            .limit(KILL_AUDIT_DEPTH)
+        ).all()
+    closing = {str(cid) for details in audited for cid in (details or {}).get("closing_orders") or ()}
+    return set(booked) | (ids & closing)
 
 
 def _cancel(

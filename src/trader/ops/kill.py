@@ -44,7 +44,7 @@ from trader.execution.orders import (
     record_intent,
     record_status,
 )
-from trader.ops.breakers import BreakerStatus, CircuitBreaker, TripReason
+from trader.ops.breakers import BreakerStatus, BreakerStoreError, CircuitBreaker, TripReason
 from trader.store.models import AuditLog, Order
 from trader.store.models import Position as BookPosition
 from trader.store.types import as_number
@@ -59,7 +59,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 class KillReport:
     """What the kill switch did. ``ok``: every cancel and close was accepted and nothing is left."""
 
-    breaker: BreakerStatus
+    #: The breaker after the trip; ``None`` when the trip could not be stored (see ``failures``).
+    breaker: BreakerStatus | None
     canceled: tuple[CancelResult, ...]
     closed: tuple[ClosePositionResult, ...]
     failures: tuple[str, ...]
@@ -129,10 +130,19 @@ def kill_switch(
     stays tripped either way."""
     if not reason.strip():
         raise UsageError("the kill switch needs a reason (--reason)")
-    status = breaker.trip(TripReason.KILL, reason, actor)
     failures: list[str] = []
+    status: BreakerStatus | None
+    try:
+        status = breaker.trip(TripReason.KILL, reason, actor)
+    except BreakerStoreError as exc:
+        # The store is unreachable: entries already fail closed while it cannot be read, and getting
+        # flat must not wait for it.
+        log.error("kill: the circuit breaker could not be tripped: %s", exc)
+        failures.append(f"tripping the circuit breaker: {exc}")
+        status = None
     canceled = _cancel_all(broker, engine, failures)
-    day = (status.changed_at or datetime.now(UTC)).astimezone(NEW_YORK).date()
+    changed_at = status.changed_at if status is not None else None
+    day = (changed_at or datetime.now(UTC)).astimezone(NEW_YORK).date()
     closing = _Closing(broker, engine, day, failures)
     closing.close_everything()
     open_left, positions_left = _leftovers(broker, failures, closing.order_ids())

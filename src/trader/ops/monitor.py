@@ -14,8 +14,9 @@ service) it reads the broker's account and positions and computes
   the execution service may share to count its own calls);
 - **data staleness**: the newest bar judged by :func:`trader.data.freshness.check_freshness`.
 
-A breached limit trips the breaker; once nothing is breached and the trip was automatic, the monitor
-tries to recover it (which still needs an operator's approval and the quiet period).
+A breached limit trips the breaker (which keeps a kill or a manual trip: those outrank the monitor's);
+once nothing is breached and the trip was automatic, the monitor tries to recover it (which still needs
+an operator's approval and the quiet period). It never lifts a kill or a manual trip.
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ from trader.broker.errors import BrokerError
 from trader.data.calendar import TradingCalendar
 from trader.data.freshness import StalenessError, check_freshness
 from trader.errors import UsageError
-from trader.ops.breakers import BreakerState, CircuitBreaker, Clock, TripReason, utc_now
+from trader.ops.breakers import (
+    BreakerAuditError,
+    BreakerState,
+    BreakerStoreError,
+    CircuitBreaker,
+    Clock,
+    TripReason,
+    utc_now,
+)
 from trader.store.models import ALL_STRATEGIES, RiskLimit, Snapshot
 
 log = logging.getLogger(__name__)
@@ -320,15 +329,30 @@ class PostTradeMonitor:
         reading = self.assess()
         if reading.breaches:
             first = reading.breaches[0]
+            # The breaker keeps a kill or a manual trip: this one is then only recorded as suppressed.
             self.breaker.trip(first.kind, first.detail, ACTOR)
         elif reading.clear:
-            status = self.breaker.status()
-            if status.kind is not None and status.kind.automatic:
-                self.breaker.try_recover(conditions_clear=True, actor=ACTOR)
-        reading = _replace_breaker(reading, self.breaker.state())
+            self._recover()
+        reading = _replace_breaker(reading, self._breaker_state())
         if self._engine is not None:
             self._snapshot(reading)
         return reading
+
+    def _recover(self) -> None:
+        """Lift an automatic trip once approved and quiet; kill and manual trips are the operator's."""
+        try:
+            self.breaker.try_recover(conditions_clear=True, actor=ACTOR, automatic_only=True)
+        except (BreakerStoreError, BreakerAuditError) as exc:
+            # The breaker stays as it is (TRIPPED, or unreadable and so failing closed); the tick's
+            # measurements are still recorded, and the error comes back every tick until fixed.
+            log.error("monitor: the circuit breaker was not recovered: %s", exc)
+
+    def _breaker_state(self) -> BreakerState | None:
+        try:
+            return self.breaker.state()
+        except BreakerStoreError as exc:
+            log.error("monitor: the circuit breaker state is unreadable: %s", exc)
+            return None
 
     def run(self, stop: threading.Event, interval: float = 30.0) -> None:
         """Call :meth:`check` every ``interval`` seconds until ``stop`` is set; a failing tick is logged
@@ -396,7 +420,7 @@ def _with(
     )
 
 
-def _replace_breaker(reading: MonitorReading, state: BreakerState) -> MonitorReading:
+def _replace_breaker(reading: MonitorReading, state: BreakerState | None) -> MonitorReading:
     return replace(reading, breaker=state)
 
 

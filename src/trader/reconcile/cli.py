@@ -14,19 +14,41 @@ import typer
 
 from trader.errors import UsageError
 
+#: Valid ranges of the numeric flags: a value outside them is a typo (or NaN / infinity), and one that
+#: large would overflow ``timedelta`` or ``Event.wait`` instead of failing as bad usage.
+INTERVAL_SECONDS = (1.0, 86_400.0)
+GRACE_MINUTES = (0.0, 10_080.0)
+LOOKBACK_DAYS = (0.0, 366.0)
+MAX_DRIFT_SHARES = Decimal(1_000_000_000)
+MAX_DRIFT_NOTIONAL = Decimal(1_000_000_000_000)
 
-def _decimal(value: str, flag: str) -> Decimal:
+
+def check_number(
+    value: float, flag: str, bounds: tuple[float, float], unit: str, *, above: bool = False
+) -> float:
+    """``value`` when it lies in ``bounds`` (``above``: strictly more than the low end), else a
+    :class:`UsageError` naming ``flag`` and the range. NaN fails every comparison, so it is refused."""
+    low, high = bounds
+    if (low < value if above else low <= value) and value <= high:
+        return value
+    low_text = f"more than {low:g}" if above else f"{low:g}"
+    raise UsageError(f"{flag}: {value:g} is out of range; use {low_text} to {high:g} {unit}")
+
+
+def _decimal(value: str, flag: str, high: Decimal) -> Decimal:
     try:
         number = Decimal(value)
     except InvalidOperation:
         raise UsageError(f"{flag}: '{value}' is not a number; use e.g. 0 or 2.5") from None
-    if not number.is_finite() or number < 0:
-        raise UsageError(f"{flag}: {value} must be a number of 0 or more")
+    if not number.is_finite() or not 0 <= number <= high:
+        raise UsageError(f"{flag}: {value} is out of range; use a number from 0 to {high:,}")
     return number
 
 
 def reconciler(
-    interval: Annotated[float, typer.Option(help="Seconds between runs (the first runs at once).")] = 60.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between runs, 1-86400 (the first runs at once).")
+    ] = 60.0,
     once: Annotated[bool, typer.Option("--once", help="Run once, print the report and exit.")] = False,
     drift_shares: Annotated[
         str, typer.Option(help="Alert when broker and internal quantities differ by more shares than this.")
@@ -37,11 +59,15 @@ def reconciler(
     grace_minutes: Annotated[
         float,
         typer.Option(
-            help="A pending_submit order the broker does not know becomes submit_failed after this."
+            help="Minutes (0-10080) after which a pending_submit order the broker does not know "
+            "becomes submit_failed."
         ),
     ] = 10.0,
     lookback_days: Annotated[
-        float, typer.Option(help="List the broker's orders submitted this many days back (plus all open).")
+        float,
+        typer.Option(
+            help="List the broker's orders submitted this many days back, up to 366 (plus all open)."
+        ),
     ] = 3.0,
     adopt_strategy: Annotated[
         str,
@@ -67,15 +93,16 @@ def reconciler(
     from trader.store import migrate
     from trader.store.db import make_engine
 
-    if not interval > 0:
-        raise UsageError(f"--interval: {interval} must be more than 0 seconds")
-    if grace_minutes < 0 or not lookback_days > 0:
-        raise UsageError("--grace-minutes must be 0 or more and --lookback-days more than 0")
+    check_number(interval, "--interval", INTERVAL_SECONDS, "seconds")
     config = ReconcileConfig(
-        drift_shares=_decimal(drift_shares, "--drift-shares"),
-        drift_notional=_decimal(drift_notional, "--drift-notional"),
-        pending_grace=timedelta(minutes=grace_minutes),
-        lookback=timedelta(days=lookback_days),
+        drift_shares=_decimal(drift_shares, "--drift-shares", MAX_DRIFT_SHARES),
+        drift_notional=_decimal(drift_notional, "--drift-notional", MAX_DRIFT_NOTIONAL),
+        pending_grace=timedelta(
+            minutes=check_number(grace_minutes, "--grace-minutes", GRACE_MINUTES, "minutes")
+        ),
+        lookback=timedelta(
+            days=check_number(lookback_days, "--lookback-days", LOOKBACK_DAYS, "days", above=True)
+        ),
         adopt_strategy=adopt_strategy,
     )
     settings = load_settings()

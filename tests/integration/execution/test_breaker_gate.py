@@ -117,3 +117,20 @@ def test_the_kill_switch_blocks_new_signals(
     service = SignalService(migrated_engine, DataPaths(tmp_path), strategy="gate", breaker=breaker)
     with pytest.raises(SignalBlockedError, match="kill switch"):
         service.run(DAY)
+
+
+def test_an_unreachable_breaker_refuses_entries_with_a_reason_and_lets_exits_through(
+    migrated_engine: Engine,
+) -> None:
+    import redis
+
+    from trader.ops.breakers import RedisBreakerStore
+
+    gone = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)  # nothing listens
+    breaker = CircuitBreaker(RedisBreakerStore(gone, "gate-test:"), migrated_engine)
+    entry, exit_ = _service(migrated_engine, breaker).submit_batch(
+        [_intent("BBB", OrderSide.BUY, 5), _intent("AAA", OrderSide.SELL, 10)], SNAPSHOT, PRICES.get
+    )
+    assert entry.status is OrderStatus.RISK_REJECTED
+    assert entry.reason is not None and entry.reason.startswith("circuit breaker state unreadable")
+    assert exit_.status is OrderStatus.DRY_RUN

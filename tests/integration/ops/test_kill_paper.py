@@ -29,7 +29,7 @@ from trader.broker.base import Broker, BrokerOrder, OrderRequest
 from trader.broker.errors import InsufficientFundsError
 from trader.domain.enums import OrderSide, OrderStatus
 from trader.execution.orders import OrderIntent
-from trader.ops.breakers import BreakerError, BreakerState, CircuitBreaker, TripReason
+from trader.ops.breakers import BreakerError, BreakerState, CircuitBreaker, RedisBreakerStore, TripReason
 from trader.ops.kill import kill_switch
 from trader.ops.monitor import PostTradeMonitor
 from trader.reconcile import Reconciler
@@ -285,3 +285,21 @@ def test_with_the_database_unusable_the_kill_still_cancels_and_flattens(
     )
     assert report.failures[-1].startswith("writing the audit log: OperationalError")
     assert all("SELECT" not in f and "INSERT" not in f for f in report.failures)  # one line each
+
+
+def test_with_the_breaker_store_unreachable_the_kill_still_flattens(
+    broker: AlpacaBroker, migrated_engine: Engine, clock: ManualClock
+) -> None:
+    import redis
+
+    send(migrated_engine, broker, market("SYN001", OrderSide.BUY, 40))
+    wait_for(lambda: len(broker.get_positions()) == 1)
+    gone = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)  # nothing listens
+    unreachable = CircuitBreaker(RedisBreakerStore(gone, "kill-test:"), migrated_engine, clock=clock)
+
+    report = kill_switch(broker, unreachable, migrated_engine, reason="store down", actor="carol")
+
+    assert report.breaker is None and not report.ok
+    assert report.failures[0].startswith("tripping the circuit breaker:")
+    wait_for(lambda: not broker.get_positions())  # flattened all the same
+    assert not unreachable.allows(risk_reducing=False)  # entries fail closed while it cannot be read

@@ -49,10 +49,35 @@ def test_once_heals_prints_the_report_and_a_second_run_is_clean(
         (["--drift-notional", "-5"], "--drift-notional"),
         (["--interval", "0"], "--interval"),
         (["--lookback-days", "0"], "--lookback-days"),
+        (
+            ["--drift-shares", "1e999999999"],
+            "--drift-shares: 1e999999999 is out of range; use a number from 0 to 1,000,000,000",
+        ),
+        (["--drift-notional", "NaN"], "--drift-notional: NaN is out of range"),
+        (["--grace-minutes", "nan"], "--grace-minutes: nan is out of range; use 0 to 10080 minutes"),
+        (["--grace-minutes", "1e300"], "--grace-minutes: 1e+300 is out of range; use 0 to 10080 minutes"),
+        (["--grace-minutes", "-1"], "--grace-minutes: -1 is out of range"),
+        (
+            ["--lookback-days", "1e300"],
+            "--lookback-days: 1e+300 is out of range; use more than 0 to 366 days",
+        ),
+        (["--lookback-days", "nan"], "--lookback-days: nan is out of range"),
+        (["--lookback-days", "inf"], "--lookback-days: inf is out of range"),
+        (["--interval", "inf"], "--interval: inf is out of range; use 1 to 86400 seconds"),
+        (["--interval", "nan"], "--interval: nan is out of range"),
+        (["--interval", "-inf"], "--interval: -inf is out of range"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(
     flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(["serve", "reconciler", "--once", *flags]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "internal error" not in err
+
+
+def test_an_infinite_interval_is_refused_before_the_first_run(capsys: pytest.CaptureFixture[str]) -> None:
+    # Without --once it used to reconcile once, then crash waiting for an infinite time.
+    assert run(["serve", "reconciler", "--interval", "inf"]) == 2
+    captured = capsys.readouterr()
+    assert "--interval: inf is out of range" in captured.err and "reconciler: every" not in captured.out

@@ -120,6 +120,26 @@ def test_usage_errors_exit_2(engine: Engine, argv: list[str], capsys: pytest.Cap
     assert audit(engine) == []
 
 
+@pytest.mark.parametrize("minutes", ["nan", "inf", "-inf", "1e300", "1440.5", "-1"])
+def test_a_quiet_period_outside_0_to_1440_minutes_is_a_usage_error(
+    engine: Engine, minutes: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["circuit", "trip", "--reason", "x", "--actor", "a"]) == 0
+    capsys.readouterr()
+    assert run(["circuit", "clear", "--actor", "b", "--quiet-minutes", minutes]) == 2
+    err = capsys.readouterr().err
+    assert "--quiet-minutes:" in err and "use 0 to 1440 minutes" in err and "internal error" not in err
+    assert [row[0] for row in audit(engine)] == ["circuit.trip"]
+
+
+def test_the_quiet_period_bounds_are_accepted(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["circuit", "trip", "--reason", "x", "--actor", "a"]) == 0
+    assert run(["circuit", "approve", "--actor", "b"]) == 0
+    assert run(["circuit", "clear", "--actor", "b", "--quiet-minutes", "1440"]) == 1  # a day: not yet
+    assert "left of 1440m00s" in capsys.readouterr().err
+    assert run(["circuit", "clear", "--actor", "b", "--quiet-minutes", "0"]) == 0
+
+
 def test_kill_asks_first_and_a_no_changes_nothing(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

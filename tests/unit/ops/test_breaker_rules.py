@@ -49,6 +49,12 @@ def test_status_kind_and_approval() -> None:
     ]
 
 
+def test_trip_precedence_is_kill_then_manual_then_the_automatic_kinds() -> None:
+    automatic = {r.precedence for r in TripReason if r.automatic}
+    assert len(automatic) == 1  # among themselves the automatic kinds replace each other
+    assert TripReason.KILL.precedence > TripReason.MANUAL.precedence > automatic.pop()
+
+
 def test_error_rate_counts_only_the_window() -> None:
     now = [T]
     tracker = ErrorRateTracker(timedelta(minutes=5), clock=lambda: now[0])
