@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.data.test_online_store import key_snapshot
 from tests.support.services import RedisKeySpace
 from trader.data.features import latest_features
 from trader.data.online import OnlineStore
@@ -42,19 +43,6 @@ def _bars_csv(path: Path, symbol: str, days: list[date], base: int = 100) -> Pat
 def _corrected_csv(path: Path, symbol: str, day: date) -> Path:
     path.write_text(f"{HEADER}\n{symbol},{day.isoformat()},200,150,100,180,1000\n")  # high < low
     return path
-
-
-def _snapshot(space: RedisKeySpace) -> dict[str, object]:
-    snapshot: dict[str, object] = {}
-    names = space.keys()
-    for key in names:
-        if ":bars:" in key:
-            snapshot[key] = space.client.zrange(key, 0, -1, withscores=True)
-        elif ":features:" in key:
-            snapshot[key] = space.client.hgetall(key)
-        else:
-            snapshot[key] = sorted(space.client.smembers(key))
-    return snapshot
 
 
 @pytest.fixture
@@ -121,13 +109,13 @@ def test_ingesting_the_same_data_again_leaves_redis_unchanged(
     bars = _bars_csv(tmp_path / "online.csv", "AAA", SESSIONS)
     fix = _corrected_csv(tmp_path / "online_fix.csv", "AAA", date(2024, 2, 9))
     _ingest(pipeline, bars, 9)
-    before = _snapshot(redis_keyspace)
+    before = key_snapshot(redis_keyspace)
     _ingest(pipeline, bars, 9)
-    assert _snapshot(redis_keyspace) == before
+    assert key_snapshot(redis_keyspace) == before
 
     _ingest(pipeline, fix, 10)
-    after_fix = _snapshot(redis_keyspace)
+    after_fix = key_snapshot(redis_keyspace)
     assert after_fix != before
     _ingest(pipeline, fix, 11)
-    assert _snapshot(redis_keyspace) == after_fix
+    assert key_snapshot(redis_keyspace) == after_fix
     assert online.bars("AAA").height == min(len(SESSIONS) - 1, online.keep_bars)
