@@ -265,6 +265,8 @@ def kill(
             f"[yellow]positions our books do not explain, closed whole:[/yellow] {symbols} (the reconciler "
             "books those orders under its adopt strategy; move them to the right books by hand)"
         )
+    if report.working:
+        console.print(f"{len(report.working)} closing order(s) of an earlier kill still working: kept")
     for failure in report.failures:
         console.print(f"[red]failed:[/red] {failure}")
     for line in report.positions_left:

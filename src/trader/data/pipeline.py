@@ -199,7 +199,10 @@ class DataPipeline:
         # A new or corrected corporate action for a symbol without bars in this batch re-adjusts (and
         # re-checks) that symbol's recorded history too: stored alone, it would leave the history
         # unadjusted, and a bad one would refuse every later ingest of that symbol.
-        acted = self.actions.changed_symbols(batch.actions) - set(delivered)
+        try:
+            acted = self.actions.changed_symbols(batch.actions) - set(delivered)
+        except ValueError:
+            acted = set()  # actions without a key: refused below, once the raw rows are recorded
 
         with timer("raw"):
             pending = self.raw.prepare(bars.select([*BAR_SCHEMA, "source"]), ingested_at=now)

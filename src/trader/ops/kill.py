@@ -70,6 +70,8 @@ class KillReport:
     booked: tuple[str, ...] = ()
     #: Symbols closed as a whole, not matched to our books (their orders are left to the reconciler).
     unattributed: tuple[str, ...] = ()
+    #: ``client_order_id`` of an earlier kill's closing orders still working: kept, not sent again.
+    working: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -140,10 +142,10 @@ def kill_switch(
         log.error("kill: the circuit breaker could not be tripped: %s", exc)
         failures.append(f"tripping the circuit breaker: {exc}")
         status = None
-    canceled = _cancel_all(broker, engine, failures)
-    changed_at = status.changed_at if status is not None else None
-    day = (changed_at or datetime.now(UTC)).astimezone(NEW_YORK).date()
-    closing = _Closing(broker, engine, day, failures)
+    working = _working_kill_orders(broker, engine)
+    canceled = _cancel_all(broker, engine, failures, keep=working)
+    day = _today(broker)
+    closing = _Closing(broker, engine, day, failures, working)
     closing.close_everything()
     open_left, positions_left = _leftovers(broker, failures, closing.order_ids())
     report = KillReport(
@@ -155,6 +157,7 @@ def kill_switch(
         positions_left,
         tuple(closing.booked),
         tuple(closing.unattributed),
+        tuple(order.client_order_id for order, _ in working),
     )
     try:
         _audit(engine, actor, reason, report)
@@ -165,9 +168,52 @@ def kill_switch(
     return report
 
 
-def _cancel_all(broker: Broker, engine: Engine, failures: list[str]) -> tuple[CancelResult, ...]:
+def _today(broker: Broker) -> date:
+    """The New York date of the kill, by the broker's clock (the built-in broker simulates time),
+    else this machine's: part of the closing orders' ids, so it must be today's, not the trip's (a
+    breaker still tripped by an earlier kill keeps that kill's time)."""
     try:
-        results = tuple(broker.cancel_all_orders())
+        now = broker.get_clock().timestamp
+    except BrokerError as exc:
+        log.warning("kill: broker clock unreadable (%s); the closing orders are dated by this machine", exc)
+        now = datetime.now(UTC)
+    return now.astimezone(NEW_YORK).date()
+
+
+def _working_kill_orders(broker: Broker, engine: Engine) -> list[tuple[BrokerOrder, str]]:
+    """An earlier kill's closing orders still open at the broker, with the strategy of each.
+
+    Kept rather than canceled and sent again: outside market hours a cancel waits for the open with
+    the shares still held, so the new closing order would be refused and nothing would close the
+    position at the open. Without the broker's open orders or our books, none are known (and every
+    order is canceled, as before).
+    """
+    try:
+        open_orders = broker.list_open_orders()
+        if not open_orders:
+            return []
+        with Session(engine) as session:
+            owners = dict(
+                session.execute(
+                    select(Order.client_order_id, Order.strategy_id).where(
+                        Order.intent == SOURCE,
+                        Order.client_order_id.in_([o.client_order_id for o in open_orders]),
+                    )
+                ).all()
+            )
+    except (BrokerError, SQLAlchemyError) as exc:
+        log.warning("kill: earlier closing orders unknown (%s); every open order is canceled", exc)
+        return []
+    return [
+        (order, owners[order.client_order_id]) for order in open_orders if order.client_order_id in owners
+    ]
+
+
+def _cancel_all(
+    broker: Broker, engine: Engine, failures: list[str], keep: list[tuple[BrokerOrder, str]]
+) -> tuple[CancelResult, ...]:
+    try:
+        results = tuple(broker.cancel_all_orders()) if not keep else _cancel_each_but(broker, keep)
     except BrokerError as exc:
         failures.append(f"cancel all orders: {exc}")
         return ()
@@ -181,17 +227,42 @@ def _cancel_all(broker: Broker, engine: Engine, failures: list[str]) -> tuple[Ca
     return results
 
 
+def _cancel_each_but(broker: Broker, keep: list[tuple[BrokerOrder, str]]) -> tuple[CancelResult, ...]:
+    """Cancel every open order but those in ``keep``, one by one (cancel-all cannot spare any)."""
+    kept = {order.id for order, _ in keep}
+    results: list[CancelResult] = []
+    for order in broker.list_open_orders():
+        if order.id in kept:
+            continue
+        try:
+            broker.cancel_order(order.id)
+        except BrokerError as exc:
+            results.append(CancelResult(order.id, exc.status or 500, str(exc)))
+        else:
+            results.append(CancelResult(order.id, 204))
+    return tuple(results)
+
+
 class _Closing:
     """Step 3: the closing orders of one kill, and what became of them."""
 
-    def __init__(self, broker: Broker, engine: Engine, day: date, failures: list[str]) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        engine: Engine,
+        day: date,
+        failures: list[str],
+        working: list[tuple[BrokerOrder, str]],
+    ) -> None:
         self.broker, self.engine, self.day, self.failures = broker, engine, day, failures
+        self.working = working
         self.closed: list[ClosePositionResult] = []
         self.booked: list[str] = []
         self.unattributed: list[str] = []
 
     def order_ids(self) -> set[str]:
-        return {result.order.id for result in self.closed if result.order is not None}
+        sent = {result.order.id for result in self.closed if result.order is not None}
+        return sent | {order.id for order, _ in self.working}
 
     def close_everything(self) -> None:
         try:
@@ -202,10 +273,15 @@ class _Closing:
             self._close_all()
             return
         plan = plan_closing(positions, self._books())
+        # What an earlier kill's working orders close is not closed twice.
+        closing_symbols = {order.symbol.upper() for order, _ in self.working}
+        closing_shares = {(owner, order.symbol.upper()) for order, owner in self.working}
         for symbol in plan.whole:
-            self._close_whole(symbol)
+            if symbol.upper() not in closing_symbols:
+                self._close_whole(symbol)
         for share in plan.shares:
-            self._close_share(share)
+            if (share.strategy_id, share.symbol.upper()) not in closing_shares:
+                self._close_share(share)
 
     def _books(self) -> list[Share] | None:
         try:
@@ -364,6 +440,7 @@ def _audit(engine: Engine, actor: str, reason: str, report: KillReport) -> None:
                     "closing_orders": [r.order.client_order_id for r in report.closed if r.order],
                     "booked": list(report.booked),
                     "unattributed": list(report.unattributed),
+                    "kept_working": list(report.working),
                     "failures": list(report.failures),
                     "open_orders_left": list(report.open_orders_left),
                     "positions_left": list(report.positions_left),

@@ -81,6 +81,7 @@ from trader.reconcile.drift import (
 )
 from trader.store.db import session_factory, transaction
 from trader.store.models import ALL_STRATEGIES, Event, Execution, Order, Position, Snapshot
+from trader.store.types import as_number
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +453,7 @@ class Reconciler:
             account = None
         ts = self._now()
         with transaction(self._factory) as session:
-            positions = list(session.execute(select(Position).where(Position.qty != 0)).scalars())
+            positions = list(session.execute(select(Position).where(as_number(Position.qty) != 0)).scalars())
             open_orders = list(
                 session.execute(
                     select(Order)

@@ -303,3 +303,32 @@ def test_with_the_breaker_store_unreachable_the_kill_still_flattens(
     assert report.failures[0].startswith("tripping the circuit breaker:")
     wait_for(lambda: not broker.get_positions())  # flattened all the same
     assert not unreachable.allows(risk_reducing=False)  # entries fail closed while it cannot be read
+
+
+def test_a_second_kill_in_the_evening_keeps_the_first_ones_closing_orders(
+    paper: RunningBroker, broker: AlpacaBroker, breaker: CircuitBreaker, migrated_engine: Engine
+) -> None:
+    # Outside market hours a cancel waits for the open with the shares still held: canceling the
+    # first kill's closing order and sending a new one would leave nothing to close the position.
+    send(migrated_engine, broker, market("SYN001", OrderSide.BUY, 40))
+    send(migrated_engine, broker, market("SYN002", OrderSide.BUY, 10))
+    wait_for(lambda: len(broker.get_positions()) == 2)
+    Reconciler(migrated_engine, broker).run_once()
+    move_broker_clock(paper, T0 + timedelta(hours=8))  # 18:00 in New York: closed
+    first = kill_switch(broker, breaker, migrated_engine, reason="evening", actor="carol")
+    assert first.failures == () and len(first.booked) == 2
+    resting = send(migrated_engine, broker, limit("SYN003", OrderSide.BUY, 10, "1.00"))
+
+    second = kill_switch(broker, breaker, migrated_engine, reason="again", actor="carol")
+
+    assert second.failures == () and second.booked == () and second.closed == ()
+    assert sorted(second.working) == sorted(first.booked)
+    assert [r.order_id for r in second.canceled] == [resting.id]  # only the stray order
+    assert second.open_orders_left == ()
+    still_open = {o.client_order_id for o in broker.list_open_orders()}
+    assert still_open == set(first.booked)
+    with Session(migrated_engine) as session:
+        audit = session.scalars(
+            select(AuditLog).where(AuditLog.action == "kill.executed").order_by(AuditLog.id)
+        ).all()[-1]
+    assert sorted(audit.details["kept_working"]) == sorted(first.booked)
