@@ -48,6 +48,7 @@ from trader.execution.orders import (
     record_status,
 )
 from trader.execution.sql import lock_position
+from trader.execution.state_machine import OPEN_BROKER
 from trader.execution.updates import UpdateResult, handle_trade_update
 from trader.observability.metrics import GatewayMetrics
 from trader.ops.breakers import BreakerStoreError, CircuitBreaker, is_risk_reducing
@@ -56,7 +57,7 @@ from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
 from trader.risk.snapshot import PortfolioSnapshot
 from trader.risk.store import record_decisions, resolve_limits
-from trader.store.models import RiskDecision
+from trader.store.models import Order, RiskDecision
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +186,14 @@ class ExecutionService:
         checked: list[tuple[OrderIntent, OrderVerdict | str, bool]] = []
         proposed: list[ProposedOrder] = []
         priced: list[tuple[OrderIntent, bool]] = []
-        # Where each symbol stands once the batch's earlier orders are done: the second leg of a
-        # flip (buy 10 to close a short of 10, then buy 10) opens a position even though, against
-        # the snapshot alone, it looks like an exit.
-        projected: dict[str, Decimal] = {}
+        # For the breaker: what is already on its way on each side of each symbol (open orders of
+        # earlier requests, then this batch's earlier orders), so that two sells of a whole long
+        # (in one batch, or in two requests) are not both taken for exits.
+        pending = self._open_quantities(fresh) if self._breaker is not None else {}
         for intent, created in fresh:
-            symbol = intent.symbol.strip().upper()
-            held = projected.get(symbol, _held(snapshot, symbol))
-            blocked = self._blocked_by_breaker(intent, held)
+            symbol, side = intent.symbol.strip().upper(), OrderSide(intent.side)
+            already = pending.get((symbol, side), Decimal(0))
+            blocked = self._blocked_by_breaker(intent, _held(snapshot, symbol), already)
             if blocked is not None:
                 checked.append((intent, blocked, created))
                 continue
@@ -202,7 +203,7 @@ class ExecutionService:
                 checked.append((intent, why, created))
                 continue
             if intent.qty is not None:
-                projected[symbol] = held + (intent.qty if intent.side == OrderSide.BUY else -intent.qty)
+                pending[(symbol, side)] = already + intent.qty
             # A notional order is checked as the quantity it buys at the reference price.
             qty = intent.qty if intent.qty is not None else Decimal(intent.notional or 0) / price
             proposed.append(ProposedOrder(intent.symbol, intent.side, qty, price, intent.client_order_id))
@@ -213,13 +214,37 @@ class ExecutionService:
         )
         return checked
 
-    def _blocked_by_breaker(self, intent: OrderIntent, position: Decimal) -> str | None:
-        """Why the circuit breaker refuses ``intent`` (only risk-reducing orders pass while TRIPPED),
-        judged against ``position``, the symbol's position after the batch's earlier orders."""
+    def _open_quantities(self, fresh: list[tuple[OrderIntent, bool]]) -> dict[tuple[str, OrderSide], Decimal]:
+        """The unfilled quantity of the open orders (``pending_submit`` included: it may be at the
+        broker) in the batch's symbols, by symbol and side, this batch's own orders left out."""
+        symbols = {intent.symbol.strip().upper() for intent, _ in fresh}
+        own = [intent.client_order_id for intent, _ in fresh]
+        live = [status.value for status in (OrderStatus.PENDING_SUBMIT, *OPEN_BROKER)]
+        with self._session() as session:
+            rows = session.execute(
+                select(Order.symbol, Order.side, Order.qty, Order.filled_qty).where(
+                    Order.symbol.in_(symbols),
+                    Order.status.in_(live),
+                    Order.client_order_id.not_in(own),
+                    Order.qty.is_not(None),  # a notional order's size is not known in shares
+                )
+            ).all()
+        pending: dict[tuple[str, OrderSide], Decimal] = {}
+        for symbol, side, qty, filled in rows:
+            key = (symbol, OrderSide(side))
+            pending[key] = pending.get(key, Decimal(0)) + max((qty or Decimal(0)) - filled, Decimal(0))
+        return pending
+
+    def _blocked_by_breaker(self, intent: OrderIntent, position: Decimal, already: Decimal) -> str | None:
+        """Why the circuit breaker refuses ``intent`` (only risk-reducing orders pass while TRIPPED):
+        it must still only shrink ``position`` together with ``already``, the quantity on its way on
+        the same side (if those fill, as they may, it must not flip the position)."""
         if self._breaker is None:
             return None
-        qty = intent.qty if intent.qty is not None else Decimal(0)
-        if self._breaker.allows(is_risk_reducing(OrderSide(intent.side), qty, position)):
+        # A notional order's size in shares is not known here: never an exit.
+        side = OrderSide(intent.side)
+        reducing = intent.qty is not None and is_risk_reducing(side, intent.qty + already, position)
+        if self._breaker.allows(reducing):
             return None
         try:
             status = self._breaker.status()

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from tests.integration.execution.gateway_support import settings
 from trader.data.paths import DataPaths
 from trader.domain.enums import OrderSide, OrderStatus
-from trader.execution.orders import OrderIntent
+from trader.execution.orders import OrderIntent, record_intent
 from trader.execution.service import ExecutionService
 from trader.ops.breakers import CircuitBreaker, DatabaseBreakerStore, TripReason
 from trader.risk.checks import RiskOptions
@@ -134,3 +135,28 @@ def test_an_unreachable_breaker_refuses_entries_with_a_reason_and_lets_exits_thr
     assert entry.status is OrderStatus.RISK_REJECTED
     assert entry.reason is not None and entry.reason.startswith("circuit breaker state unreadable")
     assert exit_.status is OrderStatus.DRY_RUN
+
+
+def test_an_exit_counts_the_open_orders_of_earlier_requests_on_its_side(migrated_engine: Engine) -> None:
+    # Two requests, each selling the whole long of 10: the first is an exit; with it still open, the
+    # second would flip the position if both filled, so it is an entry. A buy on the other side
+    # does not make room for more selling (it may never fill).
+    breaker = CircuitBreaker(DatabaseBreakerStore(migrated_engine), migrated_engine)
+    breaker.trip(TripReason.KILL, "kill switch", "test")
+    service = _service(migrated_engine, breaker)
+    (first,) = service.submit_batch([_intent("AAA", OrderSide.SELL, 10)], SNAPSHOT, PRICES.get)
+    assert first.status is OrderStatus.DRY_RUN  # dry_run rows are final: not open, not counted
+    with Session(migrated_engine) as session, session.begin():
+        # An open sell of 6 from an earlier request (sent, not filled yet).
+        record_intent(session, OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(6), sequence=5))
+        record_intent(session, OrderIntent("gate", DAY, "AAA", OrderSide.BUY, qty=D(50), sequence=6))
+    four, five = service.submit_batch(
+        [
+            OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(4), sequence=1),
+            OrderIntent("gate", DAY, "AAA", OrderSide.SELL, qty=D(5), sequence=2),
+        ],
+        SNAPSHOT,
+        PRICES.get,
+    )
+    assert four.status is OrderStatus.DRY_RUN  # 6 open + 4 = the whole long
+    assert five.status is OrderStatus.RISK_REJECTED  # 6 + 4 + 5 > 10
