@@ -34,6 +34,7 @@ from trader.data.store import (
     parquet_files,
     publish_new,
     scan,
+    sorted_by,
     staging_folder,
     strictly_sorted,
 )
@@ -277,21 +278,42 @@ def not_yet_recorded(incoming: pl.DataFrame, recorded: pl.DataFrame) -> pl.DataF
     {101, 101.5} for a key recorded as {101}, only 101.5, which then silently replaces 101 instead of
     reaching the gate as a conflict; and it would skip a lone 101 sent to resolve a recorded conflict
     {101, 101.5}, leaving the day quarantined for good. A key's rows are skipped only when they are
-    the recorded arrival exactly (same rows, same count). Rows without a symbol or date have no key:
-    each is skipped when an equal row is recorded, as before.
+    the recorded arrival exactly (same rows, same count). Where a key has one row on each side (nearly
+    always) that is the row check, which is all that runs for those keys. Rows without a symbol or
+    date have no key: each is skipped when an equal row is recorded.
     """
     key = ["symbol", "date"]
-    keyed = pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
+    on = list(VALUE_COLUMNS)
+    changed = incoming.join(recorded, on=on, how="anti", nulls_equal=True)
+    several = pl.concat([_repeated_keys(frame) for frame in (incoming, recorded)]).unique()
+    if several.is_empty():
+        return changed
+    singles = changed.join(several, on=key, how="anti")
+    groups = incoming.join(several, on=key, how="semi")
+    return pl.concat([singles, _whole_groups(groups, recorded.join(several, on=key, how="semi"))])
+
+
+def _repeated_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """The (symbol, date) pairs that ``frame`` holds more than once."""
+    keys = frame.select("symbol", "date").drop_nulls()
+    if sorted_by(keys, ("symbol", "date"), unique=True):
+        return keys.clear()  # sources deliver sorted batches: no hashing needed to see no repeats
+    return keys.filter(pl.struct("symbol", "date").is_duplicated())
+
+
+def _whole_groups(incoming: pl.DataFrame, recorded: pl.DataFrame) -> pl.DataFrame:
+    """:func:`not_yet_recorded` for keys with several rows on one side: all of a key's rows, unless
+    they are exactly the recorded ones."""
+    key = ["symbol", "date"]
     seen = recorded.unique().with_columns(_seen=pl.lit(True))
-    counts = recorded.filter(keyed).group_by(key).agg(_recorded=pl.len())
+    counts = recorded.group_by(key).agg(_recorded=pl.len())
     flagged = (
         incoming.join(seen, on=list(VALUE_COLUMNS), how="left", nulls_equal=True, maintain_order="left")
         .join(counts, on=key, how="left", maintain_order="left")
         .with_columns(pl.col("_seen").fill_null(False))
     )
-    same_group = (pl.col("_seen").all().over(key)) & (pl.col("_recorded") == pl.len().over(key))
-    repeat = pl.when(keyed).then(same_group.fill_null(False)).otherwise(pl.col("_seen"))
-    return flagged.filter(~repeat).select(incoming.columns)
+    repeat = pl.col("_seen").all().over(key) & (pl.col("_recorded") == pl.len().over(key))
+    return flagged.filter(~repeat.fill_null(False)).select(incoming.columns)
 
 
 def newest_arrival(history: pl.DataFrame) -> pl.DataFrame:
