@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CATCH_UP_MARGIN = timedelta(seconds=60)
 #: Orders whose last state we remember (terminal ones are forgotten first beyond this).
 DEFAULT_MAX_TRACKED = 100_000
+#: Failed deliveries of one order's update before it is given up on (with the back-off capped at
+#: 30 s, some ten minutes of trying).
+DEFAULT_MAX_ATTEMPTS = 25
 #: First delay (seconds) before the catch-up that re-delivers what the handler failed on; doubles
 #: while the handler keeps failing, up to the maximum.
 DEFAULT_REDELIVERY_DELAY = 1.0
@@ -139,6 +142,8 @@ class StreamStats:
     deferred: int = 0
     unreadable: int = 0
     catch_up_errors: int = 0
+    #: Updates given up on after ``max_attempts`` failed deliveries (left to the REST reconciler).
+    abandoned: int = 0
 
 
 class Reconciler:
@@ -151,11 +156,19 @@ class Reconciler:
     :meth:`failed`; :meth:`accept` is the first and second at once (for a handler that cannot fail).
     """
 
-    def __init__(self, *, since: datetime | None = None, max_tracked: int = DEFAULT_MAX_TRACKED) -> None:
+    def __init__(
+        self,
+        *,
+        since: datetime | None = None,
+        max_tracked: int = DEFAULT_MAX_TRACKED,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
         self.watermark = utc(since) if since is not None else None
         self.max_tracked = max_tracked
+        self.max_attempts = max_attempts
         self.open_ids: set[str] = set()
         self.retry_ids: set[str] = set()
+        self._attempts: dict[str, int] = {}
         self._held: dict[str, list[TradeUpdate]] = {}
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self.stats = StreamStats()
@@ -170,12 +183,28 @@ class Reconciler:
     def delivered(self, update: TradeUpdate) -> None:
         """The handler took ``update``: remember its order's state as the one the handler has."""
         self.retry_ids.discard(update.order.id)
+        self._attempts.pop(update.order.id, None)
         self._remember(update)
 
-    def failed(self, update: TradeUpdate) -> None:
-        """The handler raised on ``update``: keep the state it had, so a catch-up re-delivers the change."""
+    def failed(self, update: TradeUpdate) -> bool:
+        """The handler raised on ``update``: keep the state it had, so a catch-up re-delivers the change.
+
+        After ``max_attempts`` failures in a row the update is given up on (``True``): remembered as
+        if delivered, so that the order's later updates flow again instead of waiting for ever behind
+        an update that a bug or a bad row keeps refusing; the REST reconciler books what it missed.
+        """
         self.stats.handler_errors += 1
-        self.retry_ids.add(update.order.id)
+        order_id = update.order.id
+        attempts = self._attempts.get(order_id, 0) + 1
+        if attempts < self.max_attempts:
+            self._attempts[order_id] = attempts
+            self.retry_ids.add(order_id)
+            return False
+        self._attempts.pop(order_id, None)
+        self.retry_ids.discard(order_id)
+        self._remember(update)
+        self.stats.abandoned += 1
+        return True
 
     def admits(self, update: TradeUpdate) -> bool:
         """Whether ``update`` is new to the handler (nothing is remembered until :meth:`delivered`).
@@ -561,12 +590,20 @@ class TradeUpdateStream:
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            self.reconciler.failed(update)
-            log.exception(
-                "trade update handler failed on %s for order %s; a catch-up will deliver it again",
-                update.event,
-                update.order.client_order_id,
-            )
+            if self.reconciler.failed(update):
+                log.exception(
+                    "trade update handler failed on %s for order %s %d times: given up on; the "
+                    "reconciler books what it missed",
+                    update.event,
+                    update.order.client_order_id,
+                    self.reconciler.max_attempts,
+                )
+            else:
+                log.exception(
+                    "trade update handler failed on %s for order %s; a catch-up will deliver it again",
+                    update.event,
+                    update.order.client_order_id,
+                )
             return False
         self.reconciler.delivered(update)
         self.stats.delivered += 1

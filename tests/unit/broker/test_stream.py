@@ -198,3 +198,29 @@ def test_stopping_a_stream_that_never_ran_returns_at_once() -> None:
     stream = TradeUpdateStream(lambda: None, None, lambda update: None)  # type: ignore[arg-type, return-value]
     stream.stop(timeout=5)
     assert not stream.finished.is_set()
+
+
+def test_an_update_that_always_fails_is_given_up_on_and_later_updates_flow_again() -> None:
+    # A handler bug (or a row it keeps refusing) must not hold the order's updates back for ever:
+    # after max_attempts failures the update counts as delivered and the held updates are released.
+    reconciler = Reconciler(since=T0, max_attempts=3)
+    reconciler.accept(_update("new", _order()))
+    bad = _update("partial_fill", _order("partially_filled", "4", "100", at=1))
+    assert reconciler.failed(bad) is False and reconciler.failed(bad) is False
+    live = _update("fill", _order("filled", "10", "104", at=2), execution_id="e2", qty=Decimal(6))
+    assert not reconciler.admits(live)  # held back behind the failing update
+    assert reconciler.failed(bad) is True  # the third failure: given up on
+    assert not reconciler.retry_ids and reconciler.stats.abandoned == 1
+    assert reconciler.release() == [live] and reconciler.admits(live)
+    # The given-up update is not delivered again by a catch-up of the same state.
+    assert reconciler.catch_up([bad.order], deliver_new=True) == []
+
+
+def test_a_delivery_in_between_resets_the_count_of_failures() -> None:
+    reconciler = Reconciler(since=T0, max_attempts=2)
+    reconciler.accept(_update("new", _order()))
+    first = _update("partial_fill", _order("partially_filled", "4", "100", at=1))
+    assert reconciler.failed(first) is False
+    reconciler.delivered(first)
+    second = _update("fill", _order("filled", "10", "104", at=2))
+    assert reconciler.failed(second) is False and second.order.id in reconciler.retry_ids
