@@ -24,6 +24,7 @@ from trader.ops.breakers import (
     DEFAULT_QUIET_PERIOD,
     BreakerState,
     BreakerStatus,
+    BreakerStoreError,
     CircuitBreaker,
     TripReason,
     breaker_from_settings,
@@ -285,13 +286,21 @@ def status() -> None:
     settings = load_settings()
     engine = _engine(settings)
     breaker = _breaker(settings, engine)
-    _show_breaker(breaker, breaker.status())
+    unreadable = False
+    try:
+        _show_breaker(breaker, breaker.status())
+    except BreakerStoreError as exc:
+        # The rest of the status still matters (more so) when the breaker cannot be read.
+        console.print(f"[red]circuit breaker UNREADABLE (new entries blocked):[/red] {exc}")
+        unreadable = True
     console.print(f"last reconcile: {_last_reconcile(engine)}")
     try:
         _show_broker(_broker(settings))
     except BrokerError as exc:
         console.print(f"[red]broker unreachable:[/red] {exc}")
         raise typer.Exit(1) from exc
+    if unreadable:
+        raise typer.Exit(1)
 
 
 def _last_reconcile(engine: Engine) -> str:

@@ -190,6 +190,13 @@ def test_circuit_commands_report_an_unreadable_state_and_trip_still_works(
     capsys.readouterr()
     assert run(["circuit", "status"]) == 1
     assert "circuit breaker state in redis" in capsys.readouterr().err
+    # trader status says so and still shows the rest (here: the broker, unreachable on port 1).
+    monkeypatch.setenv("ALPACA_BASE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("BROKER_MAX_RETRIES", "0")
+    assert run(["status"]) == 1
+    out = capsys.readouterr().out
+    assert "circuit breaker UNREADABLE (new entries blocked)" in out and "last reconcile" in out
+    assert "broker unreachable" in out
     assert run(["circuit", "trip", "--reason", "repair", "--actor", "carol"]) == 0
     assert run(["circuit", "status"]) == 0
     assert "manual: repair" in capsys.readouterr().out
