@@ -182,8 +182,7 @@ class Reconciler:
 
     def delivered(self, update: TradeUpdate) -> None:
         """The handler took ``update``: remember its order's state as the one the handler has."""
-        self.retry_ids.discard(update.order.id)
-        self._attempts.pop(update.order.id, None)
+        self.settle(update.order.id)
         self._remember(update)
 
     def failed(self, update: TradeUpdate) -> bool:
@@ -200,8 +199,7 @@ class Reconciler:
             self._attempts[order_id] = attempts
             self.retry_ids.add(order_id)
             return False
-        self._attempts.pop(order_id, None)
-        self.retry_ids.discard(order_id)
+        self.settle(order_id)
         self._remember(update)
         self.stats.abandoned += 1
         return True
@@ -253,7 +251,7 @@ class Reconciler:
             changes = [update for update in synthesize(order, seen) if self.admits(update)]
             if not changes:
                 # The handler already has the broker's state (the failed update changed nothing).
-                self.retry_ids.discard(order.id)
+                self.settle(order.id)
             updates.extend(changes)
         return updates
 
@@ -283,11 +281,17 @@ class Reconciler:
         self.watermark = stamp if self.watermark is None else max(self.watermark, stamp)
         self._forget_oldest()
 
+    def settle(self, order_id: str) -> None:
+        """Nothing awaits re-delivery for ``order_id`` any more (its failures in a row start again)."""
+        self.retry_ids.discard(order_id)
+        self._attempts.pop(order_id, None)
+
     def _forget_oldest(self) -> None:
         while len(self._seen) > self.max_tracked:
             oldest = next(iter(self._seen))
             self._seen.pop(oldest)
             self.open_ids.discard(oldest)
+            self.settle(oldest)
 
 
 def synthesize(order: BrokerOrder, seen: _Seen | None) -> list[TradeUpdate]:
@@ -556,7 +560,7 @@ class TradeUpdateStream:
                 found[order_id] = self._source.get_order(order_id)
             except NotFoundError:
                 self.reconciler.open_ids.discard(order_id)
-                self.reconciler.retry_ids.discard(order_id)
+                self.reconciler.settle(order_id)
         clock = self._source.get_clock() if baseline else None
         return list(found.values()), clock
 

@@ -303,17 +303,22 @@ def _repeated_keys(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _whole_groups(incoming: pl.DataFrame, recorded: pl.DataFrame) -> pl.DataFrame:
     """:func:`not_yet_recorded` for keys with several rows on one side: all of a key's rows, unless
-    they are exactly the recorded ones."""
+    they are exactly the recorded ones (each distinct row as many times: {101, 101} is not
+    {101, 101.5})."""
     key = ["symbol", "date"]
-    seen = recorded.unique().with_columns(_seen=pl.lit(True))
-    counts = recorded.group_by(key).agg(_recorded=pl.len())
-    flagged = (
-        incoming.join(seen, on=list(VALUE_COLUMNS), how="left", nulls_equal=True, maintain_order="left")
-        .join(counts, on=key, how="left", maintain_order="left")
-        .with_columns(pl.col("_seen").fill_null(False))
+    values = list(VALUE_COLUMNS)
+    arriving = incoming.group_by(values).agg(_n=pl.len())
+    held = recorded.group_by(values).agg(_m=pl.len())
+    distinct_held = held.group_by(key).agg(_kinds=pl.len())
+    repeats = (
+        arriving.join(held, on=values, how="left", nulls_equal=True)
+        .group_by(key)
+        .agg(_same=(pl.col("_m") == pl.col("_n")).fill_null(False).all(), _kinds_in=pl.len())
+        .join(distinct_held, on=key, how="inner", nulls_equal=True)
+        .filter(pl.col("_same") & (pl.col("_kinds_in") == pl.col("_kinds")))
+        .select(key)
     )
-    repeat = pl.col("_seen").all().over(key) & (pl.col("_recorded") == pl.len().over(key))
-    return flagged.filter(~repeat.fill_null(False)).select(incoming.columns)
+    return incoming.join(repeats, on=key, how="anti", nulls_equal=True)
 
 
 def newest_arrival(history: pl.DataFrame) -> pl.DataFrame:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import Engine, desc, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from trader.broker.base import Broker, BrokerOrder
@@ -35,18 +35,14 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.domain.enums import OrderStatus
 from trader.errors import UsageError
 from trader.execution.orders import UnknownOrderError, apply_broker_update
-from trader.store.models import AuditLog, Event, Order
+from trader.ops.kill import closing_order_ids
+from trader.store.models import Event
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE = timedelta(minutes=15)
 ANOMALY = "anomaly.stale_order"
 SOURCE = "cleanup"
-#: The ``orders.intent`` of the kill switch's closing orders, and its audit action.
-KILL_INTENT = "kill"
-KILL_AUDIT_ACTION = "kill.executed"
-#: The newest ``kill.executed`` entries searched for closing orders: an order outlives only a few kills.
-KILL_AUDIT_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,7 @@ def cancel_stale_orders(
     open_orders = broker.list_open_orders()
     aged = [(order, order_age(order, now, calendar)) for order in open_orders]
     aged = [(order, age) for order, age in aged if age > max_age]
-    kill_orders = _kill_orders(engine, [order for order, _ in aged])
+    kill_orders = set(closing_order_ids(engine, [order for order, _ in aged]))
     kept = tuple(order.client_order_id for order, _ in aged if order.client_order_id in kill_orders)
     if kept:
         log.info("stale-order cleanup leaves the kill switch's closing orders open: %s", ", ".join(kept))
@@ -139,28 +135,6 @@ def cancel_stale_orders(
     for result in results:
         _record_anomaly(engine, result, max_age)
     return CleanupReport(checked=len(open_orders), stale=results, kept=kept)
-
-
-def _kill_orders(engine: Engine, orders: list[BrokerOrder]) -> set[str]:
-    """The ``client_order_id`` of ``orders`` that the kill switch sent: booked under intent ``kill``,
-    or named as closing orders by a ``kill.executed`` audit entry (positions closed whole)."""
-    if not orders:
-        return set()
-    ids = {order.client_order_id for order in orders}
-    with Session(engine) as session:
-        booked = session.scalars(
-            select(Order.client_order_id).where(
-                Order.client_order_id.in_(sorted(ids)), Order.intent == KILL_INTENT
-            )
-        ).all()
-        audited = session.scalars(
-            select(AuditLog.details)
-            .where(AuditLog.action == KILL_AUDIT_ACTION)
-            .order_by(desc(AuditLog.id))
-            .limit(KILL_AUDIT_DEPTH)
-        ).all()
-    closing = {str(cid) for details in audited for cid in (details or {}).get("closing_orders") or ()}
-    return set(booked) | (ids & closing)
 
 
 def _cancel(

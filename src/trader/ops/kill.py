@@ -44,6 +44,7 @@ from trader.execution.orders import (
     record_intent,
     record_status,
 )
+from trader.execution.state_machine import OPEN_BROKER
 from trader.ops.breakers import BreakerStatus, BreakerStoreError, CircuitBreaker, TripReason
 from trader.store.models import AuditLog, Order
 from trader.store.models import Position as BookPosition
@@ -168,6 +169,15 @@ def kill_switch(
     return report
 
 
+def _kept_cover(working: list[tuple[BrokerOrder, str | None]]) -> dict[tuple[str | None, str], Decimal]:
+    """The unfilled quantity of the kept closing orders, by (strategy or ``None``, symbol)."""
+    cover: dict[tuple[str | None, str], Decimal] = defaultdict(Decimal)
+    for order, owner in working:
+        if order.qty is not None:
+            cover[(owner, order.symbol.upper())] += max(order.qty - order.filled_qty, Decimal(0))
+    return dict(cover)
+
+
 def _today(broker: Broker) -> date:
     """The New York date of the kill, by the broker's clock (the built-in broker simulates time),
     else this machine's: part of the closing orders' ids, so it must be today's, not the trip's (a
@@ -180,37 +190,58 @@ def _today(broker: Broker) -> date:
     return now.astimezone(NEW_YORK).date()
 
 
-def _working_kill_orders(broker: Broker, engine: Engine) -> list[tuple[BrokerOrder, str]]:
-    """An earlier kill's closing orders still open at the broker, with the strategy of each.
+#: How many recent ``kill.executed`` entries name closing orders that may still be working.
+KILL_AUDIT_DEPTH = 100
+#: Statuses of an order that is working toward a fill (a cancel or replace in flight is not).
+_LIVE = OPEN_BROKER - {OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_REPLACE}
+
+
+def closing_order_ids(engine: Engine, orders: list[BrokerOrder]) -> dict[str, str | None]:
+    """Which of ``orders`` the kill switch sent, by ``client_order_id``: the strategy each was sent
+    for (booked under intent ``kill``), or ``None`` for a position closed whole (named only in the
+    ``closing_orders`` of a recent ``kill.executed`` audit entry)."""
+    if not orders:
+        return {}
+    ids = sorted({order.client_order_id for order in orders})
+    with Session(engine) as session:
+        booked = dict(
+            session.execute(
+                select(Order.client_order_id, Order.strategy_id).where(
+                    Order.client_order_id.in_(ids), Order.intent == SOURCE
+                )
+            ).all()
+        )
+        audited = session.scalars(
+            select(AuditLog.details)
+            .where(AuditLog.action == "kill.executed")
+            .order_by(AuditLog.id.desc())
+            .limit(KILL_AUDIT_DEPTH)
+        ).all()
+    named = {str(cid) for details in audited for cid in (details or {}).get("closing_orders") or ()}
+    whole: dict[str, str | None] = {cid: None for cid in ids if cid in named and cid not in booked}
+    return {**whole, **booked}
+
+
+def _working_kill_orders(broker: Broker, engine: Engine) -> list[tuple[BrokerOrder, str | None]]:
+    """An earlier kill's closing orders still working at the broker, with the strategy of each
+    (``None``: a whole close).
 
     Kept rather than canceled and sent again: outside market hours a cancel waits for the open with
     the shares still held, so the new closing order would be refused and nothing would close the
-    position at the open. Without the broker's open orders or our books, none are known (and every
-    order is canceled, as before).
+    position at the open. One already being canceled or replaced is not working and is not kept.
+    Without the broker's open orders or our books, none are known (and every order is canceled).
     """
     try:
-        open_orders = broker.list_open_orders()
-        if not open_orders:
-            return []
-        with Session(engine) as session:
-            owners = dict(
-                session.execute(
-                    select(Order.client_order_id, Order.strategy_id).where(
-                        Order.intent == SOURCE,
-                        Order.client_order_id.in_([o.client_order_id for o in open_orders]),
-                    )
-                ).all()
-            )
+        live = [o for o in broker.list_open_orders() if o.status in _LIVE]
+        owners = closing_order_ids(engine, live)
     except (BrokerError, SQLAlchemyError) as exc:
         log.warning("kill: earlier closing orders unknown (%s); every open order is canceled", exc)
         return []
-    return [
-        (order, owners[order.client_order_id]) for order in open_orders if order.client_order_id in owners
-    ]
+    return [(o, owners[o.client_order_id]) for o in live if o.client_order_id in owners]
 
 
 def _cancel_all(
-    broker: Broker, engine: Engine, failures: list[str], keep: list[tuple[BrokerOrder, str]]
+    broker: Broker, engine: Engine, failures: list[str], keep: list[tuple[BrokerOrder, str | None]]
 ) -> tuple[CancelResult, ...]:
     try:
         results = tuple(broker.cancel_all_orders()) if not keep else _cancel_each_but(broker, keep)
@@ -227,13 +258,13 @@ def _cancel_all(
     return results
 
 
-def _cancel_each_but(broker: Broker, keep: list[tuple[BrokerOrder, str]]) -> tuple[CancelResult, ...]:
+def _cancel_each_but(broker: Broker, keep: list[tuple[BrokerOrder, str | None]]) -> tuple[CancelResult, ...]:
     """Cancel every open order but those in ``keep``, one by one (cancel-all cannot spare any)."""
     kept = {order.id for order, _ in keep}
     results: list[CancelResult] = []
     for order in broker.list_open_orders():
-        if order.id in kept:
-            continue
+        if order.id in kept or order.status is OrderStatus.PENDING_CANCEL:
+            continue  # kept, or already being canceled
         try:
             broker.cancel_order(order.id)
         except BrokerError as exc:
@@ -252,7 +283,7 @@ class _Closing:
         engine: Engine,
         day: date,
         failures: list[str],
-        working: list[tuple[BrokerOrder, str]],
+        working: list[tuple[BrokerOrder, str | None]],
     ) -> None:
         self.broker, self.engine, self.day, self.failures = broker, engine, day, failures
         self.working = working
@@ -273,15 +304,39 @@ class _Closing:
             self._close_all()
             return
         plan = plan_closing(positions, self._books())
-        # What an earlier kill's working orders close is not closed twice.
-        closing_symbols = {order.symbol.upper() for order, _ in self.working}
-        closing_shares = {(owner, order.symbol.upper()) for order, owner in self.working}
-        for symbol in plan.whole:
-            if symbol.upper() not in closing_symbols:
-                self._close_whole(symbol)
+        held = {position.symbol.upper(): position.qty for position in positions}
+        kept = _kept_cover(self.working)
+        # A symbol with an earlier kill's whole close still working is closed whole again, for what
+        # that order does not cover; otherwise each strategy sends what its kept orders do not.
+        whole = {s.upper() for s in plan.whole} | {sym for (owner, sym) in kept if owner is None}
+        for symbol in sorted(whole):
+            if symbol in held:
+                covered = sum((c for (_, sym), c in kept.items() if sym == symbol), Decimal(0))
+                self._close_rest(symbol, held[symbol], covered)
         for share in plan.shares:
-            if (share.strategy_id, share.symbol.upper()) not in closing_shares:
-                self._close_share(share)
+            if share.symbol.upper() not in whole:
+                covered = kept.get((share.strategy_id, share.symbol.upper()), Decimal(0))
+                self._close_share_rest(share, covered)
+
+    def _close_rest(self, symbol: str, position: Decimal, covered: Decimal) -> None:
+        """Close ``position`` whole, less what working closing orders already ``cover``."""
+        if covered == 0:
+            self._close_whole(symbol)
+        elif covered < abs(position):
+            self._close_whole(symbol, abs(position) - covered)
+        elif covered > abs(position):
+            self.failures.append(f"close {symbol}: earlier closing orders cover {covered} of {abs(position)}")
+
+    def _close_share_rest(self, share: Share, covered: Decimal) -> None:
+        """One strategy's part, less what its working closing orders already cover."""
+        rest = abs(share.qty) - covered
+        if rest > 0:
+            self._close_share(replace(share, qty=rest if share.qty > 0 else -rest))
+        elif rest < 0:
+            self.failures.append(
+                f"close {share.symbol} for {share.strategy_id}: earlier closing orders cover {covered} "
+                f"of {abs(share.qty)}"
+            )
 
     def _books(self) -> list[Share] | None:
         try:
@@ -298,7 +353,8 @@ class _Closing:
 
     def _close_all(self) -> None:
         try:
-            results = self.broker.close_all_positions(cancel_orders=True)
+            # The other orders are canceled already; cancel-all here would cancel the kept ones too.
+            results = self.broker.close_all_positions(cancel_orders=not self.working)
         except BrokerError as exc:
             self.failures.append(f"close all positions: {exc}")
             return

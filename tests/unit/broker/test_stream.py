@@ -224,3 +224,15 @@ def test_a_delivery_in_between_resets_the_count_of_failures() -> None:
     reconciler.delivered(first)
     second = _update("fill", _order("filled", "10", "104", at=2))
     assert reconciler.failed(second) is False and second.order.id in reconciler.retry_ids
+
+
+def test_a_catch_up_that_finds_nothing_to_deliver_starts_the_count_again() -> None:
+    reconciler = Reconciler(since=T0, max_attempts=3)
+    reconciler.accept(_update("new", _order()))
+    odd = _update("order_cancel_rejected", _order("new", at=1))  # changes nothing the handler has
+    assert reconciler.failed(odd) is False and reconciler.failed(odd) is False
+    assert reconciler.catch_up([_order("new", at=1)], deliver_new=True) == []
+    # Much later another update of the order fails once: one failure, not the third in a row.
+    fill = _update("fill", _order("filled", "10", "104", at=500))
+    assert reconciler.admits(fill) and reconciler.failed(fill) is False
+    assert reconciler.stats.abandoned == 0

@@ -284,3 +284,14 @@ def test_a_repeated_conflicting_pair_and_a_repeated_batch_are_skipped(recorder: 
     recorder.record(bars, T1)
     result = recorder.record(bars, T2)
     assert (result.new_rows, result.skipped_rows) == (0, bars.height)
+
+
+def test_the_same_count_of_other_rows_is_not_a_repeat(recorder: RawRecorder) -> None:
+    # Recorded {x, y} for a key; {x, x} arrives: the same count, every row seen, but not the same rows.
+    bars = make_bars(days=3)
+    day = bars.get_column("date")[1]
+    recorder.record(_two_versions(bars, day), T1)
+    aaa = bars.filter((pl.col("symbol") == "AAA") & (pl.col("date") == day))
+    result = recorder.record(pl.concat([aaa, aaa]), T2)
+    assert (result.new_rows, result.skipped_rows) == (2, 0)
+    assert recorder.read(["AAA"], day, day).height == 2  # the newest arrival: x twice
