@@ -246,13 +246,16 @@ class ExecutionService:
         reducing = intent.qty is not None and is_risk_reducing(side, intent.qty + already, position)
         if self._breaker.allows(reducing):
             return None
+        # An exit refused because of orders already on their way says so: the operator must see why.
+        counted = f" ({already} {side.value} already on its way in open orders)" if already else ""
         try:
             status = self._breaker.status()
         except BreakerStoreError as exc:
             # allows() already failed closed; the refusal still needs its reason, not an error.
-            return f"circuit breaker state unreadable ({exc}): only risk-reducing orders pass"
+            return f"circuit breaker state unreadable ({exc}): only risk-reducing orders pass{counted}"
         return (
-            f"circuit breaker TRIPPED ({status.reason}): only risk-reducing orders pass until it is cleared"
+            f"circuit breaker TRIPPED ({status.reason}): only risk-reducing orders pass until it is "
+            f"cleared{counted}"
         )
 
     def _decide(self, intent: OrderIntent, verdict: OrderVerdict | str, created: bool) -> SubmitOutcome:

@@ -160,3 +160,4 @@ def test_an_exit_counts_the_open_orders_of_earlier_requests_on_its_side(migrated
     )
     assert four.status is OrderStatus.DRY_RUN  # 6 open + 4 = the whole long
     assert five.status is OrderStatus.RISK_REJECTED  # 6 + 4 + 5 > 10
+    assert five.reason is not None and five.reason.endswith("(10 sell already on its way in open orders)")
