@@ -66,6 +66,9 @@ class CsvReport:
     ragged_rows: int = 0
     #: Rows dated before ``start`` or after ``end`` of the fetch, left out.
     out_of_range_rows: int = 0
+    #: Per column, cells with text that could not be read (not empty ones): how many, and the first
+    #: one as ``(text, file name, line)`` so the note can show what to fix.
+    unreadable: dict[str, tuple[int, tuple[str, str, int]]] = field(default_factory=dict)
 
     @property
     def bad_cell_count(self) -> int:
@@ -163,6 +166,8 @@ class CsvSource:
         for name, count in counts.items():
             if count:
                 report.bad_cells[name] = report.bad_cells.get(name, 0) + int(count)
+                text = table.cells.get_column(mapping[name])
+                _note_unreadable(report, file, name, text, parsed[name], table.cells)
         return parsed.select(pl.col(name).cast(dtype) for name, dtype in BAR_SCHEMA.items())
 
     def read_actions(self) -> pl.DataFrame:
@@ -216,10 +221,41 @@ class CsvSource:
         return actions.select(pl.col(name).cast(dtype) for name, dtype in ACTION_SCHEMA.items())
 
 
+#: What a cell of each kind must look like, for the note on unreadable cells.
+_EXPECTED = {
+    "symbol": "a ticker",
+    "date": "a date as YYYY-MM-DD",
+    "volume": "a plain number (1200 or 1200.5)",
+}
+
+
+def _note_unreadable(
+    report: CsvReport, file: Path, column: str, text: pl.Series, parsed: pl.Series, cells: pl.DataFrame
+) -> None:
+    """Count the cells of ``column`` that held text but parsed to nothing, and keep the first with its
+    line (a ragged row's numbers are nulled on purpose: counted in ``ragged_rows`` instead)."""
+    failed = (text.str.strip_chars().str.len_chars() > 0) & parsed.is_null() & ~cells.get_column("_ragged")
+    rows = failed.arg_true()
+    if rows.is_empty():
+        return
+    first = rows[0]
+    count, example = report.unreadable.get(
+        column, (0, (str(text[first]), file.name, int(cells.get_column("_line")[first])))
+    )
+    report.unreadable[column] = (count + rows.len(), example)
+
+
 def _notes(report: CsvReport, start: date, end: date) -> list[str]:
-    if not report.out_of_range_rows:
-        return []
-    return [f"skipped {report.out_of_range_rows:,} row(s) dated outside {start}..{end}"]
+    notes = []
+    if report.out_of_range_rows:
+        notes.append(f"skipped {report.out_of_range_rows:,} row(s) dated outside {start}..{end}")
+    for column, (count, (example, file, row)) in sorted(report.unreadable.items()):
+        expected = _EXPECTED.get(column, "a plain number (101.5; no thousands separator)")
+        notes.append(
+            f"{count:,} {column} cell(s) could not be read, e.g. {example!r} on line {row} of {file}; "
+            f"their rows are quarantined as missing_value (write {expected})"
+        )
+    return notes
 
 
 def _normalize_symbols(symbols: Sequence[str] | None) -> list[str] | None:
