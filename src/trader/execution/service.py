@@ -247,7 +247,8 @@ class ExecutionService:
         if self._breaker.allows(reducing):
             return None
         # An exit refused because of orders already on their way says so: the operator must see why.
-        counted = f" ({already} {side.value} already on its way in open orders)" if already else ""
+        alone = intent.qty is not None and is_risk_reducing(side, intent.qty, position)
+        counted = f" ({already} {side.value} already on its way in open orders)" if already and alone else ""
         try:
             status = self._breaker.status()
         except BreakerStoreError as exc:

@@ -158,7 +158,7 @@ def kill_switch(
         positions_left,
         tuple(closing.booked),
         tuple(closing.unattributed),
-        tuple(order.client_order_id for order, _ in working),
+        tuple(order.client_order_id for order, _ in closing.working),
     )
     try:
         _audit(engine, actor, reason, report)
@@ -244,7 +244,10 @@ def _cancel_all(
     broker: Broker, engine: Engine, failures: list[str], keep: list[tuple[BrokerOrder, str | None]]
 ) -> tuple[CancelResult, ...]:
     try:
-        results = tuple(broker.cancel_all_orders()) if not keep else _cancel_each_but(broker, keep)
+        # Cancel-all would also re-cancel orders already being canceled (a failure at the broker).
+        pending = any(o.status is OrderStatus.PENDING_CANCEL for o in broker.list_open_orders())
+        one_by_one = keep or pending
+        results = _cancel_each_but(broker, keep) if one_by_one else tuple(broker.cancel_all_orders())
     except BrokerError as exc:
         failures.append(f"cancel all orders: {exc}")
         return ()
@@ -304,19 +307,49 @@ class _Closing:
             self._close_all()
             return
         plan = plan_closing(positions, self._books())
-        held = {position.symbol.upper(): position.qty for position in positions}
+        held = {position.symbol.upper(): position for position in positions if position.qty != 0}
+        self._cancel_stray_kept(held)
         kept = _kept_cover(self.working)
-        # A symbol with an earlier kill's whole close still working is closed whole again, for what
-        # that order does not cover; otherwise each strategy sends what its kept orders do not.
-        whole = {s.upper() for s in plan.whole} | {sym for (owner, sym) in kept if owner is None}
+        shares: dict[str, dict[str, Decimal]] = defaultdict(dict)
+        for share in plan.shares:
+            shares[share.symbol.upper()][share.strategy_id] = abs(share.qty)
+        # A symbol is closed whole again, for what the kept orders do not cover, when an earlier
+        # kill closed it whole or its kept orders do not fit today's split (an owner that no longer
+        # holds it, more than its part); otherwise each strategy sends what its kept orders do not.
+        misfits = {
+            sym
+            for (owner, sym), cover in kept.items()
+            if owner is None or owner not in shares[sym] or cover > shares[sym][owner]
+        }
+        whole = {s.upper() for s in plan.whole} | misfits
         for symbol in sorted(whole):
             if symbol in held:
                 covered = sum((c for (_, sym), c in kept.items() if sym == symbol), Decimal(0))
-                self._close_rest(symbol, held[symbol], covered)
+                self._close_rest(held[symbol].symbol, held[symbol].qty, covered)
         for share in plan.shares:
             if share.symbol.upper() not in whole:
                 covered = kept.get((share.strategy_id, share.symbol.upper()), Decimal(0))
                 self._close_share_rest(share, covered)
+
+    def _cancel_stray_kept(self, held: dict[str, Position]) -> None:
+        """Cancel kept orders that no longer close a position: none left, or on the side that would
+        grow it (it went flat or flipped since); filled at the open they would open one."""
+        still: list[tuple[BrokerOrder, str | None]] = []
+        for order, owner in self.working:
+            position = held.get(order.symbol.upper())
+            closing = position is not None and (order.side is OrderSide.SELL) == (position.qty > 0)
+            if closing:
+                still.append((order, owner))
+                continue
+            try:
+                self.broker.cancel_order(order.id)
+            except BrokerError as exc:
+                self.failures.append(f"cancel {order.client_order_id}: {exc}")
+            self.failures.append(
+                f"an earlier closing order {order.symbol} {order.side.value} {order.qty} no longer closes a "
+                "position: canceled"
+            )
+        self.working = still
 
     def _close_rest(self, symbol: str, position: Decimal, covered: Decimal) -> None:
         """Close ``position`` whole, less what working closing orders already ``cover``."""

@@ -91,3 +91,31 @@ def test_an_order_already_being_canceled_is_not_canceled_again(migrated_engine: 
     first = _kill(broker, migrated_engine)
     second = _kill(broker, migrated_engine)
     assert len(first.canceled) == 1 and second.canceled == () and second.failures == ()
+
+
+def test_a_kept_order_that_no_longer_closes_anything_is_canceled(migrated_engine: Engine) -> None:
+    # The long was closed some other way and a short opened (out of band): the kept sell would grow it.
+    broker = AfterHoursBroker({"XXX": D(10)})
+    _books(migrated_engine, A_XXX=10)
+    _kill(broker, migrated_engine)
+    broker.positions["XXX"] = D(-10)
+    _books(migrated_engine, A_XXX=-10)
+    second = _kill(broker, migrated_engine)
+    assert second.working == () and not second.ok
+    assert any("no longer closes a position: canceled" in failure for failure in second.failures)
+    assert broker.log[-1] == "submit XXX buy 10"  # the short is bought back
+    broker.open_market()
+    assert broker.positions == {"XXX": 0}
+
+
+def test_kept_orders_that_do_not_fit_the_split_close_the_rest_whole(migrated_engine: Engine) -> None:
+    # C's kept sell of 10; the books were healed since to A 15, C 0, the broker holding 15.
+    broker = AfterHoursBroker({"XXX": D(10)})
+    _books(migrated_engine, C_XXX=10)
+    _kill(broker, migrated_engine)
+    broker.positions["XXX"] = D(15)
+    _books(migrated_engine, A_XXX=15, C_XXX=0)
+    second = _kill(broker, migrated_engine)
+    assert second.failures == () and broker.log[-1] == "close_position XXX 5"
+    broker.open_market()
+    assert broker.positions == {"XXX": 0}

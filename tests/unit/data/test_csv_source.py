@@ -242,8 +242,8 @@ def test_rows_outside_the_dates_are_counted_and_noted(tmp_path: Path) -> None:
     # and its note shows the text and the line, with what a date must look like.
     assert source.last_report.out_of_range_rows == 2
     date_note = (
-        "1 date cell(s) could not be read, e.g. 'bad-date' on line 5 of bars.csv; their rows are "
-        "quarantined as missing_value (write a date as YYYY-MM-DD)"
+        "1 date cell(s) could not be read, e.g. 'bad-date' on line 5 of bars.csv; such rows in the "
+        "dates asked for are quarantined as missing_value (write a date as YYYY-MM-DD)"
     )
     assert source.last_notes == ["skipped 2 row(s) dated outside 2024-01-02..2024-01-05", date_note]
     source.fetch(None, EARLY, LATE)
@@ -263,10 +263,10 @@ def test_unreadable_numbers_are_noted_with_an_example_and_the_fix(tmp_path: Path
     source.fetch(None, EARLY, LATE)
     assert source.last_report.bad_cells == {"open": 3, "volume": 1}
     assert source.last_notes == [
-        "2 open cell(s) could not be read, e.g. '1,000' on line 3 of bars.csv; their rows are quarantined "
-        "as missing_value (write a plain number (101.5; no thousands separator))",
-        "1 volume cell(s) could not be read, e.g. 'n/a' on line 5 of bars.csv; their rows are quarantined "
-        "as missing_value (write a plain number (1200 or 1200.5))",
+        "2 open cell(s) could not be read, e.g. '1,000' on line 3 of bars.csv; such rows in the dates "
+        "asked for are quarantined as missing_value (write a plain number (101.5; no thousands separator))",
+        "1 volume cell(s) could not be read, e.g. 'n/a' on line 5 of bars.csv; such rows in the dates "
+        "asked for are quarantined as missing_value (write a plain number (1200 or 1200.5))",
     ]
 
 

@@ -253,7 +253,7 @@ def _notes(report: CsvReport, start: date, end: date) -> list[str]:
         expected = _EXPECTED.get(column, "a plain number (101.5; no thousands separator)")
         notes.append(
             f"{count:,} {column} cell(s) could not be read, e.g. {example!r} on line {row} of {file}; "
-            f"their rows are quarantined as missing_value (write {expected})"
+            f"such rows in the dates asked for are quarantined as missing_value (write {expected})"
         )
     return notes
 
