@@ -8,6 +8,13 @@ prints one line.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (database and parser errors append the statement
+    or a context dump), or its class name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TraderError(Exception):
     """Base class of errors meant for the user: the message says what is wrong and how to fix it."""
 

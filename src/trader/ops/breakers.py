@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from trader.config import Settings
 from trader.domain.enums import OrderSide
-from trader.errors import TraderError, UsageError
+from trader.errors import TraderError, UsageError, first_line
 from trader.store.models import AuditLog, CircuitBreakerState
 
 log = logging.getLogger(__name__)
@@ -564,7 +564,7 @@ class CircuitBreaker:
                     )
                 )
         except SQLAlchemyError as exc:
-            raise BreakerAuditError(f"cannot write {action} to the audit log: {_first_line(exc)}") from exc
+            raise BreakerAuditError(f"cannot write {action} to the audit log: {first_line(exc)}") from exc
 
     def _audit_done(self, actor: str, action: str, reason: str | None, details: dict[str, Any]) -> None:
         """Audit a change already stored. A failure is logged loudly, not raised: the change (a trip)
@@ -641,10 +641,6 @@ def _unreadable(where: str, problem: str) -> BreakerStateUnreadableError:
         f"the circuit breaker state in {where} is unreadable ({problem}); new entries stay blocked. "
         "'trader circuit trip --reason ...' (or 'trader kill') overwrites it, then approve and clear"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _brief(status: BreakerStatus) -> dict[str, Any]:

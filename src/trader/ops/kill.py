@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from trader.broker.base import Broker, BrokerOrder, CancelResult, ClosePositionResult, Position
 from trader.broker.errors import BrokerError, DuplicateClientOrderIdError, InvalidOrderError
 from trader.domain.enums import OrderSide, OrderStatus
-from trader.errors import TraderError, UsageError
+from trader.errors import TraderError, UsageError, first_line
 from trader.execution.orders import (
     OrderIntent,
     UnknownOrderError,
@@ -143,8 +143,9 @@ def kill_switch(
         log.error("kill: the circuit breaker could not be tripped: %s", exc)
         failures.append(f"tripping the circuit breaker: {exc}")
         status = None
-    working = _working_kill_orders(broker, engine)
-    canceled = _cancel_all(broker, engine, failures, keep=working)
+    open_orders = _open_orders(broker)
+    working = _working_kill_orders(open_orders, engine)
+    canceled = _cancel_all(broker, engine, failures, open_orders, keep=working)
     day = _today(broker)
     closing = _Closing(broker, engine, day, failures, working)
     closing.close_everything()
@@ -222,7 +223,18 @@ def closing_order_ids(engine: Engine, orders: list[BrokerOrder]) -> dict[str, st
     return {**whole, **booked}
 
 
-def _working_kill_orders(broker: Broker, engine: Engine) -> list[tuple[BrokerOrder, str | None]]:
+def _open_orders(broker: Broker) -> list[BrokerOrder] | None:
+    """The broker's open orders, read once for steps 2 and 3; ``None`` when they cannot be read."""
+    try:
+        return broker.list_open_orders()
+    except BrokerError as exc:
+        log.warning("kill: open orders unreadable (%s); every open order is canceled", exc)
+        return None
+
+
+def _working_kill_orders(
+    open_orders: list[BrokerOrder] | None, engine: Engine
+) -> list[tuple[BrokerOrder, str | None]]:
     """An earlier kill's closing orders still working at the broker, with the strategy of each
     (``None``: a whole close).
 
@@ -231,23 +243,30 @@ def _working_kill_orders(broker: Broker, engine: Engine) -> list[tuple[BrokerOrd
     position at the open. One already being canceled or replaced is not working and is not kept.
     Without the broker's open orders or our books, none are known (and every order is canceled).
     """
+    live = [o for o in open_orders or () if o.status in _LIVE]
     try:
-        live = [o for o in broker.list_open_orders() if o.status in _LIVE]
         owners = closing_order_ids(engine, live)
-    except (BrokerError, SQLAlchemyError) as exc:
+    except SQLAlchemyError as exc:
         log.warning("kill: earlier closing orders unknown (%s); every open order is canceled", exc)
         return []
     return [(o, owners[o.client_order_id]) for o in live if o.client_order_id in owners]
 
 
 def _cancel_all(
-    broker: Broker, engine: Engine, failures: list[str], keep: list[tuple[BrokerOrder, str | None]]
+    broker: Broker,
+    engine: Engine,
+    failures: list[str],
+    open_orders: list[BrokerOrder] | None,
+    keep: list[tuple[BrokerOrder, str | None]],
 ) -> tuple[CancelResult, ...]:
+    # Cancel-all would also cancel the kept orders and re-cancel those already being canceled (a
+    # failure at the broker); without the list of open orders it is all there is.
+    pending = any(o.status is OrderStatus.PENDING_CANCEL for o in open_orders or ())
     try:
-        # Cancel-all would also re-cancel orders already being canceled (a failure at the broker).
-        pending = any(o.status is OrderStatus.PENDING_CANCEL for o in broker.list_open_orders())
-        one_by_one = keep or pending
-        results = _cancel_each_but(broker, keep) if one_by_one else tuple(broker.cancel_all_orders())
+        if open_orders is not None and (keep or pending):
+            results = _cancel_each_but(broker, open_orders, keep)
+        else:
+            results = tuple(broker.cancel_all_orders())
     except BrokerError as exc:
         failures.append(f"cancel all orders: {exc}")
         return ()
@@ -261,11 +280,13 @@ def _cancel_all(
     return results
 
 
-def _cancel_each_but(broker: Broker, keep: list[tuple[BrokerOrder, str | None]]) -> tuple[CancelResult, ...]:
+def _cancel_each_but(
+    broker: Broker, open_orders: list[BrokerOrder], keep: list[tuple[BrokerOrder, str | None]]
+) -> tuple[CancelResult, ...]:
     """Cancel every open order but those in ``keep``, one by one (cancel-all cannot spare any)."""
     kept = {order.id for order, _ in keep}
     results: list[CancelResult] = []
-    for order in broker.list_open_orders():
+    for order in open_orders:
         if order.id in kept or order.status is OrderStatus.PENDING_CANCEL:
             continue  # kept, or already being canceled
         try:
@@ -539,5 +560,6 @@ def _audit(engine: Engine, actor: str, reason: str, report: KillReport) -> None:
 
 
 def _db_error(exc: SQLAlchemyError) -> str:
-    """The first line of a database error (the rest is the statement and a documentation link)."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    """A database error in one line, with its class: what the report shows of it."""
+    name, text = type(exc).__name__, first_line(exc)
+    return name if text == name else f"{name}: {text}"

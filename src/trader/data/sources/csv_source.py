@@ -29,6 +29,7 @@ import polars as pl
 
 from trader.data.bars import ACTION_SCHEMA, BAR_SCHEMA, BarBatch, empty
 from trader.data.sources import SourceError, SourceHealth
+from trader.errors import first_line
 
 #: Accepted header names (lower-cased, surrounding spaces removed) for each bar column.
 BAR_ALIASES: dict[str, tuple[str, ...]] = {
@@ -291,8 +292,7 @@ def _read_text_table(file: Path) -> _TextTable:
             truncate_ragged_lines=True,
         )
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"csv: cannot read {file}: {reason}") from exc
+        raise SourceError(f"csv: cannot read {file}: {first_line(exc)}") from exc
     # An empty line (or one of only commas) holds no row.
     blank = pl.all_horizontal(pl.exclude("_line").is_null())
     cells = (
