@@ -167,11 +167,16 @@ class Reconciler:
         self.max_tracked = max_tracked
         self.max_attempts = max_attempts
         self.open_ids: set[str] = set()
-        self.retry_ids: set[str] = set()
+        #: Failures in a row of each order awaiting re-delivery (its keys are :attr:`retry_ids`).
         self._attempts: dict[str, int] = {}
         self._held: dict[str, list[TradeUpdate]] = {}
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self.stats = StreamStats()
+
+    @property
+    def retry_ids(self) -> frozenset[str]:
+        """Orders whose update the handler failed on, awaiting re-delivery by a catch-up."""
+        return frozenset(self._attempts)
 
     def accept(self, update: TradeUpdate) -> bool:
         """Whether ``update`` is new to the handler; if so, remember it as delivered."""
@@ -197,7 +202,6 @@ class Reconciler:
         attempts = self._attempts.get(order_id, 0) + 1
         if attempts < self.max_attempts:
             self._attempts[order_id] = attempts
-            self.retry_ids.add(order_id)
             return False
         self.settle(order_id)
         self._remember(update)
@@ -211,7 +215,7 @@ class Reconciler:
         :meth:`release`): delivered now, it would skip the change the handler failed on.
         """
         order = update.order
-        if order.id in self.retry_ids and not update.synthetic:
+        if order.id in self._attempts and not update.synthetic:
             self.stats.deferred += 1
             self._held.setdefault(order.id, []).append(update)
             return False
@@ -231,7 +235,7 @@ class Reconciler:
 
         Pass each through :meth:`admits` again: the re-delivery may have covered it already.
         """
-        ready = [order_id for order_id in self._held if order_id not in self.retry_ids]
+        ready = [order_id for order_id in self._held if order_id not in self._attempts]
         return [update for order_id in ready for update in self._held.pop(order_id)]
 
     def catch_up(self, orders: Iterable[BrokerOrder], *, deliver_new: bool) -> list[TradeUpdate]:
@@ -257,7 +261,7 @@ class Reconciler:
 
     def _deliverable_unseen(self, order: BrokerOrder, deliver_new: bool) -> bool:
         # A failed first update must come again even though the watermark has moved past it.
-        return order.id in self.retry_ids or (deliver_new and self._after_watermark(order))
+        return order.id in self._attempts or (deliver_new and self._after_watermark(order))
 
     def _after_watermark(self, order: BrokerOrder) -> bool:
         # ">=": an order changed at the watermark instant may not have been delivered yet (timestamps
@@ -283,7 +287,6 @@ class Reconciler:
 
     def settle(self, order_id: str) -> None:
         """Nothing awaits re-delivery for ``order_id`` any more (its failures in a row start again)."""
-        self.retry_ids.discard(order_id)
         self._attempts.pop(order_id, None)
 
     def _forget_oldest(self) -> None:
