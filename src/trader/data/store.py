@@ -585,12 +585,16 @@ class _KeyedFile:
         # Within one batch the later row for a key wins, like a later batch does.
         return incoming.unique(subset=list(self.key), keep="last", maintain_order=True)
 
+    def _changed(self, incoming: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``incoming`` not stored as they are (new, or a changed value)."""
+        return incoming.join(current, on=list(self.schema), how="anti", nulls_equal=True)
+
     def _merge(self, frame: pl.DataFrame) -> int:
         incoming = self._prepare(frame)
         if incoming.is_empty():
             return 0
         current = self._read_all()
-        changed = incoming.join(current, on=list(self.schema), how="anti", nulls_equal=True)
+        changed = self._changed(incoming, current)
         if changed.is_empty():
             return 0  # nothing new: do not rewrite the file
         kept = current.join(incoming.select(self.key), on=list(self.key), how="anti", nulls_equal=True)
@@ -625,7 +629,7 @@ class ActionStore(_KeyedFile):
         incoming = self._prepare(actions)
         if incoming.is_empty():
             return set()
-        changed = incoming.join(self._read_all(), on=list(self.schema), how="anti", nulls_equal=True)
+        changed = self._changed(incoming, self._read_all())
         return set(changed.get_column("symbol").drop_nulls().to_list())
 
     def read_merged(self, actions: pl.DataFrame, symbols: Sequence[str] | None = None) -> pl.DataFrame:
