@@ -16,6 +16,7 @@ from rich.table import Table
 
 from trader.cli.output import console, key_value_table
 from trader.config import load_settings
+from trader.errors import UsageError
 
 if TYPE_CHECKING:
     from trader.research.registry import ModelRegistry, RegistryEntry
@@ -166,10 +167,18 @@ def _thresholds(entry: RegistryEntry, config: str | None) -> tuple[PromotionThre
     """The thresholds of the gate and where they came from: ``--config``, the model's own
     ``strategy.yaml``, the built-in strategy of that name, or the defaults."""
     from trader.research.registry import artifact_path
-    from trader.strategies.config import BUILTIN_STRATEGIES, PromotionThresholds, load_strategy_config
+    from trader.strategies.config import (
+        BUILTIN_STRATEGIES,
+        PromotionThresholds,
+        StrategyConfigError,
+        load_strategy_config,
+    )
 
     if config is not None:
-        return load_strategy_config(config).promotion, f"--config {config}"
+        try:
+            return load_strategy_config(config).promotion, f"--config {config}"
+        except StrategyConfigError as exc:
+            raise UsageError(f"--config: {exc}") from None
     folder = artifact_path(entry.artifact_uri)
     if folder is not None and (folder / "strategy.yaml").is_file():
         return load_strategy_config(folder / "strategy.yaml").promotion, str(folder / "strategy.yaml")

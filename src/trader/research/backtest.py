@@ -49,11 +49,9 @@ import polars as pl
 from trader.data.store import fsync_dir, write_synced
 from trader.errors import TraderError
 from trader.research import metrics as m
-from trader.strategies.config import Costs, DateRange, StrategyConfig
+from trader.research.qlib_export import require_market
+from trader.strategies.config import LABEL_EXPRESSION, Costs, DateRange, StrategyConfig
 
-#: The forward return a score at date t is judged against: close(t+1) -> close(t+2), the label
-#: training uses (Alpha158's default label).
-LABEL_EXPRESSION = "Ref($close, -2) / Ref($close, -1) - 1"
 #: The scenario runs of :func:`run_scenarios`, in report order.
 SCENARIO_ORDER = ("no_cost", "base", "slippage_x3", "fees_x2")
 #: Files written into ``out_dir``; ``metrics.json`` is the last one replaced.
@@ -514,6 +512,7 @@ def _open_market(
     from trader.research.qlib_runtime import init_qlib
 
     _check_config(config)
+    require_market(provider_uri, config.market)
     progress("opening the Qlib export")
     init_qlib(provider_uri, mlflow_uri=mlflow_uri)
     from qlib.data import D

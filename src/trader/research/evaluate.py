@@ -51,7 +51,7 @@ from trader.research.model_card import (
 )
 from trader.research.registry import GateDecision, ModelRegistry, RegistryEntry, release_gate
 from trader.research.tracking import TrackingError, log_to_run
-from trader.strategies.config import PromotionThresholds, StrategyConfig, StrategyKind
+from trader.strategies.config import LABEL_EXPRESSION, PromotionThresholds, StrategyConfig, StrategyKind
 
 #: Where evaluations write, under ``ARTIFACTS_DIR``.
 BACKTESTS_FOLDER = "backtests"
@@ -94,7 +94,7 @@ def strategy_expressions(config: StrategyConfig) -> StrategyExpressions:
 
         exprs, names = alpha158_feature_config()
         return StrategyExpressions(list(exprs), list(names), list(LABEL[0]), list(LABEL[1]))
-    from trader.strategies.momentum.strategy import FEATURE_NAME, LABEL_EXPRESSION, momentum_expression
+    from trader.strategies.momentum.strategy import FEATURE_NAME, momentum_expression
 
     return StrategyExpressions(
         [momentum_expression(config.momentum)], [FEATURE_NAME], [LABEL_EXPRESSION], ["LABEL0"]

@@ -5,9 +5,10 @@ Four checks, each a :class:`CheckResult` (``name``, ``passed``, ``detail``), gat
 registry row's ``checks`` column; :meth:`trader.research.registry.ModelRegistry.promote` refuses a
 model whose report did not pass.
 
-- :func:`segments_disjoint_with_gap`: train, valid and test do not overlap and at least
-  ``label_horizon`` sessions separate one segment's end from the next one's start (a label on the
-  last train day looks that many sessions ahead, into the next segment, otherwise).
+- :func:`segments_disjoint_with_gap`: train, valid and test do not overlap and at least as many
+  sessions as the label looks ahead (read from the label expressions, and never fewer than the
+  strategy's ``label_horizon``) separate one segment's end from the next one's start (a label on
+  the last train day reads into the next segment otherwise).
 - :func:`labels_not_in_features`: no label expression or name is a feature, and no feature reads a
   future value (``Ref($x, -k)``), by static inspection of the expressions.
 - :func:`features_are_point_in_time`: the perturbation test. The export of a few symbols is copied,
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import shutil
 import tempfile
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import combinations, pairwise
@@ -149,9 +151,13 @@ class CheckReport:
 # --------------------------------------------------------------------------------------------------
 
 
-def segments_disjoint_with_gap(segments: Segments, calendar_sessions: Sequence[date]) -> CheckResult:
+def segments_disjoint_with_gap(
+    segments: Segments, calendar_sessions: Sequence[date], label_exprs: Sequence[str] = ()
+) -> CheckResult:
     """Train, valid and test do not overlap, come in this order, each holds a session, and at least
-    ``segments.label_horizon`` sessions lie strictly between one segment's end and the next start.
+    as many sessions as the label looks ahead lie strictly between one segment's end and the next
+    start: the larger of ``segments.label_horizon`` and what ``label_exprs`` read
+    (:func:`label_horizon`), so a horizon set too short in a strategy file cannot pass.
 
     ``calendar_sessions`` must cover the segments (the export's ``calendars/day_future.txt``, or
     :func:`trader.data.calendar.trading_calendar`), or the gaps are undercounted.
@@ -160,7 +166,7 @@ def segments_disjoint_with_gap(segments: Segments, calendar_sessions: Sequence[d
     if not sessions:
         raise LeakageCheckError("calendar_sessions is empty: pass the export's calendar")
     named = (("train", segments.train), ("valid", segments.valid), ("test", segments.test))
-    horizon = segments.label_horizon
+    horizon = max(segments.label_horizon, label_horizon(label_exprs))
     problems: list[str] = []
     for name, span in named:
         if _sessions_in(sessions, span.start, span.end) == 0:
@@ -214,27 +220,75 @@ def future_references(expression: str) -> list[str]:
     """The ``Ref(..., -k)`` calls (k > 0) in a Qlib expression: each reads a value k sessions ahead.
 
     Qlib expressions are Python syntax once the ``$field`` names are replaced, so this parses them
-    with :mod:`ast` instead of pattern-matching (nested calls and spacing do not matter).
+    with :mod:`ast` instead of pattern-matching (nested calls and spacing do not matter), and
+    evaluates constant arithmetic in an offset (``Ref($close, 0-1)`` reads tomorrow too). A call
+    whose offset is not a constant is listed as well: it cannot be shown to look back.
     Raises :class:`LeakageCheckError` when the expression does not parse.
     """
+    tree = _parse(expression)
+    found = []
+    for node, offset in _ref_offsets(tree):
+        if offset is None or offset < 0:
+            shown = _FIELD_BACK.sub(r"$\1", ast.unparse(node))
+            # An offset that is not a number cannot be proven to look back: it counts as a finding.
+            found.append(shown if offset is not None else f"{shown} (offset is not a constant)")
+    return found
+
+
+def _parse(expression: str) -> ast.AST:
     source = _FIELD.sub(lambda m: f"__field_{m.group(1)}", expression)
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        return ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise LeakageCheckError(f"cannot parse the expression {expression!r}: {exc.msg}") from None
-    found = []
+
+
+def label_horizon(label_exprs: Sequence[str]) -> int:
+    """How many sessions ahead the labels look: the largest ``k`` of their ``Ref(..., -k)`` calls.
+
+    This, not a number a strategy file states, is the gap segments need: a label on a segment's
+    last day reads the close ``k`` sessions later. Raises :class:`LeakageCheckError` for a label
+    that does not parse or whose offset is not a constant.
+    """
+    horizon = 0
+    for expression in label_exprs:
+        tree = _parse(expression)
+        for node, offset in _ref_offsets(tree):
+            if offset is None:
+                raise LeakageCheckError(
+                    f"label {expression!r}: the offset of {ast.unparse(node)} is not a constant"
+                )
+            horizon = max(horizon, math.ceil(-offset))
+    return horizon
+
+
+def _ref_offsets(tree: ast.AST) -> Iterator[tuple[ast.Call, float | None]]:
+    """Every ``Ref`` call with its offset (``None`` when it is not constant arithmetic)."""
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Ref"):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             continue
-        if len(node.args) < 2:
-            continue
-        try:
-            offset = ast.literal_eval(node.args[1])
-        except ValueError:
-            continue  # not a constant: Qlib itself only takes constants here
-        if isinstance(offset, int | float) and offset < 0:
-            found.append(_FIELD_BACK.sub(r"$\1", ast.unparse(node)))
-    return found
+        if node.func.id == "Ref" and len(node.args) >= 2:
+            yield node, _constant(node.args[1])
+
+
+def _constant(node: ast.AST) -> float | None:
+    """The value of constant arithmetic (``-2``, ``0-1``, ``-2+1``, ``2*-1``), else ``None``.
+
+    Qlib evaluates an expression as Python, so ``Ref($close, 0-1)`` reads tomorrow like ``-1``.
+    """
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return None if isinstance(node.value, bool) else float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        inner = _constant(node.operand)
+        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult):
+        left, right = _constant(node.left), _constant(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node.op, ast.Add):
+            return left + right
+        return left - right if isinstance(node.op, ast.Sub) else left * right
+    return None
 
 
 _FIELD_BACK = re.compile(r"__field_(\w+)")
@@ -679,7 +733,9 @@ def run_checks(
     checks: list[tuple[str, Callable[[], CheckResult]]] = [
         (
             SEGMENTS_CHECK,
-            lambda: segments_disjoint_with_gap(segments, read_calendar(provider_uri, future=True)),
+            lambda: segments_disjoint_with_gap(
+                segments, read_calendar(provider_uri, future=True), label_exprs
+            ),
         ),
         (
             LABELS_CHECK,

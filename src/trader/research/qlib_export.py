@@ -79,6 +79,24 @@ _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 WRITERS = min(16, 4 * (os.cpu_count() or 1))
 
 
+class UnknownMarketError(TraderError):
+    """A strategy's ``market`` is not one of the export's instrument lists."""
+
+    exit_code = 2
+
+
+def require_market(provider_uri: Path, market: str) -> None:
+    """Refuse a ``market`` without ``instruments/<market>.txt`` in the export at ``provider_uri``
+    (Qlib would fail deep inside with an internal error), naming the markets the export has."""
+    if (provider_uri / "instruments" / f"{market}.txt").is_file():
+        return
+    available = sorted(path.stem for path in (provider_uri / "instruments").glob("*.txt"))
+    raise UnknownMarketError(
+        f"market: {market!r} is not a market of the Qlib export at {provider_uri} "
+        f"(it has: {', '.join(available) or 'none'}); set market in the strategy file to one of them"
+    )
+
+
 class QlibExportError(TraderError):
     """The store cannot be exported (empty, invalid values) or the target folder is not usable."""
 

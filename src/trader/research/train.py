@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from trader.research.artifacts import DataInfo, ModelArtifact, export_fingerprint
-from trader.research.qlib_export import FREQ, MANIFEST
+from trader.research.qlib_export import FREQ, MANIFEST, require_market
 from trader.research.qlib_runtime import QlibNotReadyError
 from trader.research.scores import TrainError, TrainOutput
 from trader.research.tracking import RunStatus, end_run, flatten, log_curves, log_to_run, start_run
@@ -123,6 +123,7 @@ def train_strategy(
     began = time.perf_counter()
     say = on_progress or (lambda _stage: None)
     check_segments(config, export_sessions(provider_uri))
+    require_market(provider_uri, config.market)
     data = export_fingerprint(provider_uri)
     trainer = trainer_for(config.kind)
     run_id = start_run(

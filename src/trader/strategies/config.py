@@ -16,7 +16,7 @@ from datetime import date
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,13 @@ from trader.errors import TraderError
 
 #: The strategies that ship with the platform, by name (each has ``strategies/<name>/config.yaml``).
 BUILTIN_STRATEGIES = ("alpha_baseline", "momentum")
+
+#: The label every strategy is trained and judged on (Alpha158's): the return from the next
+#: session's close to the one after. A score of day t is traded at t+1's close, so this is the
+#: return that trade earns.
+LABEL_EXPRESSION = "Ref($close, -2)/Ref($close, -1) - 1"
+#: How many sessions ahead :data:`LABEL_EXPRESSION` reads (a test checks it against the expression).
+LABEL_HORIZON = 2
 
 
 class StrategyConfigError(TraderError):
@@ -62,15 +69,26 @@ class DateRange(_Strict):
 class Segments(_Strict):
     """Train, validation (early stopping) and test (backtest) ranges, in this order in time.
 
-    ``label_horizon`` is how many sessions after date t the label looks (Alpha158's label
-    ``Ref($close, -2) / Ref($close, -1) - 1`` looks 2 ahead); the leakage check demands at least that
-    many sessions between one segment's end and the next one's start.
+    ``label_horizon`` is how many sessions lie between one segment's end and the next one's start
+    at least. It may not be shorter than the label's look-ahead (:data:`LABEL_HORIZON`: a label on
+    the last training day reads that many sessions ahead, into the next segment otherwise); a longer
+    one leaves a wider gap. The leakage check enforces it on the segments.
     """
 
     train: DateRange
     valid: DateRange
     test: DateRange
-    label_horizon: int = Field(default=2, ge=1, le=60)
+    label_horizon: int = Field(default=LABEL_HORIZON, le=60)
+
+    @field_validator("label_horizon")
+    @classmethod
+    def _covers_the_label(cls, value: int) -> int:
+        if value < LABEL_HORIZON:
+            raise ValueError(
+                f"{value} is shorter than the label's look-ahead: {LABEL_EXPRESSION} reads "
+                f"{LABEL_HORIZON} sessions ahead, so use {LABEL_HORIZON} or more"
+            )
+        return value
 
     @model_validator(mode="after")
     def _in_order(self) -> Self:
@@ -84,7 +102,9 @@ class Segments(_Strict):
 class LightGBMParams(_Strict):
     """LightGBM settings (defaults: Qlib's published Alpha158 benchmark, threads set for small machines)."""
 
-    loss: str = "mse"
+    #: Qlib's LGBModel objective. Only ``mse`` fits the label, a continuous return z-scored per day
+    #: (``binary`` would train a classifier on it and score every stock alike).
+    loss: Literal["mse"] = "mse"
     learning_rate: float = Field(default=0.2, gt=0, le=1)
     num_leaves: int = Field(default=210, ge=2)
     max_depth: int = Field(default=8, ge=-1)
@@ -172,7 +192,7 @@ class StrategyConfig(_Strict):
     kind: StrategyKind
     description: str = ""
     #: Qlib market (instruments file) the strategy trades: ``all`` is every listed symbol, point in time.
-    market: str = "all"
+    market: str = Field(default="all", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     segments: Segments
     lightgbm: LightGBMParams = LightGBMParams()
     momentum: MomentumParams = MomentumParams()
@@ -195,6 +215,15 @@ def _format_errors(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         parts.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML error: what is wrong and where (PyYAML's own text spans several lines
+    and quotes the file)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
 
 
 def parse_strategy_config(data: Any, *, origin: str = "strategy config") -> StrategyConfig:
@@ -228,5 +257,5 @@ def load_strategy_config(name_or_path: str | Path) -> StrategyConfig:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise StrategyConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise StrategyConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     return parse_strategy_config(data, origin=str(path))

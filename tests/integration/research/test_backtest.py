@@ -23,7 +23,6 @@ import pytest
 from tests.support.research import ResearchMarket
 from trader.data.store import AdjustedStore
 from trader.research.backtest import (
-    LABEL_EXPRESSION,
     OUTPUT_FILES,
     BacktestInputError,
     BacktestResult,
@@ -31,7 +30,14 @@ from trader.research.backtest import (
     run_scenarios,
     scores_from_series,
 )
-from trader.strategies.config import DateRange, PortfolioRule, Segments, StrategyConfig, load_strategy_config
+from trader.strategies.config import (
+    LABEL_EXPRESSION,
+    DateRange,
+    PortfolioRule,
+    Segments,
+    StrategyConfig,
+    load_strategy_config,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -144,6 +144,14 @@ def test_promote_then_rollback(
         (["model", "promote", "nope", "1", "--to", "production"], "no model named 'nope'"),
         (["model", "promote", NAME, "v1", "--to", "staging"], "--to staging: only promotion to 'production'"),
         (["model", "promote", NAME, "v1"], "Missing option '--to'"),
+        (
+            ["model", "promote", NAME, "v1", "--to", "production", "--config", "/nonexistent/x.yaml"],
+            "--config: cannot read strategy config /nonexistent/x.yaml",
+        ),
+        (
+            ["model", "promote", NAME, "v1", "--to", "production", "--config", "nosuchbuiltin"],
+            "--config: unknown strategy 'nosuchbuiltin'",
+        ),
         (["model", "show", NAME, "v9"], "alpha_baseline has no version 'v9'"),
     ],
 )

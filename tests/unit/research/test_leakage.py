@@ -21,6 +21,7 @@ from trader.research.leakage import (
     CheckResult,
     LeakageCheckError,
     future_references,
+    label_horizon,
     labels_not_in_features,
     read_calendar,
     read_instruments,
@@ -176,6 +177,12 @@ def test_segments_need_a_calendar() -> None:
         ("Mean(Ref($close , -3), 5) / $open", ["Ref($close, -3)"]),
         ("Ref(Ref($volume, 2), -4)", ["Ref(Ref($volume, 2), -4)"]),
         ("Ref($close, -1.0)", ["Ref($close, -1.0)"]),
+        # Qlib evaluates the offset as Python: constant arithmetic reads tomorrow all the same.
+        ("Ref($close, 0-1)/$close", ["Ref($close, 0 - 1)"]),
+        ("Ref($close, -2+1)/$close", ["Ref($close, -2 + 1)"]),
+        ("Ref($close, 2*-1)", ["Ref($close, 2 * -1)"]),
+        ("Ref($close, 3-1)", []),
+        ("Ref($close, $volume)", ["Ref($close, $volume) (offset is not a constant)"]),
         ("Ref($close, 1)/$close - 1", []),
         ("Ref($close, 0)", []),
         ("($close-$open)/($high-$low+1e-12)", []),
@@ -184,6 +191,30 @@ def test_segments_need_a_calendar() -> None:
 )
 def test_future_references_finds_negative_ref_offsets(expression: str, expected: list[str]) -> None:
     assert future_references(expression) == expected
+
+
+def test_label_horizon_is_the_furthest_look_ahead_of_the_labels() -> None:
+    assert label_horizon([LABEL]) == 2
+    assert label_horizon(["Ref($close, -5)/Ref($close, -1) - 1", "Ref($close, 0-3)"]) == 5
+    assert label_horizon(["$close"]) == 0
+    with pytest.raises(LeakageCheckError, match="not a constant"):
+        label_horizon(["Ref($close, -$volume)"])
+
+
+def test_the_gap_follows_the_label_not_a_horizon_set_too_short() -> None:
+    # One free session between segments: enough for a stated horizon of 1, not for the label,
+    # whose value on train's last day reads the close of valid's first day.
+    segments = seg(
+        (date(2022, 1, 3), TRAIN_END),
+        (nth(TRAIN_END, 2), VALID_END),
+        (nth(VALID_END, 2), date(2022, 12, 30)),
+        1,
+    )
+    assert segments_disjoint_with_gap(segments, SESSIONS).passed  # the stated horizon alone
+    result = segments_disjoint_with_gap(segments, SESSIONS, [LABEL])
+    assert not result.passed
+    assert "only 1 session(s) between train end" in result.detail
+    assert "the label looks 2 sessions ahead" in result.detail
 
 
 def test_future_references_refuses_what_does_not_parse() -> None:

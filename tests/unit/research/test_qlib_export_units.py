@@ -4,6 +4,7 @@ and the "unchanged" decision that makes exports incremental."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,7 @@ import pytest
 
 from trader.data.bars import LISTING_SCHEMA
 from trader.research.qlib_export import (
+    UnknownMarketError,
     calendar_text,
     decode_feature,
     dense_values,
@@ -20,6 +22,7 @@ from trader.research.qlib_export import (
     instrument_ranges,
     instruments_text,
     is_unchanged,
+    require_market,
 )
 
 D = date
@@ -146,3 +149,12 @@ def test_unchanged_only_when_digest_and_size_both_match() -> None:
     assert not is_unchanged(recorded, appended, len(data))  # a new day
     restated = encode_feature(0, [0.5, 2.0])  # a split restates the past: same size, new bytes
     assert not is_unchanged(recorded, restated, len(restated))
+
+
+def test_a_market_without_an_instruments_file_is_refused_naming_the_ones_there(tmp_path: Path) -> None:
+    (tmp_path / "instruments").mkdir()
+    (tmp_path / "instruments" / "all.txt").write_text("SYN000\t2022-01-03\t2022-12-30\n")
+    require_market(tmp_path, "all")
+    with pytest.raises(UnknownMarketError, match=r"market: 'nasdaq100' is not a market .* \(it has: all\)"):
+        require_market(tmp_path, "nasdaq100")
+    assert UnknownMarketError.exit_code == 2

@@ -9,6 +9,8 @@ import pytest
 
 from trader.strategies.config import (
     BUILTIN_STRATEGIES,
+    LABEL_EXPRESSION,
+    LABEL_HORIZON,
     Costs,
     StrategyConfigError,
     StrategyKind,
@@ -48,6 +50,8 @@ def test_unknown_builtin_names_the_choices() -> None:
         ({"costs": {"slippage_bps": -1}}, "costs.slippage_bps"),
         ({"kind": "neural"}, "kind"),
         ({"extra_field": 1}, "extra_field"),
+        ({"lightgbm": {"loss": "binary"}}, "lightgbm.loss"),
+        ({"market": "../../etc/passwd"}, "market"),
         (
             {
                 "segments": {
@@ -70,11 +74,33 @@ def test_bad_fields_are_named(tmp_path: Path, patch: dict[str, object], expected
         load_strategy_config(path)
 
 
-def test_not_yaml_is_refused(tmp_path: Path) -> None:
+def test_not_yaml_is_refused_in_one_line_that_says_where(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
-    path.write_text("name: [unclosed")
-    with pytest.raises(StrategyConfigError, match="not valid YAML"):
+    path.write_text("name: momentum\nkind: [unclosed\n")
+    with pytest.raises(StrategyConfigError, match="not valid YAML") as refused:
         load_strategy_config(path)
+    assert "\n" not in str(refused.value)
+    assert "(line 3, column 1)" in str(refused.value)
+
+
+def test_a_label_horizon_shorter_than_the_labels_look_ahead_is_refused(tmp_path: Path) -> None:
+    import yaml
+
+    data = load_strategy_config("alpha_baseline").model_dump(mode="json")
+    data["segments"]["label_horizon"] = 1
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(StrategyConfigError, match=r"segments\.label_horizon: 1 is shorter than the label"):
+        load_strategy_config(path)
+    data["segments"]["label_horizon"] = 3  # a wider gap is allowed
+    path.write_text(yaml.safe_dump(data))
+    assert load_strategy_config(path).segments.label_horizon == 3
+
+
+def test_label_horizon_matches_the_label_expression() -> None:
+    from trader.research.leakage import label_horizon
+
+    assert label_horizon([LABEL_EXPRESSION]) == LABEL_HORIZON
 
 
 def test_scaled_costs_multiply_slippage_and_fees_separately() -> None:

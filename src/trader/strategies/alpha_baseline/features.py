@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from trader.strategies.config import StrategyConfig
+from trader.strategies.config import LABEL_EXPRESSION, StrategyConfig
 
 #: Alpha158's feature configuration, as in ``qlib.contrib.data.handler.Alpha158.get_feature_config``:
 #: the k-bar shape features, today's open/high/low/vwap relative to the close, and every rolling
@@ -28,9 +28,8 @@ ALPHA158_CONFIG: dict[str, Any] = {
     "price": {"windows": [0], "feature": ["OPEN", "HIGH", "LOW", "VWAP"]},
     "rolling": {},
 }
-#: The label: the return from the next session's close to the one after (t+1 -> t+2), so a score
-#: computed after the close of t can be traded at t+1. Looks 2 sessions ahead (``label_horizon``).
-LABEL: tuple[list[str], list[str]] = (["Ref($close, -2)/Ref($close, -1) - 1"], ["LABEL0"])
+#: The label (:data:`~trader.strategies.config.LABEL_EXPRESSION`, t+1 -> t+2) under Qlib's name.
+LABEL: tuple[list[str], list[str]] = ([LABEL_EXPRESSION], ["LABEL0"])
 #: Alpha158's default inference processors: none (see the module docstring).
 INFER_PROCESSORS: list[dict[str, Any]] = []
 #: Alpha158's default learning processors: drop rows without a label, z-score the label per day.

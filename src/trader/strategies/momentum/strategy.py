@@ -20,12 +20,10 @@ import polars as pl
 
 from trader.research.qlib_runtime import init_qlib
 from trader.research.scores import TrainOutput, ic_stats, require_rows, tidy_scores
-from trader.strategies.config import MomentumParams, StrategyConfig, StrategyKind
+from trader.strategies.config import LABEL_EXPRESSION, MomentumParams, StrategyConfig, StrategyKind
 
 #: The one feature of this strategy.
 FEATURE_NAME = "MOMENTUM"
-#: The label the IC is measured against: Alpha158's (next-but-one session's return).
-LABEL_EXPRESSION = "Ref($close, -2)/Ref($close, -1) - 1"
 
 
 def momentum_expression(params: MomentumParams) -> str:
