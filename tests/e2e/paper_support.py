@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from tests.support.checks import all_passed
 from tests.support.paper_broker import running_paper_broker
 from tests.support.research import ResearchMarket
 from tests.support.services import free_port
@@ -32,7 +33,6 @@ from trader.cli.output import console
 from trader.config import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 from trader.paperbroker import PaperBrokerSettings
 from trader.research.artifacts import ModelArtifact
-from trader.research.leakage import CheckReport, CheckResult
 from trader.research.registry import ModelRegistry
 from trader.research.train import train_strategy
 from trader.store import migrate
@@ -47,7 +47,7 @@ SEGMENTS = Segments(
     valid=DateRange(start=date(2022, 7, 6), end=date(2022, 12, 23)),
     test=DateRange(start=date(2023, 1, 4), end=date(2023, 12, 28)),
 )
-PASSED = CheckReport((CheckResult("segments", True, "ok"),)).to_dict()
+PASSED = all_passed().to_dict()
 GOOD = {"sharpe": 1.0, "max_drawdown": -0.1, "ic": 0.02, "turnover": 0.1}
 
 

@@ -59,6 +59,9 @@ SEGMENTS_CHECK = "segments_disjoint_with_gap"
 LABELS_CHECK = "labels_not_in_features"
 FEATURES_CHECK = "features_point_in_time"
 UNIVERSE_CHECK = "universe_point_in_time"
+#: Every check a model must have passed before it may reach production (the release gate asks for
+#: each by name, so a report that leaves one out does not pass).
+ALL_CHECKS = (SEGMENTS_CHECK, LABELS_CHECK, FEATURES_CHECK, UNIVERSE_CHECK)
 
 #: The perturbation test's defaults: symbols sampled, sessions compared before each cutoff, sessions
 #: of altered data computed after it (so an operator that reads ahead has data to read).

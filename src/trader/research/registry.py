@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from trader.domain.enums import ModelStage
 from trader.errors import DatabaseError, TraderError, UsageError
-from trader.research.leakage import CheckReport, LeakageCheckError
+from trader.research.leakage import ALL_CHECKS, CheckReport, LeakageCheckError
 from trader.store.db import session_factory, transaction
 from trader.store.models import AuditLog, ModelRegistryEntry
 from trader.strategies.config import PromotionThresholds
@@ -197,21 +197,32 @@ def _metric(metrics: Mapping[str, Any], name: str) -> float | None:
     return None
 
 
+def _check_problems(checks: Mapping[str, Any]) -> str:
+    """What keeps a check report (:meth:`CheckReport.to_dict`) from passing, or ``""``: each failed
+    check, each of :data:`ALL_CHECKS` it lacks (a report that left one out proves nothing about it),
+    or a report marked failed."""
+    results = [c for c in checks.get("checks", []) if isinstance(c, Mapping)]
+    problems = [
+        f"{c.get('name')}: {_short(str(c.get('detail', '')))}" for c in results if c.get("passed") is not True
+    ]
+    recorded = {c.get("name") for c in results}
+    problems += [f"{name}: not recorded" for name in ALL_CHECKS if name not in recorded]
+    if not problems and checks.get("passed") is not True:
+        problems.append("the report is marked failed")
+    return "; ".join(problems)
+
+
 def release_gate(
     metrics: Mapping[str, Any], checks: Mapping[str, Any], thresholds: PromotionThresholds
 ) -> GateDecision:
     """Whether a model with these ``metrics`` and ``checks`` (a :meth:`CheckReport.to_dict`) may go to
-    production under ``thresholds``. A missing check report or metric is a failure."""
+    production under ``thresholds``. A missing check report, check or metric is a failure."""
     reasons: list[str] = []
     parts: list[str] = []
     if not checks:
         reasons.append("no leakage checks recorded (run them with the backtest and register again)")
-    elif checks.get("passed") is not True:
-        failed = [
-            c for c in checks.get("checks", []) if isinstance(c, Mapping) and c.get("passed") is not True
-        ]
-        listed = "; ".join(f"{c.get('name')}: {_short(str(c.get('detail', '')))}" for c in failed)
-        reasons.append(f"leakage checks failed: {listed or 'the report is marked failed'}")
+    elif problems := _check_problems(checks):
+        reasons.append(f"leakage checks failed: {problems}")
     else:
         parts.append(str(checks.get("summary") or "checks passed"))
 

@@ -10,9 +10,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from tests.support.checks import all_passed
 from trader.domain.enums import ModelStage
 from trader.errors import UsageError
-from trader.research.leakage import FEATURES_CHECK, SEGMENTS_CHECK, CheckReport, CheckResult
+from trader.research.leakage import (
+    FEATURES_CHECK,
+    LABELS_CHECK,
+    SEGMENTS_CHECK,
+    UNIVERSE_CHECK,
+    CheckReport,
+    CheckResult,
+)
 from trader.research.registry import (
     NOTIFY_CHANNEL,
     ModelRegistry,
@@ -29,16 +37,8 @@ from trader.strategies.config import PromotionThresholds
 
 NAME = "alpha_baseline"
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
-PASSED = CheckReport(
-    (CheckResult(SEGMENTS_CHECK, True, "fine"), CheckResult(FEATURES_CHECK, True, "fine")), T0
-)
-LEAKY = CheckReport(
-    (
-        CheckResult(SEGMENTS_CHECK, True, "fine"),
-        CheckResult(FEATURES_CHECK, False, "TOMORROW reads the future"),
-    ),
-    T0,
-)
+PASSED = all_passed(T0)
+LEAKY = all_passed(T0, failed={FEATURES_CHECK: "TOMORROW reads the future"})
 GOOD = {"sharpe": 1.3, "max_drawdown": -0.12, "ic": 0.035, "turnover": 0.18, "annualized_return": 0.21}
 GATE = PromotionThresholds(min_sharpe=0.5, max_drawdown=0.3, min_ic=0.01, max_turnover=0.5)
 
@@ -86,7 +86,7 @@ def test_register_then_list_and_get(registry: ModelRegistry, migrated_engine: En
 
     assert entry.stage is ModelStage.STAGING and entry.approved_by is None
     assert entry.metrics["ic"] is None  # NaN is not JSON: stored as null, and the gate sees "missing"
-    assert entry.checks_passed is True and entry.checks["summary"] == "2/2 checks passed"
+    assert entry.checks_passed is True and entry.checks["summary"] == "4/4 checks passed"
     assert [(e.model_name, e.version) for e in registry.list()] == [(NAME, "v1"), ("momentum", "m1")]
     assert [e.version for e in registry.list("momentum")] == ["m1"]
     got = registry.get(NAME, "v1")
@@ -204,7 +204,7 @@ def test_promotion_archives_the_previous_production_version(
     assert first.replaced is None
     assert first.promoted.stage is ModelStage.PRODUCTION and first.promoted.approved_by == "alice"
     assert first.reason.startswith(
-        "approved by alice at 2025-03-03T14:05:00+00:00: 2/2 checks passed; sharpe 1.3 >= 0.5"
+        "approved by alice at 2025-03-03T14:05:00+00:00: 4/4 checks passed; sharpe 1.3 >= 0.5"
     )
 
     second = registry.promote(NAME, "v2", approved_by="bob", thresholds=GATE)
@@ -358,3 +358,16 @@ def test_artifact_path() -> None:
 def test_the_gate_reads_the_backtests_turnover_name() -> None:
     metrics = {**GOOD, "turnover": None, "mean_daily_turnover": 0.7}
     assert release_gate(metrics, PASSED.to_dict(), GATE).reasons == ("turnover 0.7 exceeds the maximum 0.5",)
+
+
+def test_a_report_that_leaves_a_check_out_does_not_pass_the_gate() -> None:
+    # Marked passed by whoever wrote it, but the perturbation and universe checks were never run.
+    partial = CheckReport(
+        (CheckResult(SEGMENTS_CHECK, True, "fine"), CheckResult(LABELS_CHECK, True, "fine"))
+    )
+    decision = release_gate(GOOD, partial.to_dict(), GATE)
+    assert not decision.passed
+    assert decision.reasons == (
+        f"leakage checks failed: {FEATURES_CHECK}: not recorded; {UNIVERSE_CHECK}: not recorded",
+    )
+    assert release_gate(GOOD, all_passed().to_dict(), GATE).passed

@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 from sqlalchemy import Engine
 
+from tests.support.checks import all_passed
 from tests.support.research import ResearchMarket, copy_market
-from trader.research.leakage import CheckReport, CheckResult
 from trader.research.registry import ModelRegistry
 from trader.research.train import train_strategy
 from trader.strategies.config import DateRange, Segments, load_strategy_config
@@ -18,7 +18,7 @@ SEGMENTS = Segments(
     valid=DateRange(start=date(2022, 7, 6), end=date(2022, 12, 23)),
     test=DateRange(start=date(2023, 1, 4), end=date(2023, 12, 28)),
 )
-PASSED = CheckReport((CheckResult("segments", True, "ok"),)).to_dict()
+PASSED = all_passed().to_dict()
 GOOD = {"sharpe": 1.0, "max_drawdown": -0.1, "ic": 0.02, "turnover": 0.1}
 
 

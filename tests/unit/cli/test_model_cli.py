@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.checks import all_passed
 from trader.cli.main import run
-from trader.research.leakage import FEATURES_CHECK, SEGMENTS_CHECK, CheckReport, CheckResult
+from trader.research.leakage import FEATURES_CHECK
 from trader.research.model_card import ModelCardData, write_model_card
 from trader.research.registry import ModelRegistry
 from trader.store.db import make_engine
 from trader.strategies.config import PromotionThresholds, load_strategy_config
 
 NAME = "alpha_baseline"
-PASSED = CheckReport((CheckResult(SEGMENTS_CHECK, True, "fine"), CheckResult(FEATURES_CHECK, True, "fine")))
-LEAKY = CheckReport(
-    (CheckResult(SEGMENTS_CHECK, True, "fine"), CheckResult(FEATURES_CHECK, False, "TOMORROW leaks"))
-)
+PASSED = all_passed()
+LEAKY = all_passed(failed={FEATURES_CHECK: "TOMORROW leaks"})
 GOOD = {"sharpe": 1.25, "max_drawdown": -0.1, "ic": 0.031, "turnover": 0.2, "annualized_return": 0.154}
 
 
@@ -116,7 +115,7 @@ def test_promote_then_rollback(
     assert run(["model", "promote", NAME, "v1", "--to", "production", "--by", "alice"]) == 0
     out = capsys.readouterr().out
     assert f"APPROVED: {NAME} v1 is now in production\n" in out
-    assert "approved by alice at" in out and "2/2 checks passed; sharpe 1.25 >= 0" in out
+    assert "approved by alice at" in out and "4/4 checks passed; sharpe 1.25 >= 0" in out
 
     assert run(["model", "promote", NAME, "v2", "--to", "production"]) == 0  # --by: the OS user
     assert f"APPROVED: {NAME} v2 is now in production; v1 archived" in capsys.readouterr().out
@@ -173,14 +172,14 @@ def test_show_prints_the_row_checks_and_the_model_card(
     assert run(["model", "show", NAME, "v1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["model_card"] == f"{folder}/MODEL_CARD.md"
-    assert shown["checks"]["checks"][1] == {
+    assert shown["checks"]["checks"][2] == {
         "name": FEATURES_CHECK,
         "passed": False,
         "detail": "TOMORROW leaks",
     }
     assert run(["model", "show", NAME, "v1"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "1/2 checks passed; failed: features_point_in_time" in out
+    assert "3/4 checks passed; failed: features_point_in_time" in out
     assert "features_point_in_time │ FAIL │ TOMORROW leaks" in out
     assert "MODEL_CARD.md" in out and "run-1" in out
 
