@@ -103,18 +103,27 @@ class OrderSource(Protocol):
 
 
 class HookedTradingStream(TradingStream):
-    """alpaca-py's ``TradingStream`` that awaits ``on_connected`` after each connect + auth + listen.
+    """alpaca-py's ``TradingStream`` that awaits ``on_connected`` after each connect + auth + listen,
+    and calls ``on_disconnected`` whenever it closes the socket.
 
     ``_start_ws`` is private SDK API; ``tests/unit/broker/test_stream.py`` fails if it disappears.
     An exception from ``on_connected`` makes the SDK close the socket and reconnect with backoff.
+    The SDK closes the socket on every connection error and failed reconnect (and on stop), so
+    ``on_disconnected`` tells a lost connection at once, not only when the stream stops for good.
     """
 
     on_connected: Callable[[], Any] | None = None
+    on_disconnected: Callable[[], None] | None = None
 
     async def _start_ws(self) -> None:
         await super()._start_ws()  # type: ignore[no-untyped-call]
         if self.on_connected is not None:
             await self.on_connected()
+
+    async def close(self) -> None:
+        if self.on_disconnected is not None:
+            self.on_disconnected()
+        await super().close()
 
 
 @dataclass
@@ -432,6 +441,7 @@ class TradeUpdateStream:
         self.finished.clear()
         sdk = self._factory()
         sdk.on_connected = self._on_connected
+        sdk.on_disconnected = self.connected.clear  # health and the metric follow the socket
         sdk._reconnect_min_backoff, sdk._reconnect_max_backoff = self._backoff
         sdk.subscribe_trade_updates(self._on_message)
         self._sdk = sdk

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.status import Status
+from sqlalchemy import Engine
 
 from trader.cli.output import console, key_value_table
 from trader.config import Settings, load_settings
@@ -51,9 +52,10 @@ def parse_symbols(value: str | None) -> list[str] | None:
     return symbols
 
 
-@contextmanager
-def _pipeline(settings: Settings) -> Iterator[DataPipeline]:
-    engine = make_engine(settings.database_url)
+def pipeline_for(settings: Settings, engine: Engine) -> DataPipeline:
+    """The ingest pipeline of ``settings``: its ``DATA_DIR``, the database of ``engine`` (quarantine,
+    universe, events) and, when ``REDIS_URL`` is set, the online store. Every command that ingests
+    builds it here, so none of them leaves a store behind."""
     online = None
     if settings.redis_url:
         import redis
@@ -63,8 +65,14 @@ def _pipeline(settings: Settings) -> Iterator[DataPipeline]:
         online = OnlineStore(
             redis.Redis.from_url(settings.redis_url), prefix=settings.redis_key_prefix + KEY_PREFIX
         )
+    return DataPipeline(DataPaths(settings.data_dir), engine=engine, online=online)
+
+
+@contextmanager
+def _pipeline(settings: Settings) -> Iterator[DataPipeline]:
+    engine = make_engine(settings.database_url)
     try:
-        yield DataPipeline(DataPaths(settings.data_dir), engine=engine, online=online)
+        yield pipeline_for(settings, engine)
     finally:
         engine.dispose()
 

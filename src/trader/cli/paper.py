@@ -15,7 +15,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from trader.broker.base import Broker
-from trader.cli.data import parse_day
+from trader.cli.data import parse_day, pipeline_for
 from trader.cli.output import console
 from trader.config import Settings, configure_logging, load_settings
 from trader.data.calendar import trading_calendar
@@ -87,15 +87,14 @@ def _broker_for(settings: Settings, days: list[date]) -> Iterator[tuple[Broker, 
             yield AlpacaBroker.from_settings(settings), admin
 
 
-def _ingest_from_broker(settings: Settings) -> Callable[[date], None]:
-    from trader.data.pipeline import DataPipeline
+def _ingest_from_broker(settings: Settings, engine: Engine) -> Callable[[date], None]:
     from trader.data.sources import SourceError
     from trader.data.sources.alpaca_source import AlpacaSource
     from trader.ops.paper_day import raw_closes
     from trader.signal.service import tradable_on
 
     paths = DataPaths(settings.data_dir)
-    pipeline = DataPipeline(paths)
+    pipeline = pipeline_for(settings, engine)
 
     def ingest(day: date) -> None:
         # Alpaca has no "every symbol" bar query: ask for the symbols listed that day, unless the store
@@ -180,7 +179,7 @@ def paper_run(
 
             runner = PaperDay(
                 settings, engine, broker, strategy=name, admin=admin, fill_timeout=fill_timeout,
-                ingest=_ingest_from_broker(settings) if ingest else None, on_stage=show,
+                ingest=_ingest_from_broker(settings, engine) if ingest else None, on_stage=show,
                 redis=_redis_client(settings),
             )  # fmt: skip
             for trading_day in days:
@@ -229,10 +228,11 @@ def report_pnl(
     day: Annotated[str, typer.Option("--date", help="Trading day, YYYY-MM-DD.")],
 ) -> None:
     """Write the day's report (blotter CSV, P&L Markdown/HTML/JSON with the equity curve) from the
-    database, marking positions at the day's raw closes, and print its summary."""
+    database, marking positions at the day's raw closes (of the bars the quality gate accepted), and
+    print its summary."""
     from sqlalchemy.orm import Session
 
-    from trader.ops.paper_day import raw_closes
+    from trader.ops.paper_day import clean_closes
     from trader.portfolio.report import build_daily_report, write_daily_report
 
     settings = load_settings()
@@ -240,7 +240,7 @@ def report_pnl(
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
-        marks = raw_closes(DataPaths(settings.data_dir), chosen)
+        marks = clean_closes(DataPaths(settings.data_dir), chosen)
         with Session(engine) as session:
             report = build_daily_report(session, chosen, marks)
     finally:

@@ -4,13 +4,15 @@
 
 1. **data** — ingest the previous session's bars from the broker's market data (the same
    ``alpaca-py`` path as real Alpaca) through raw → adjust → gate → store, then refuse to trade
-   (:class:`~trader.data.freshness.StalenessError`) unless the store holds that session;
+   (:class:`~trader.data.freshness.StalenessError`) unless the store holds a clean bar of that
+   session;
 2. **signal** — the production model's target weights (:class:`~trader.signal.service.SignalService`,
    recorded once per day);
 3. **open** — with the built-in paper broker, move its simulated clock to the open of ``D``;
 4. **orders** — target weights × account equity − current positions → orders
    (:func:`~trader.portfolio.allocator.allocate`, priced at the previous close from the raw
-   recorded bars), pre-trade risk, and the execution service (record → risk → send). The inputs
+   recorded bars that passed the quality gate: a symbol whose bar was quarantined has no price and
+   is not traded that day), pre-trade risk, and the execution service (record → risk → send). The inputs
    of the allocation are journaled (``events`` kind ``paper.plan``) for ``trader replay``;
 5. **fills** — the broker's trade-update stream is consumed while it waits (with a timeout) for
    every sent order to finish; each fill is applied to executions, positions and P&L exactly once;
@@ -41,6 +43,7 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.freshness import StalenessError
 from trader.data.paths import DataPaths
 from trader.data.raw import RawRecorder
+from trader.data.store import AdjustedStore
 from trader.domain.enums import OrderSide, OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
@@ -166,11 +169,22 @@ class DayResult:
 
 
 def raw_closes(paths: DataPaths, day: date) -> dict[str, Decimal]:
-    """The raw (traded, unadjusted) close of every symbol on ``day`` from the raw recorded bars."""
+    """The raw (traded, unadjusted) close of every symbol on ``day`` from the raw recorded bars,
+    whether or not the quality gate accepted the bar (what the store has received)."""
     raw = RawRecorder(paths).read(start=day, end=day)
     valid = raw.filter(pl.col("close").is_finite() & (pl.col("close") > 0))
     newest = valid.group_by("symbol", maintain_order=True).last()
     return {row["symbol"]: Decimal(repr(row["close"])) for row in newest.iter_rows(named=True)}
+
+
+def clean_closes(paths: DataPaths, day: date) -> dict[str, Decimal]:
+    """:func:`raw_closes` of the symbols whose bar on ``day`` passed the quality gate (is in the
+    adjusted store): the prices orders are valued at and positions marked at. A quarantined bar
+    (a bad tick, a conflict) gives no price, so the allocator leaves that symbol alone that day
+    instead of trading it at a price the gate refused."""
+    clean = AdjustedStore(paths).read(start=day, end=day).get_column("symbol").to_list()
+    closes = raw_closes(paths, day)
+    return {symbol: closes[symbol] for symbol in clean if symbol in closes}
 
 
 class PaperDay:
@@ -256,10 +270,11 @@ class PaperDay:
             result.stage_seconds[name] = round(time.perf_counter() - started, 3)
 
     def _data(self, as_of: date) -> dict[str, Decimal]:
-        """Ingest ``as_of`` if needed; its raw closes (the prices the day's orders are valued at)."""
+        """Ingest ``as_of`` if needed; the raw closes of its clean bars (the prices the day's orders
+        are valued at)."""
         if self._ingest is not None:
             self._ingest(as_of)
-        closes = raw_closes(self._paths, as_of)
+        closes = clean_closes(self._paths, as_of)
         if not closes:
             # Fail closed: without the previous session's bars there is no signal to trust.
             raise StalenessError(latest=None, expected=as_of, sessions_behind=None)
