@@ -40,7 +40,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
@@ -51,7 +59,9 @@ from trader.broker.base import Broker, OrderRequest, TradeUpdate, UpdateStream
 from trader.broker.errors import BrokerError
 from trader.broker.stream import StreamStats, parse_trade_update
 from trader.config import Settings
+from trader.data.calendar import trading_calendar
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, TimeInForce
+from trader.domain.json import plain_decimal
 from trader.errors import ConfigError, TraderError
 from trader.execution.client_ids import InvalidOrderIdError
 from trader.execution.orders import (
@@ -104,6 +114,8 @@ _SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9./-]{0,15}$"
 _INTENT_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 #: Up to 9 decimals (Alpaca's fractional shares), 24 digits in all.
 Amount = Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=9, allow_inf_nan=False)]
+#: A number in an answer: plain decimal text (``"10"``, ``"31.7838"``), never ``"0E-9"``.
+Exact = Annotated[Decimal, PlainSerializer(plain_decimal, return_type=str)]
 
 
 # ------------------------------------------------------------------------------------------ API key
@@ -166,6 +178,21 @@ class OrderBody(BaseModel):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("trading_date")
+    @classmethod
+    def _a_session(cls, value: date | None) -> date | None:
+        # The date names the order (its client_order_id): a Saturday would make an order no day
+        # of trading ever repeats, so a retry on the real session would send it twice.
+        calendar = trading_calendar()
+        inside = value is None or calendar.first_session <= value <= calendar.last_session
+        if value is not None and not (inside and calendar.is_session(value)):
+            raise _field_error(
+                "trading_date",
+                f"{value} is not an XNYS session; give the session the order is for, or leave it out "
+                "for the current one",
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> OrderBody:
         if (self.qty is None) == (self.notional is None):
@@ -214,16 +241,16 @@ class OrderOut(BaseModel):
     intent: str
     symbol: str
     side: str
-    qty: Decimal | None
-    notional: Decimal | None
+    qty: Exact | None
+    notional: Exact | None
     type: str
     time_in_force: str
-    limit_price: Decimal | None
-    stop_price: Decimal | None
+    limit_price: Exact | None
+    stop_price: Exact | None
     status: str
     broker_order_id: str | None
-    filled_qty: Decimal
-    filled_avg_price: Decimal | None
+    filled_qty: Exact
+    filled_avg_price: Exact | None
     reject_reason: str | None
     submitted_at: datetime | None
     created_at: datetime | None
@@ -270,9 +297,9 @@ class OrderList(BaseModel):
 class PositionOut(BaseModel):
     strategy_id: str
     symbol: str
-    qty: Decimal
-    avg_price: Decimal
-    realized_pnl: Decimal
+    qty: Exact
+    avg_price: Exact
+    realized_pnl: Exact
     updated_at: datetime | None
 
 

@@ -17,10 +17,12 @@ from trader.config import Settings
 from trader.data.bars import BarBatch
 from trader.data.sources import SourceError, SourceHealth
 from trader.domain.enums import OrderSide, OrderType
+from trader.domain.json import plain_decimal
 from trader.errors import ConfigError
 from trader.execution.client_ids import make_client_order_id
 from trader.execution.gateway import (
     OrderBody,
+    PositionOut,
     _validation_detail,
     create_gateway_app,
     key_matches,
@@ -69,6 +71,9 @@ def test_a_valid_body_becomes_the_deterministic_intent() -> None:
         ({"symbol": ""}, "symbol"),
         ({"symbol": "TOOLONGSYMBOL1234"}, "symbol"),
         ({"trading_date": "tomorrow"}, "trading_date"),
+        ({"trading_date": "2024-03-09"}, "trading_date"),  # a Saturday
+        ({"trading_date": "2024-12-25"}, "trading_date"),  # a holiday
+        ({"trading_date": "1900-01-02"}, "trading_date"),  # before the calendar
         ({"extra": 1}, "extra"),
     ],
 )
@@ -76,6 +81,24 @@ def test_invalid_bodies_name_the_field(changes: dict[str, Any], field: str) -> N
     with pytest.raises(ValidationError) as caught:
         OrderBody.model_validate({k: v for k, v in (BASE | changes).items() if v is not None})
     assert fields_of(caught.value) == [field]
+
+
+def test_a_trading_date_that_is_no_session_says_so() -> None:
+    with pytest.raises(ValidationError, match="2024-03-09 is not an XNYS session"):
+        OrderBody.model_validate(BASE | {"trading_date": "2024-03-09"})
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("0E-9", "0"), ("-0.000", "0"), ("10.000", "10"), ("1E+1", "10"), ("31.78380", "31.7838")],
+)
+def test_answers_show_numbers_as_plain_decimal_text(value: str, text: str) -> None:
+    assert plain_decimal(D(value)) == text
+    row = PositionOut(
+        strategy_id="gw", symbol="AAPL", qty=D(value), avg_price=D(0), realized_pnl=D(value), updated_at=None
+    )
+    assert row.model_dump(mode="json")["qty"] == text
+    assert row.model_dump_json().count(f'"{text}"') >= 2
 
 
 def test_validation_detail_starts_each_message_with_its_field() -> None:
