@@ -180,7 +180,8 @@ def ingest(
     end: Annotated[
         str | None,
         typer.Option(
-            help="Last date, YYYY-MM-DD (default: today; Alpaca daily bars stop at the last closed session)."
+            help="Last date, YYYY-MM-DD (default: the last session that has closed: a daily bar of a "
+            "session still trading would be partial)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of --source synthetic (0 or more).")] = 7,
@@ -196,7 +197,7 @@ def ingest(
     """
     settings = load_settings()
     first = parse_day(start, "--start")
-    last = parse_day(end, "--end") if end else datetime.now(UTC).date()
+    last = parse_day(end, "--end") if end else _last_closed_session()
     if first > last:
         raise UsageError(f"--start {first} is after --end {last}")
     chosen = [_make_source(name, settings, path, actions, first, last, seed) for name in source]
@@ -210,6 +211,15 @@ def ingest(
         _run_ingest(settings, bar_source, parse_symbols(symbols), first, last, require_fresh)
     except SourceError as exc:
         raise _failed("ingest", exc, bar_source) from None
+
+
+def _last_closed_session() -> date:
+    from trader.data.calendar import CalendarRangeError, trading_calendar
+
+    try:
+        return trading_calendar().last_closed_session(datetime.now(UTC))
+    except CalendarRangeError as exc:
+        raise UsageError(f"--end: give it explicitly ({exc})") from None
 
 
 def _make_source(

@@ -1,12 +1,11 @@
-"""``trader serve``: run a service. ``paper-broker`` and ``gateway`` are built; the others arrive with
-later issues."""
+"""``trader serve``: run a service (paper broker, gateway, signal, reconciler, monitor)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.engine import make_url
@@ -18,10 +17,51 @@ from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSett
 from trader.reconcile.cli import check_number
 from trader.reconcile.cli import reconciler as reconciler_command
 
+if TYPE_CHECKING:
+    from trader.ops.cleanup import CleanupReport
+    from trader.ops.monitor import MonitorReading
+
 app = typer.Typer(
-    help="Run a service: paper-broker (built), gateway (built), signal, reconciler.",
+    help="Run a service: paper-broker, gateway, signal, reconciler, monitor.",
     no_args_is_help=True,
 )
+
+
+def describe_reading(reading: MonitorReading) -> list[str]:
+    """One monitor tick as lines a person reads (``serve monitor --once``)."""
+
+    def money(value: Decimal | None) -> str:
+        return "unknown (broker not read)" if value is None else f"{value:,.2f}"
+
+    def pct(value: Decimal | None) -> str:
+        return "unknown" if value is None else f"{value:.2%}"
+
+    lines = [
+        f"monitor at {reading.ts:%Y-%m-%d %H:%M:%S} UTC: {'clear' if reading.clear else 'NOT CLEAR'}",
+        f"  equity {money(reading.equity)} (day start {money(reading.start_equity)}, "
+        f"peak {money(reading.peak_equity)}); drawdown {pct(reading.drawdown_pct)} from the peak",
+        f"  exposure gross {money(reading.gross_exposure)} ({pct(reading.gross_pct)}), "
+        f"net {money(reading.net_exposure)} ({pct(reading.net_pct)})",
+        f"  broker calls failed {reading.broker_failures} of {reading.broker_calls}; newest bar "
+        f"{reading.latest_bar or 'none'}; breaker {reading.breaker.value if reading.breaker else 'unknown'}",
+    ]
+    lines += [f"  breach ({breach.kind.value}): {breach.detail}" for breach in reading.breaches]
+    lines += [f"  error: {error}" for error in reading.errors]
+    return lines
+
+
+def describe_cleanup(report: CleanupReport) -> list[str]:
+    """One stale-order cleanup pass as lines a person reads."""
+    lines = [
+        f"cleanup: {report.checked} open order(s) checked, {len(report.canceled)} stale canceled, "
+        f"{len(report.failed)} cancel(s) failed, {len(report.kept)} kill-switch order(s) kept"
+    ]
+    for order in report.stale:
+        outcome = "canceled" if order.canceled else f"NOT canceled: {order.error}"
+        lines.append(
+            f"  {order.client_order_id} {order.symbol} open {order.age} ({order.status.value}): {outcome}"
+        )
+    return lines
 
 
 def check_port(port: int) -> int:
@@ -274,7 +314,7 @@ def monitor(
         if once:
             reading = watcher.check()
             report = cancel_stale_orders(broker, engine, max_age=max_age)
-            print(f"monitor: {reading}\ncleanup: {report}")
+            print("\n".join([*describe_reading(reading), *describe_cleanup(report)]))
             return
         drawdown = f"{limits.max_drawdown_pct:.2%}"
         print(f"monitor every {interval}s (drawdown limit {drawdown}); stale orders > {stale_minutes} min")

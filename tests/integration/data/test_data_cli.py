@@ -217,3 +217,19 @@ def test_csv_folder_with_upper_case_names_and_rows_out_of_range_are_reported(
     err = capsys.readouterr().err
     assert "ingest failed: csv returned no bars" in err
     assert "(csv: skipped 3 row(s) dated outside 2024-02-01..2024-02-05)" in err
+
+
+def test_the_default_end_is_the_last_closed_session(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from trader.data.calendar import trading_calendar
+    from trader.data.paths import DataPaths
+    from trader.data.store import AdjustedStore
+
+    closed = trading_calendar().last_closed_session(datetime.now(UTC))
+    start = (closed - timedelta(days=40)).isoformat()
+    assert run(["data", "ingest", "--source", "synthetic", "--start", start]) == 0
+    # A session still trading has no daily bar yet: the synthetic market must not make one up.
+    assert AdjustedStore(DataPaths(tmp_path / "data")).read().get_column("date").max() == closed

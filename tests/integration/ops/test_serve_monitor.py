@@ -18,7 +18,9 @@ def test_one_pass_trips_on_missing_data_and_snapshots_the_account(
 ) -> None:
     assert run(["serve", "monitor", "--once"]) == 0
     out = capsys.readouterr().out
-    assert "monitor:" in out and "cleanup:" in out
+    assert "NOT CLEAR" in out and "breach (stale_data)" in out and "newest bar none" in out
+    assert "equity 100,000.00" in out and "cleanup: 0 open order(s) checked" in out
+    assert "MonitorReading(" not in out and "Decimal(" not in out  # for a person, not a repr
     with Session(cli_engine) as session:
         # DATA_DIR is empty: no bar at all is stale data, so the breaker trips (fail closed)...
         actions = session.scalars(select(AuditLog.reason).where(AuditLog.action.like("%trip%"))).all()
