@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,16 +13,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from trader.broker.base import Broker
 from trader.cli.data import parse_day, pipeline_for
 from trader.cli.output import console
-from trader.config import Settings, configure_logging, load_settings
+from trader.config import Settings, configure_logging, load_settings, mask_url_password
 from trader.data.calendar import trading_calendar
 from trader.data.paths import DataPaths
-from trader.errors import UsageError
+from trader.domain.ids import STRATEGY_ID_RULE, is_strategy_id
+from trader.errors import ConfigError, TraderError, UsageError, first_line
 from trader.ops.breakers import breaker_from_settings
-from trader.ops.paper_day import DayResult, PaperDay
+from trader.ops.paper_day import DayResult, PaperDay, PaperDayError
 from trader.paperbroker.runner import PaperBrokerAdmin, paper_broker_running
 from trader.signal.service import SignalService
 from trader.store import migrate
@@ -31,19 +33,42 @@ from trader.store.db import make_engine
 NEW_YORK = ZoneInfo("America/New_York")
 
 
+def parse_known_day(value: str, flag: str) -> date:
+    """``value`` as a date inside the exchange calendar, else a :class:`UsageError` naming ``flag``."""
+    chosen = parse_day(value, flag)
+    calendar = trading_calendar()
+    if not calendar.first_session <= chosen <= calendar.last_session:
+        raise UsageError(f"{flag}: {chosen} is outside the calendar, which knows {calendar.range_text()}")
+    return chosen
+
+
+def parse_session(value: str, flag: str) -> date:
+    """``value`` as a trading session of the exchange calendar, else a :class:`UsageError`."""
+    chosen = parse_known_day(value, flag)
+    if not trading_calendar().is_session(chosen):
+        raise UsageError(f"{flag}: {chosen} is not a trading session (weekend or holiday)")
+    return chosen
+
+
+def strategy_or_default(value: str | None, settings: Settings) -> str:
+    """``--strategy`` checked like ``STRATEGY_ID`` (it names orders and keys), or ``STRATEGY_ID``."""
+    if value is None:
+        return settings.strategy_id
+    if not is_strategy_id(value):
+        raise UsageError(f"--strategy: {value!r} is not a strategy id; use {STRATEGY_ID_RULE}")
+    return value
+
+
 def trading_days(day: str | None, first: str | None, last: str | None) -> list[date]:
     """The sessions asked for: ``--date D`` or ``--from D1 --to D2`` (holidays and weekends skipped)."""
     if day is not None and (first is not None or last is not None):
         raise UsageError("give either --date or --from/--to, not both")
     calendar = trading_calendar()
     if day is not None:
-        chosen = parse_day(day, "--date")
-        if not calendar.is_session(chosen):
-            raise UsageError(f"--date: {chosen} is not a trading session (weekend or holiday)")
-        return [chosen]
+        return [parse_session(day, "--date")]
     if first is None or last is None:
         raise UsageError("give --date D, or both --from D1 and --to D2")
-    start, end = parse_day(first, "--from"), parse_day(last, "--to")
+    start, end = parse_known_day(first, "--from"), parse_known_day(last, "--to")
     if start > end:
         raise UsageError(f"--from {start} is after --to {end}")
     days: list[date] = calendar.sessions(start, end).to_list()
@@ -76,7 +101,15 @@ def _broker_for(settings: Settings, days: list[date]) -> Iterator[tuple[Broker, 
         start_at=calendar.session_open(days[0]),
     )
     url = str(settings.alpaca_base_url).rstrip("/")
-    with paper_broker_running(url, broker_settings) as running:
+    with ExitStack() as stack:
+        try:
+            running = stack.enter_context(paper_broker_running(url, broker_settings))
+        except SQLAlchemyError as exc:
+            where = mask_url_password(settings.paper_broker_database_url)
+            raise ConfigError(
+                f"PAPER_BROKER_DATABASE_URL: the built-in paper broker cannot open its database {where} "
+                f"({first_line(exc)}); start that server or point the URL at one that runs"
+            ) from None
         if running.started_here:
             console.print(
                 f"[dim]started the built-in paper broker at {running.url} (stopped at the end)[/dim]"
@@ -105,9 +138,9 @@ def _ingest_from_broker(settings: Settings, engine: Engine) -> Callable[[date], 
             return
         try:
             pipeline.ingest(AlpacaSource.from_settings(settings), symbols, day, day)
-        except SourceError:
-            if not stored:
-                raise
+        except SourceError as exc:
+            if not stored:  # fail closed: no bar of the session before the day, no trading
+                raise PaperDayError(f"no bars of {day} to trade on: {exc}") from None
             # The store has the day; the symbols still missing had no bar (halted that session), so
             # the source has nothing for them either. PaperDay trades on what the store holds.
 
@@ -161,10 +194,10 @@ def paper_run(
     """
     settings = load_settings()
     days = trading_days(day, first, last)
+    name = strategy_or_default(strategy, settings)
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
-        name = strategy or settings.strategy_id
         results: list[DayResult] = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with (
@@ -205,12 +238,13 @@ def replay(
     from trader.ops.replay import Replayer, write_replay_report
 
     settings = load_settings()
-    chosen = parse_day(day, "--date")
+    chosen = parse_session(day, "--date")
+    name = strategy_or_default(strategy, settings)
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
         with console.status(f"replaying {chosen} ..."):
-            report = Replayer(settings, engine, strategy=strategy or settings.strategy_id).replay(chosen)
+            report = Replayer(settings, engine, strategy=name).replay(chosen)
     finally:
         engine.dispose()
     folder = write_replay_report(report, settings.artifacts_dir / "reports")
@@ -236,7 +270,7 @@ def report_pnl(
     from trader.portfolio.report import build_daily_report, write_daily_report
 
     settings = load_settings()
-    chosen = parse_day(day, "--date")
+    chosen = parse_session(day, "--date")
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
@@ -245,6 +279,12 @@ def report_pnl(
             report = build_daily_report(session, chosen, marks)
     finally:
         engine.dispose()
+    if report.missing_prices:
+        # Written anyway, the report would value those positions at 0 and replace a correct one.
+        raise TraderError(
+            f"no clean close on {chosen} in {settings.data_dir} for {', '.join(report.missing_prices[:10])}: "
+            "nothing written; ingest that session first (trader data ingest, or trader paper-run)"
+        )
     folder = write_daily_report(report, settings.artifacts_dir / "reports")
     console.print((folder / "pnl.md").read_text(encoding="utf-8"))
     console.print(f"report: {folder}")
@@ -260,11 +300,12 @@ def signal(
     (Redis stream when REDIS_URL is set, else the events table).
     """
     settings = load_settings()
-    chosen = parse_day(day, "--date")
+    chosen = parse_session(day, "--date")
+    name = strategy_or_default(strategy, settings)
     engine = make_engine(settings.database_url)
     try:
         migrate.require_current(engine)
-        outcome = _signal_service(settings, engine, strategy or settings.strategy_id).run(chosen)
+        outcome = _signal_service(settings, engine, name).run(chosen)
     finally:
         engine.dispose()
     result = outcome.result
@@ -318,11 +359,11 @@ def serve_signal(
 
     settings = load_settings()
     configure_logging(settings)
+    name = strategy_or_default(strategy, settings)
     engine = make_engine(settings.database_url)
     stop = threading.Event()
     try:
         migrate.require_current(engine)
-        name = strategy or settings.strategy_id
         paths = DataPaths(settings.data_dir)
         service = _signal_service(settings, engine, name)
         loop = SignalLoop(service, paths)

@@ -236,6 +236,7 @@ class PaperDay:
             raise PaperDayError(
                 f"{day} is not a trading session (XNYS); pick a weekday that is not a holiday"
             )
+        self._check_not_behind(day)
         result = DayResult(day)
         as_of = self._calendar.previous_session(day)
         closes: dict[str, Decimal] = self._stage(result, "data", lambda: self._data(as_of))
@@ -257,6 +258,25 @@ class PaperDay:
             stream.stop()
         self._stage(result, "pnl", lambda: self._pnl(result))
         return result
+
+    def _check_not_behind(self, day: date) -> None:
+        """Refuse a day never run that lies before a day this strategy already ran: its orders would
+        be sized on today's positions and P&L, and its fills land after the later days' in the books.
+        Running a day again (it has orders or P&L) is fine: it sends nothing new."""
+        orders = select(Order.trading_date).where(
+            Order.strategy_id == self.strategy, Order.intent == REBALANCE
+        )
+        pnl = select(Pnl.trading_date).where(Pnl.strategy_id == self.strategy)
+        days = orders.union(pnl).subquery()
+        with Session(self._engine) as session:
+            ran = session.scalars(select(days.c.trading_date).where(days.c.trading_date >= day)).all()
+        if ran and day not in ran:
+            later = max(ran)
+            raise PaperDayError(
+                f"{day} comes before {later}, which strategy {self.strategy} has already traded: running "
+                f"it now would trade on the positions of {later}; run days in order (see a recorded day "
+                f"again with 'trader replay --date')"
+            )
 
     def _on_trade_update(self, update: TradeUpdate) -> None:
         self._execution.on_trade_update(update)

@@ -122,3 +122,65 @@ def test_a_symbol_halted_on_the_previous_session_does_not_stop_the_day(world: Pa
     finally:
         engine.dispose()
     assert symbols and "SYN005" not in symbols
+
+
+def test_a_day_before_one_already_traded_is_refused_and_a_rerun_is_not(
+    world: PaperWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "5", DRY_RUN="true") == 0
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            before = sorted(session.scalars(select(Order.client_order_id)))
+    finally:
+        engine.dispose()
+    capsys.readouterr()
+    earlier = trading_calendar().previous_session(DAY)
+    assert trader(world, "paper-run", "--date", str(earlier), DRY_RUN="true") == 1
+    err = capsys.readouterr().err
+    assert f"{earlier} comes before {DAY}, which strategy {STRATEGY} has already traded" in err
+    assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "5", DRY_RUN="true") == 0
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            assert sorted(session.scalars(select(Order.client_order_id))) == before  # nothing new
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["paper-run", "--date", "1950-01-03"], "--date: 1950-01-03 is outside the calendar"),
+        (
+            ["paper-run", "--from", "2024-12-02", "--to", "2100-01-01"],
+            "--to: 2100-01-01 is outside the calendar",
+        ),
+        (["signal", "--date", "0001-01-01"], "--date: 0001-01-01 is outside the calendar"),
+        (["replay", "--date", "2024-12-28"], "--date: 2024-12-28 is not a trading session"),
+        (["report", "pnl", "--date", "2024-12-28"], "--date: 2024-12-28 is not a trading session"),
+        (
+            ["paper-run", "--date", str(DAY), "--strategy", "Bad Name"],
+            "--strategy: 'Bad Name' is not a strategy id",
+        ),
+        (["signal", "--date", str(DAY), "--strategy", ""], "--strategy: '' is not a strategy id"),
+    ],
+)
+def test_bad_days_and_strategies_are_usage_errors(
+    world: PaperWorld, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trader(world, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_report_without_prices_is_refused_and_the_recorded_one_kept(
+    world: PaperWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "20") == 0
+    report = world.reports_dir / str(DAY) / "pnl.json"
+    recorded = report.read_text()
+    capsys.readouterr()
+    assert trader(world, "report", "pnl", "--date", str(DAY), DATA_DIR=str(world.data_dir / "nowhere")) == 1
+    assert "nothing written; ingest that session first" in capsys.readouterr().err
+    assert report.read_text() == recorded

@@ -132,6 +132,15 @@ def test_empty_range_gives_empty_frames() -> None:
     assert data.injected.is_empty()
 
 
+@pytest.mark.parametrize("end_day", [3, 4, 5, 8])  # 2, 3, 4 and 5 sessions from 2024-01-02
+def test_a_few_sessions_give_a_market(end_day: int) -> None:
+    config = SyntheticConfig(symbols=50, start=date(2024, 1, 1), end=date(2024, 1, end_day))
+    bars = SyntheticMarket(config).generate().batch.bars
+    sessions = trading_calendar().sessions(config.start, config.end).to_list()
+    assert set(bars.get_column("date").to_list()) <= set(sessions)
+    assert bars.get_column("symbol").n_unique() == 50
+
+
 # --- realism ---------------------------------------------------------------------------------------
 
 

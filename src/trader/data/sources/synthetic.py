@@ -427,7 +427,7 @@ def _listing_windows(
     ipos = rng.permutation(n_sym)[: round(ipo_fraction * n_sym)]
     delists = rng.permutation(n_sym)[: round(delist_fraction * n_sym)]
     half = n_days // 2
-    if n_days >= 4:  # room for a first bar after the start and a last bar before the end
+    if n_days >= 5:  # room for a first bar after the start and a last bar after the middle, before the end
         first[ipos] = rng.integers(1, half, ipos.size)
         last[delists] = rng.integers(half + 1, n_days - 1, delists.size)
     return first, last
