@@ -55,6 +55,7 @@ from trader.ops.breakers import BreakerStoreError, CircuitBreaker, is_risk_reduc
 from trader.portfolio.ledger import FillResult
 from trader.risk.checks import ProposedOrder, RiskOptions
 from trader.risk.engine import OrderVerdict, RiskEngine
+from trader.risk.limits import EffectiveLimits
 from trader.risk.snapshot import PortfolioSnapshot
 from trader.risk.store import record_decisions, resolve_limits
 from trader.store.models import Order, RiskDecision
@@ -95,6 +96,7 @@ class ExecutionService:
         source: str = "gateway",
         breaker: CircuitBreaker | None = None,
         metrics: GatewayMetrics | None = None,
+        limits: EffectiveLimits | None = None,
     ) -> None:
         if broker is None and not settings.dry_run:
             raise ValueError("a broker is needed unless DRY_RUN is on")
@@ -105,6 +107,9 @@ class ExecutionService:
         self._settings = settings
         self._risk_options = risk_options or RiskOptions()
         self._source = source
+        #: Limits to check against instead of the database's and the settings' (a replay passes the
+        #: ones a recorded day was checked against).
+        self._limits = limits
 
     @property
     def dry_run(self) -> bool:
@@ -181,8 +186,10 @@ class ExecutionService:
         if not fresh:
             return []
         strategy = fresh[0][0].strategy_id
-        with self._session() as session:
-            limits = resolve_limits(session, strategy, self._settings)
+        limits = self._limits
+        if limits is None:
+            with self._session() as session:
+                limits = resolve_limits(session, strategy, self._settings)
         checked: list[tuple[OrderIntent, OrderVerdict | str, bool]] = []
         proposed: list[ProposedOrder] = []
         priced: list[tuple[OrderIntent, bool]] = []

@@ -45,16 +45,17 @@ from trader.data.paths import DataPaths
 from trader.data.raw import RawRecorder
 from trader.data.store import AdjustedStore
 from trader.domain.enums import OrderSide, OrderStatus
-from trader.errors import TraderError
+from trader.errors import TraderError, first_line
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService, SubmitOutcome
 from trader.execution.state_machine import is_terminal
-from trader.ops.breakers import breaker_from_settings
+from trader.ops.breakers import BreakerState, BreakerStoreError, TripReason, breaker_from_settings
 from trader.paperbroker.runner import PaperBrokerAdmin
 from trader.portfolio.allocator import AllocationOptions, IntentReason, allocate
 from trader.portfolio.allocator import OrderIntent as AllocatorIntent
 from trader.portfolio.ledger import ACCOUNT, daily_pnl_rows, market_day_bounds
 from trader.portfolio.report import build_daily_report, write_daily_report
+from trader.risk.limits import EffectiveLimits, Limit
 from trader.risk.snapshot import Holding, PortfolioSnapshot
 from trader.risk.store import resolve_limits
 from trader.signal.service import SignalOutcome, SignalService
@@ -83,6 +84,12 @@ class Plan:
     prices: dict[str, Decimal]
     options: AllocationOptions
     orders: list[tuple[str, str, Decimal]]
+    #: The risk limits the day's orders were checked against (``None`` in plans journaled before
+    #: they were: a replay then uses today's).
+    limits: EffectiveLimits | None = None
+    #: The circuit breaker's reason when it was TRIPPED (or could not be read) as the orders were
+    #: checked; ``None`` when it was OPEN.
+    breaker: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         snap = self.snapshot
@@ -102,6 +109,8 @@ class Plan:
             "prices": {s: str(p) for s, p in self.prices.items()},
             "options": {k: str(v) for k, v in vars(self.options).items()},
             "orders": [[symbol, side, str(qty)] for symbol, side, qty in self.orders],
+            "limits": None if self.limits is None else _limits_json(self.limits),
+            "breaker": self.breaker,
         }
 
     @classmethod
@@ -134,7 +143,35 @@ class Plan:
             prices={s: Decimal(p) for s, p in data["prices"].items()},
             options=options,
             orders=[(symbol, side, Decimal(qty)) for symbol, side, qty in data["orders"]],
+            limits=None if data.get("limits") is None else _limits_from_json(data["limits"]),
+            breaker=data.get("breaker"),
         )
+
+
+_MONEY_LIMITS = ("max_order_notional", "max_position_notional", "max_gross_exposure", "daily_loss_limit")
+
+
+def _limits_json(limits: EffectiveLimits) -> dict[str, Any]:
+    money = {name: getattr(limits, name) for name in _MONEY_LIMITS}
+    return {
+        "strategy_id": limits.strategy_id,
+        **{name: None if lim is None else [str(lim.value), lim.source] for name, lim in money.items()},
+        "blacklist": dict(limits.blacklist),
+        "disabled_by": limits.disabled_by,
+    }
+
+
+def _limits_from_json(data: dict[str, Any]) -> EffectiveLimits:
+    money = {
+        name: None if data[name] is None else Limit(name, Decimal(data[name][0]), data[name][1])
+        for name in _MONEY_LIMITS
+    }
+    return EffectiveLimits(
+        strategy_id=data["strategy_id"],
+        **money,
+        blacklist=dict(data["blacklist"]),
+        disabled_by=data["disabled_by"],
+    )
 
 
 class PaperDayError(TraderError):
@@ -318,6 +355,8 @@ class PaperDay:
         positions = {symbol: holding.qty for symbol, holding in snapshot.positions.items()}
         weights = dict(result.signal.result.weights)
         allocation = allocate(weights, snapshot.equity, positions, prices, self._allocation)
+        with Session(self._engine) as session:
+            limits = resolve_limits(session, self.strategy, self._settings)
         plan = Plan(
             trading_date=result.trading_date,
             as_of=as_of,
@@ -326,6 +365,8 @@ class PaperDay:
             prices={s: prices[s] for s in sorted(set(weights) | set(positions)) if s in prices},
             options=self._allocation,
             orders=[(o.symbol, o.side.value, o.qty) for o in allocation.orders],
+            limits=limits,
+            breaker=self._breaker_reason(),
         )
         with Session(self._engine) as session, session.begin():
             session.add(
@@ -338,8 +379,18 @@ class PaperDay:
                 )
             )
         return rebalance_intents(
-            self._engine, self._settings, self.strategy, result.trading_date, allocation.orders
+            self._engine, self._settings, self.strategy, result.trading_date, allocation.orders, limits
         )
+
+    def _breaker_reason(self) -> str | None:
+        breaker = self._execution.breaker
+        if breaker is None:
+            return None
+        try:
+            status = breaker.status()
+        except BreakerStoreError as exc:  # the execution service then lets only exits through
+            return f"{TripReason.MANUAL.value}: state unreadable ({first_line(exc)})"
+        return status.reason or "unknown" if status.state is BreakerState.TRIPPED else None
 
     def _snapshot(self) -> PortfolioSnapshot:
         account = self._broker.get_account()
@@ -465,12 +516,19 @@ def order_intents(
 
 
 def rebalance_intents(
-    engine: Engine, settings: Settings, strategy: str, day: date, orders: Sequence[AllocatorIntent]
+    engine: Engine,
+    settings: Settings,
+    strategy: str,
+    day: date,
+    orders: Sequence[AllocatorIntent],
+    limits: EffectiveLimits | None = None,
 ) -> list[OrderIntent]:
     """:func:`order_intents` with the strategy's effective ``max_order_notional`` (paper-run and replay
-    must slice exits alike)."""
-    with Session(engine) as session:
-        limit = resolve_limits(session, strategy, settings).max_order_notional
+    must slice exits alike): that of ``limits`` (a recorded day's), else resolved now."""
+    if limits is None:
+        with Session(engine) as session:
+            limits = resolve_limits(session, strategy, settings)
+    limit = limits.max_order_notional
     return order_intents(strategy, day, orders, limit.value if limit else None)
 
 

@@ -43,6 +43,7 @@ from trader.domain.enums import OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService
+from trader.ops.breakers import CircuitBreaker, DatabaseBreakerStore, TripReason
 from trader.ops.paper_day import PLAN_EVENT, REBALANCE, Plan, rebalance_intents
 from trader.portfolio.allocator import allocate
 from trader.research.artifacts import ModelArtifact
@@ -202,6 +203,9 @@ class Replayer:
                 .order_by(RiskDecision.id)
             ):
                 verdicts.setdefault(decision.client_order_id, decision.approved)  # the first decision
+            for order in orders:
+                # Refused before the risk check (the circuit breaker, no usable price): no decision row.
+                verdicts.setdefault(order.client_order_id, order.status != OrderStatus.RISK_REJECTED.value)
             session.expunge_all()
         return run, Plan.from_json(event.payload), orders, verdicts
 
@@ -230,7 +234,9 @@ class Replayer:
         allocation = allocate(
             dict(replayed.weights), plan.snapshot.equity, positions, plan.prices, plan.options
         )
-        intents = rebalance_intents(self._engine, self._settings, self.strategy, day, allocation.orders)
+        intents = rebalance_intents(
+            self._engine, self._settings, self.strategy, day, allocation.orders, plan.limits
+        )
         replayed_orders = {i.client_order_id: (i.symbol, i.side.value, i.qty) for i in intents}
         recorded_orders = {o.client_order_id: (o.symbol, o.side, o.qty) for o in orders}
         self._compare(report, "order", recorded_orders, replayed_orders)
@@ -240,14 +246,21 @@ class Replayer:
         return report
 
     def _dry_run(self, intents: list[OrderIntent], plan: Plan, scratch: Path) -> dict[str, bool]:
-        """The execution service's decisions in DRY_RUN on a scratch database with our risk limits."""
+        """The execution service's decisions in DRY_RUN on a scratch database, with the risk limits
+        and the circuit breaker of the recorded day (today's limits for a plan that did not record
+        them)."""
         url = f"sqlite:///{scratch / 'replay.db'}"
         engine = make_engine(url)
         try:
             migrate.upgrade(engine)
-            self._copy_risk_limits(engine)
-            settings = self._settings.model_copy(update={"dry_run": True, "database_url": url})
-            service = ExecutionService(engine, None, settings, source="replay")
+            if plan.limits is None:
+                self._copy_risk_limits(engine)
+            settings = self._settings.model_copy(
+                update={"dry_run": True, "database_url": url, "redis_url": ""}
+            )
+            service = ExecutionService(
+                engine, None, settings, source="replay", limits=plan.limits, breaker=_breaker_as(plan, engine)
+            )
             outcomes = service.submit_batch(intents, plan.snapshot, plan.prices.get)
         finally:
             engine.dispose()
@@ -289,3 +302,18 @@ def write_replay_report(report: ReplayReport, reports_dir: Path) -> Path:
     write_atomic(folder / "replay.json", json.dumps(report.to_json(), indent=2).encode())
     write_atomic(folder / "replay.md", report.to_markdown().encode())
     return folder
+
+
+def _breaker_as(plan: Plan, engine: Engine) -> CircuitBreaker | None:
+    """A breaker on the scratch database in the state the recorded day's orders met: tripped with
+    the journaled reason, or ``None`` (no breaker) when it was open."""
+    if plan.breaker is None:
+        return None
+    head, _, detail = plan.breaker.partition(":")
+    try:
+        kind = TripReason(head.strip())
+    except ValueError:
+        kind, detail = TripReason.MANUAL, plan.breaker
+    breaker = CircuitBreaker(DatabaseBreakerStore(engine), engine)
+    breaker.trip(kind, detail.strip() or plan.breaker, actor="replay")
+    return breaker

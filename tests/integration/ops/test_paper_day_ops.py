@@ -3,6 +3,7 @@ trade-update stream, and a symbol halted on the previous session."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -184,3 +185,25 @@ def test_a_report_without_prices_is_refused_and_the_recorded_one_kept(
     assert trader(world, "report", "pnl", "--date", str(DAY), DATA_DIR=str(world.data_dir / "nowhere")) == 1
     assert "nothing written; ingest that session first" in capsys.readouterr().err
     assert report.read_text() == recorded
+
+
+def test_replay_uses_the_days_limits_and_breaker_not_todays(world: PaperWorld) -> None:
+    # The day is traded under a tripped breaker (entries refused, no risk decision for them) ...
+    assert trader(world, "circuit", "trip", "--reason", "maintenance", "--actor", "ops") == 0
+    assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "5", DRY_RUN="true") == 0
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            statuses = {OrderStatus(s) for s in session.scalars(select(Order.status))}
+            (event,) = session.scalars(select(Event).where(Event.kind == PLAN_EVENT)).all()
+    finally:
+        engine.dispose()
+    assert OrderStatus.RISK_REJECTED in statuses
+    plan = Plan.from_json(event.payload)
+    assert plan.breaker is not None and "maintenance" in plan.breaker
+    assert plan.limits is not None and plan.limits.max_order_notional is not None
+    # ... and replayed with a limit tightened since: the replay checks the orders against the day's
+    # limits and the day's breaker, so every verdict is the recorded one.
+    assert trader(world, "replay", "--date", str(DAY), MAX_ORDER_NOTIONAL="1") == 0
+    report = json.loads((world.reports_dir / str(DAY) / "replay.json").read_text())
+    assert report["passed"] is True and report["compared"]["risk verdicts"] > 0
