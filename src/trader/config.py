@@ -6,19 +6,24 @@ variable is documented in ``.env.example`` and the README's configuration table.
 
 from __future__ import annotations
 
+import io
+import ipaddress
 import logging
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
+from dotenv.parser import parse_stream
 from pydantic import (
     AnyHttpUrl,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from trader.domain.ids import STRATEGY_ID_RULE, is_strategy_id
 from trader.errors import ConfigError
 
 #: Where the embedded defaults keep their state (SQLite files, logs). Relative to the working directory.
@@ -42,8 +48,10 @@ LOCAL_PAPER_SECRET = "local-paper-secret-0000000000000000000000"  # noqa: S105 -
 ALPACA_LIVE_HOST = "api.alpaca.markets"
 ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
 ALPACA_DATA_URL = "https://data.alpaca.markets"
+#: Hosts known to trade paper money only. Every other host that is not a local address counts as live
+#: (real money) and needs ALLOW_LIVE_TRADING=true: see :func:`is_paper_host`.
+ALPACA_PAPER_HOSTS = frozenset({ALPACA_PAPER_HOST})
 
-_STRATEGY_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _REDIS_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 _SUPPORTED_DB_DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql+psycopg": "postgresql"}
 
@@ -88,9 +96,10 @@ class Settings(BaseSettings):
     #: Market-data base URL. Unset: Alpaca's data host for Alpaca's trading hosts, else the base URL
     #: (the built-in paper broker serves trading and market data on one port).
     alpaca_data_url: AnyHttpUrl | None = None
-    #: Sending orders to ``api.alpaca.markets`` (real money) is refused unless this is true.
+    #: Sending orders to ``api.alpaca.markets`` (real money), or to any host that is not a known paper
+    #: broker (see :func:`is_paper_host`), is refused unless this is true.
     allow_live_trading: bool = False
-    broker_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    broker_timeout_seconds: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
     broker_max_retries: int = Field(default=3, ge=0, le=20)
     #: The built-in paper broker's own state (orders, fills, positions, cash).
     paper_broker_database_url: str = Field(default_factory=_default_paper_broker_database_url)
@@ -121,8 +130,8 @@ class Settings(BaseSettings):
     @field_validator("strategy_id")
     @classmethod
     def _check_strategy_id(cls, value: str) -> str:
-        if not _STRATEGY_ID.fullmatch(value):
-            raise ValueError("must be lower-case letters, digits and '_', starting with a letter, ≤64 chars")
+        if not is_strategy_id(value):
+            raise ValueError(f"must be {STRATEGY_ID_RULE}")
         return value
 
     @field_validator("redis_key_prefix")
@@ -144,12 +153,34 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: Any) -> str | None:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        scheme = urlsplit(str(value)).scheme
-        if scheme not in {"redis", "rediss", "unix"}:
+        text = str(value)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(
+                "is not a valid URL (a bad port, or an unquoted special character in the password?); "
+                "e.g. redis://:PASSWORD@localhost:6379/0"
+            ) from None
+        if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
                 "must start with redis://, rediss:// or unix:// (or be empty to go without Redis)"
             )
-        return str(value)
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("names no socket path; e.g. unix:///run/redis/redis.sock?db=0")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("names no host; e.g. redis://localhost:6379/0")
+        return text
+
+    @field_validator("data_dir", "artifacts_dir", mode="before")
+    @classmethod
+    def _check_folder(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            default = "./data" if info.field_name == "data_dir" else "./artifacts"
+            raise ValueError(
+                f"must not be empty; name a folder (default {default}) or leave the variable unset"
+            )
+        return value
 
     @field_validator("mlflow_tracking_uri")
     @classmethod
@@ -169,22 +200,44 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_live_trading(self) -> Settings:
-        if self.is_live and not self.allow_live_trading:
+        if not self.is_live or self.allow_live_trading:
+            return self
+        if self.is_alpaca_live_host:
             raise ValueError(
-                "ALPACA_BASE_URL points at Alpaca's live (real money) host; set ALLOW_LIVE_TRADING=true "
-                "to confirm, or use https://paper-api.alpaca.markets for paper trading"
+                "ALPACA_BASE_URL points at Alpaca's live (real money) host api.alpaca.markets; set "
+                "ALLOW_LIVE_TRADING=true to confirm, or use https://paper-api.alpaca.markets for paper "
+                "trading"
             )
-        return self
+        raise ValueError(
+            f"ALPACA_BASE_URL host '{self.broker_host}' is not a known paper broker "
+            "(paper-api.alpaca.markets, or a local address: localhost, 127.0.0.1, ::1), so orders sent "
+            "there may trade real money; set ALLOW_LIVE_TRADING=true to confirm, or use "
+            "https://paper-api.alpaca.markets or the built-in paper broker (http://127.0.0.1:8765)"
+        )
 
     def __repr_args__(self) -> Any:
         # URLs may carry passwords: show them masked, like the SecretStr fields.
         for name, value in super().__repr_args__():
-            yield name, mask_url_password(value) if name in _URL_FIELDS and isinstance(value, str) else value
+            if name in _URL_FIELDS and value is not None:
+                yield name, mask_url_password(str(value))
+            else:
+                yield name, value
+
+    @property
+    def broker_host(self) -> str:
+        """The host of ``ALPACA_BASE_URL``, normalised (see :func:`normalize_host`)."""
+        return normalize_host(self.alpaca_base_url.host)
+
+    @property
+    def is_alpaca_live_host(self) -> bool:
+        """True when ``ALPACA_BASE_URL`` is Alpaca's real-money host (in any spelling)."""
+        return self.broker_host == ALPACA_LIVE_HOST
 
     @property
     def is_live(self) -> bool:
-        """True when orders would go to Alpaca's real-money trading host."""
-        return self.alpaca_base_url.host == ALPACA_LIVE_HOST
+        """True unless orders go to a known paper broker: fails closed, so Alpaca's real-money host and
+        every host we do not know (which may be real money, or a proxy to it) count as live."""
+        return not is_paper_host(self.alpaca_base_url.host)
 
     @property
     def uses_local_paper_broker(self) -> bool:
@@ -197,15 +250,15 @@ class Settings(BaseSettings):
     def effective_data_url(self) -> str:
         if self.alpaca_data_url is not None:
             return str(self.alpaca_data_url).rstrip("/")
-        if self.alpaca_base_url.host in {ALPACA_LIVE_HOST, ALPACA_PAPER_HOST}:
+        if self.broker_host in {ALPACA_LIVE_HOST, *ALPACA_PAPER_HOSTS}:
             return ALPACA_DATA_URL
         return str(self.alpaca_base_url).rstrip("/")
 
     def describe(self) -> dict[str, str]:
         """The effective configuration as text, safe to print: secrets and URL passwords are masked."""
         return {
-            "ALPACA_BASE_URL": str(self.alpaca_base_url).rstrip("/"),
-            "ALPACA_DATA_URL": self.effective_data_url,
+            "ALPACA_BASE_URL": mask_url_password(str(self.alpaca_base_url).rstrip("/")),
+            "ALPACA_DATA_URL": mask_url_password(self.effective_data_url),
             "ALPACA_API_KEY_ID": mask_secret(self.alpaca_api_key_id),
             "ALPACA_API_SECRET_KEY": mask_secret(self.alpaca_api_secret_key),
             "ALLOW_LIVE_TRADING": str(self.allow_live_trading).lower(),
@@ -227,6 +280,22 @@ class Settings(BaseSettings):
             "DAILY_LOSS_LIMIT": str(self.daily_loss_limit),
             "LOG_LEVEL": self.log_level.value,
         }
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for :class:`SecretRedactingFilter`: the Alpaca key id and
+        secret, ``TRADER_API_KEY`` and the passwords inside the URLs. The key id is not secret to
+        Alpaca, but it is shown masked everywhere else, so it is redacted from logs too."""
+        values = [
+            self.alpaca_api_key_id.get_secret_value(),
+            self.alpaca_api_secret_key.get_secret_value(),
+        ]
+        if self.trader_api_key is not None:
+            values.append(self.trader_api_key.get_secret_value())
+        for name in sorted(_URL_FIELDS):
+            url = getattr(self, name)
+            if url is not None:
+                values.extend(url_passwords(str(url)))
+        return [value for value in values if value]
 
 
 def normalize_database_url(url: str) -> str:
@@ -253,17 +322,135 @@ def mask_secret(secret: SecretStr | None) -> str:
     return "********"
 
 
+def normalize_host(host: str | None) -> str:
+    """A URL host as it is connected to: lower case, without the trailing dots that DNS (and urllib3)
+    ignore, IPv6 without brackets. ``api.alpaca.markets.`` is ``api.alpaca.markets``."""
+    text = (host or "").strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return text
+
+
+def is_local_host(host: str | None) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1`` (also IPv4-mapped): this machine."""
+    name = normalize_host(host)
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def is_paper_host(host: str | None) -> bool:
+    """True only for hosts known to trade paper money: Alpaca's paper host, a local address (how the
+    built-in paper broker is reached) and single-label names such as ``paper-broker`` (Docker Compose
+    service names; no public host, Alpaca's included, is reachable by a single label). Everything else,
+    an IP address on the network included, may be real money."""
+    name = normalize_host(host)
+    if not name:
+        return False
+    if name in ALPACA_PAPER_HOSTS or is_local_host(name):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return "." not in name and re.fullmatch(r"[a-z0-9_-]+", name) is not None
+    return False
+
+
+#: Query parameters whose value is masked: any name containing one of these words (case-insensitive).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+_QUERY_PARAMETER = re.compile(r"([?&;])([^=&;#?]*)=([^&;#]*)")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+#: A URL inside free text: from its scheme to the next blank or quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]*")
+MASK = "***"
+
+
+def _mask_query(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        sep, name, value = match.groups()
+        if value and _SECRET_PARAMETER.search(unquote(name)):
+            return f"{sep}{name}={MASK}"
+        return match.group(0)
+
+    return _QUERY_PARAMETER.sub(replace, text)
+
+
+def _split_credentials(url: str) -> tuple[str, str | None, str] | None:
+    """``(scheme, userinfo, rest)`` of ``scheme://userinfo@rest`` (userinfo None when there is none), or
+    None when the URL cannot be split safely: an ``@`` after a ``/``, ``?`` or ``#`` with a ``:`` before
+    it may be a password containing one of those characters."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return None
+    scheme, after = match.group(1), url[match.end() :]
+    at = after.rfind("@")
+    if at < 0:
+        return scheme, None, after
+    separator = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
+    if at < separator:
+        return scheme, after[:at], after[at + 1 :]
+    if separator == 0 or ":" not in after[:at]:
+        # No authority (sqlite:///path@x) or no password possible: the '@' is in the path or query.
+        return scheme, None, after
+    return None
+
+
 def mask_url_password(url: str) -> str:
-    """Replace the password in a URL with ``***`` so it can be logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL with its password and password-like query parameters (``password``, ``pass``, ``pwd``,
+    ``secret``, ``token``, ``key`` in any case) replaced by ``***``, so it can be printed or logged.
+
+    A URL that cannot be split safely (a password with ``/``, ``#``, ``?`` or ``@`` in it) is shown as
+    its scheme only: ``mysql://***``; ``user:password@host`` without ``scheme://`` as ``***``.
+    """
+    if "://" not in url:
+        at = url.rfind("@")
+        if at >= 0 and ":" in url[:at]:
+            return MASK  # user:password@host without a scheme (or a mistyped one): nothing to show
+        return _mask_query(url)
+    split = _split_credentials(url)
+    if split is None:
+        match = _SCHEME.match(url)
+        return f"{match.group(1)}://{MASK}" if match else MASK
+    scheme, userinfo, rest = split
+    rest = _mask_query(rest)
+    if userinfo is None:
+        return f"{scheme}://{rest}"
+    if ":" in userinfo:
+        userinfo = f"{userinfo.split(':', 1)[0]}:{MASK}"
+    return f"{scheme}://{userinfo}@{rest}"
 
 
-_URL_FIELDS = {"database_url", "paper_broker_database_url", "redis_url", "mlflow_tracking_uri"}
+def mask_urls_in_text(text: str) -> str:
+    """``text`` with :func:`mask_url_password` applied to every URL in it (error messages, argv)."""
+    return _URL_IN_TEXT.sub(lambda match: mask_url_password(match.group(0)), text)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The password and password-like query values of a URL, raw and percent-decoded."""
+    found: list[str] = []
+    split = _split_credentials(url) if "://" in url else None
+    if split is not None and split[1] is not None and ":" in split[1]:
+        found.append(split[1].split(":", 1)[1])
+    for _, name, value in _QUERY_PARAMETER.findall(url):
+        if value and _SECRET_PARAMETER.search(unquote(name)):
+            found.append(value)
+    return [text for value in found for text in dict.fromkeys((value, unquote(value))) if text]
+
+
+_URL_FIELDS = {
+    "alpaca_base_url",
+    "alpaca_data_url",
+    "database_url",
+    "paper_broker_database_url",
+    "redis_url",
+    "mlflow_tracking_uri",
+}
 _SECRET_FIELDS = {"alpaca_api_key_id", "alpaca_api_secret_key", "trader_api_key"}
 
 
@@ -282,8 +469,49 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def check_dotenv_file(path: Path, encoding: str = "utf-8") -> None:
+    """Raise :class:`ConfigError` when ``path`` exists but is not valid text or has a line python-dotenv
+    cannot parse (it would only warn and skip the line, so a risk limit would silently fall back to its
+    default). The message names the file, the line and the variable, never the value."""
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot be read ({exc.strerror}); fix its permissions or remove it"
+        ) from None
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line} is not valid {encoding.upper()}; save the file as {encoding.upper()}"
+        ) from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            name = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)", binding.original.string)
+            what = f" ({name.group(1)})" if name else ""
+            raise ConfigError(
+                f"{path}: line {binding.original.line}{what} cannot be parsed; write NAME=value and close "
+                "every quote you open (the line is not ignored: fix or remove it)"
+            )
+
+
+def _dotenv_paths(env_file: Any) -> list[Path]:
+    if env_file is None:
+        return []
+    if isinstance(env_file, (str, Path)):
+        return [Path(env_file)]
+    return [Path(item) for item in env_file]
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the configuration, or raise :class:`ConfigError` naming each bad variable."""
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    encoding = overrides.get("_env_file_encoding") or Settings.model_config.get("env_file_encoding")
+    for path in _dotenv_paths(env_file):
+        check_dotenv_file(path, encoding or "utf-8")
     try:
         return Settings(**overrides)
     except ValidationError as error:
@@ -293,8 +521,73 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
 
 
+#: Third-party loggers that log wire traffic at DEBUG (websocket frames, with the stream's
+#: authenticate message and its secret; HTTP connections; SQL and its parameters; Redis replies). They
+#: stay at INFO or quieter whatever ``LOG_LEVEL`` says (SQLAlchemy's engine at WARNING: its INFO is SQL).
+_WIRE_LOGGERS = {
+    "websockets": logging.INFO,
+    "urllib3": logging.INFO,
+    "httpx": logging.INFO,
+    "httpcore": logging.INFO,
+    "hpack": logging.INFO,
+    "aiohttp": logging.INFO,
+    "requests": logging.INFO,
+    "alpaca": logging.INFO,
+    "psycopg": logging.INFO,
+    "redis": logging.INFO,
+    "sqlalchemy.engine": logging.WARNING,
+    "sqlalchemy.pool": logging.WARNING,
+}
+#: Secrets shorter than this are not replaced wherever they occur (a password ``trader`` would blank out
+#: every ``trader`` in the logs); inside URLs they are masked whatever their length.
+MIN_REDACTED_LENGTH = 8
+
+
+class SecretRedactingFilter(logging.Filter):
+    """Replace secret values, and passwords inside URLs, with ``***`` in a record's message, exception
+    and stack text. Attached to the root logger's handlers by :func:`configure_logging`."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        unique = {secret for secret in secrets if secret and len(secret) >= MIN_REDACTED_LENGTH}
+        self.secrets = sorted(unique, key=len, reverse=True)  # longest first: no partial leftovers
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return mask_urls_in_text(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is logging's problem, not ours
+            return True
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
-    """Log lines of the long-running commands: time, level, logger and message, at ``LOG_LEVEL``."""
+    """Log lines of the long-running commands: time, level, logger and message, at ``LOG_LEVEL``.
+
+    Wire-level third-party loggers stay at INFO or above (:data:`_WIRE_LOGGERS`), and every root handler
+    redacts the configured secrets (:class:`SecretRedactingFilter`). Safe to call more than once.
+    """
     logging.basicConfig(
         level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    level = logging.getLevelNamesMapping()[settings.log_level.value]
+    for name, floor in _WIRE_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(floor, level))
+    redactor = SecretRedactingFilter(settings.secret_values())
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, SecretRedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(redactor)

@@ -22,6 +22,11 @@ def show() -> None:
 def check() -> None:
     """Validate the configuration; exit code 2 and one line per problem when it is invalid."""
     settings = load_settings()
-    mode = "LIVE (real money)" if settings.is_live else "paper"
+    if settings.is_alpaca_live_host:
+        mode = "LIVE (real money)"
+    elif settings.is_live:
+        mode = f"LIVE (real money possible: {settings.broker_host} is not a known paper broker)"
+    else:
+        mode = "paper"
     dry = "DRY_RUN on: orders are recorded, not sent" if settings.dry_run else "DRY_RUN off: orders are sent"
     console.print(f"configuration OK - broker mode: {mode}; {dry}")

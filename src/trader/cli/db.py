@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from trader.cli.output import console
-from trader.config import load_settings, mask_url_password
+from trader.config import load_settings, mask_url_password, mask_urls_in_text
 from trader.errors import DatabaseError, UsageError
 from trader.store import migrate
 from trader.store.db import make_engine
@@ -83,4 +83,4 @@ def downgrade(
 
 def _first_line(exc: Exception) -> str:
     text = str(getattr(exc, "orig", exc)) or type(exc).__name__
-    return text.strip().splitlines()[0]
+    return mask_urls_in_text(text.strip().splitlines()[0])  # a driver may quote the URL

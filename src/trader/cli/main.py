@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import typer
 from trader import __version__
 from trader.cli import config_cmd, data, db, model, ops, paper, research, serve
 from trader.cli.output import error
-from trader.config import VAR_DIR
+from trader.config import MASK, VAR_DIR, mask_urls_in_text
 from trader.errors import TraderError
 
 try:  # Typer >= 0.22 raises the exceptions of the click copy it vendors, not click's own
@@ -66,11 +67,34 @@ def main(
 CRASH_LOG = VAR_DIR / "log" / "trader-errors.log"
 
 
-def _record_crash() -> Path:
+#: Options whose value is a secret however it is written (``--password X``, ``--api-key=X``).
+_SECRET_OPTION = re.compile(r"^--?[\w-]*(pass|pwd|secret|token|key)[\w-]*$", re.IGNORECASE)
+
+
+def mask_argv(args: list[str]) -> list[str]:
+    """The command line with URL passwords and the values of secret-looking options masked."""
+    masked: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            masked.append(MASK)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if _SECRET_OPTION.match(name):
+            if equals:
+                masked.append(f"{name}={MASK}")
+                continue
+            hide_next = True
+        masked.append(mask_urls_in_text(arg))
+    return masked
+
+
+def _record_crash(args: list[str]) -> Path:
     CRASH_LOG.parent.mkdir(parents=True, exist_ok=True)
     with CRASH_LOG.open("a", encoding="utf-8") as handle:
-        handle.write(f"--- {datetime.now(UTC).isoformat()} trader {' '.join(sys.argv[1:])}\n")
-        handle.write(traceback.format_exc())
+        handle.write(f"--- {datetime.now(UTC).isoformat()} trader {' '.join(mask_argv(args))}\n")
+        handle.write(mask_urls_in_text(traceback.format_exc()))
     return CRASH_LOG
 
 
@@ -99,8 +123,8 @@ def run(argv: list[str] | None = None) -> int:
         error("interrupted")
         return 130
     except Exception as exc:
-        log = _record_crash()
-        error(f"internal error ({type(exc).__name__}: {exc}); details in {log}")
+        log = _record_crash(args)
+        error(f"internal error ({type(exc).__name__}: {mask_urls_in_text(str(exc))}); details in {log}")
         return 1
     return result if isinstance(result, int) else 0
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from trader.broker.base import Broker
 from trader.broker.errors import BrokerError
 from trader.cli.output import console, key_value_table
-from trader.config import Settings, load_settings
+from trader.config import Settings, load_settings, mask_url_password
 from trader.errors import UsageError
 from trader.ops.breakers import (
     DEFAULT_QUIET_PERIOD,
@@ -240,7 +240,8 @@ def kill(
     engine = _engine(settings)
     if not yes:
         typer.confirm(
-            f"KILL: cancel every open order and close every position at {settings.alpaca_base_url}?",
+            f"KILL: cancel every open order and close every position at "
+            f"{mask_url_password(str(settings.alpaca_base_url))}?",
             abort=True,
         )
     from trader.ops.kill import kill_switch

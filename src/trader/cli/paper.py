@@ -86,7 +86,7 @@ def _broker_for(settings: Settings, days: list[date]) -> Iterator[tuple[Broker, 
         if days != [datetime.now(NEW_YORK).date()]:
             raise UsageError(
                 "past days can only be run against the built-in paper broker (it replays history); "
-                f"{settings.alpaca_base_url} trades in real time"
+                f"{mask_url_password(str(settings.alpaca_base_url))} trades in real time"
             )
         yield AlpacaBroker.from_settings(settings), None
         return

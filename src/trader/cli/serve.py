@@ -227,7 +227,7 @@ def gateway(
         configure_logging(settings)
         app_ = create_gateway_app(settings, broker=AlpacaBroker.from_settings(settings), engine=engine)
         mode = "DRY_RUN: orders recorded, never sent" if settings.dry_run else "orders are sent"
-        broker_url = str(settings.alpaca_base_url).rstrip("/")
+        broker_url = mask_url_password(str(settings.alpaca_base_url).rstrip("/"))
         print(
             f"execution gateway on http://{host}:{port} ({mode}); broker {broker_url}; "
             f"database {mask_url_password(settings.database_url)}"

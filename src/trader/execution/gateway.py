@@ -61,6 +61,7 @@ from trader.broker.stream import StreamStats, parse_trade_update
 from trader.config import Settings
 from trader.data.calendar import trading_calendar
 from trader.domain.enums import OrderSide, OrderStatus, OrderType, TimeInForce
+from trader.domain.ids import STRATEGY_ID_PATTERN
 from trader.domain.json import plain_decimal
 from trader.errors import ConfigError, TraderError
 from trader.execution.client_ids import InvalidOrderIdError
@@ -109,7 +110,7 @@ STREAM_CONNECT_SECONDS = 10.0
 #: The stream also re-reads open orders this often (covers events lost on a live connection).
 STREAM_RESYNC_SECONDS = 30.0
 
-_STRATEGY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+_STRATEGY_PATTERN = STRATEGY_ID_PATTERN
 _SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9./-]{0,15}$"
 _INTENT_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 #: Up to 9 decimals (Alpaca's fractional shares), 24 digits in all.

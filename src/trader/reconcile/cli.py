@@ -87,7 +87,7 @@ def reconciler(
 
     from trader.broker.alpaca import AlpacaBroker
     from trader.broker.errors import BrokerError
-    from trader.config import configure_logging, load_settings
+    from trader.config import configure_logging, load_settings, mask_url_password
     from trader.reconcile.drift import ReconcileConfig
     from trader.reconcile.reconciler import Reconciler, ReconcileReport
     from trader.store import migrate
@@ -119,12 +119,14 @@ def reconciler(
             try:
                 show(service.run_once())
             except BrokerError as exc:
-                raise UsageError(f"the broker at {settings.alpaca_base_url} cannot be read: {exc}") from None
+                broker = mask_url_password(str(settings.alpaca_base_url))
+                raise UsageError(f"the broker at {broker} cannot be read: {exc}") from None
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        typer.echo(f"reconciler: every {interval:g} s against {str(settings.alpaca_base_url).rstrip('/')}")
+        broker = mask_url_password(str(settings.alpaca_base_url).rstrip("/"))
+        typer.echo(f"reconciler: every {interval:g} s against {broker}")
         shown: ReconcileReport | None = None
         while not stop.is_set():
             service.run_forever(interval, stop, max_runs=1)  # a failed run is logged, not fatal
