@@ -135,7 +135,7 @@ def worker(strategy: str, day: date) -> dict[str, Any]:
             broker,
             strategy=strategy,
             admin=admin,
-            ingest=_ingest_from_broker(settings),
+            ingest=_ingest_from_broker(settings, engine),
             fill_timeout=FILL_TIMEOUT,
         )
         started = time.perf_counter()

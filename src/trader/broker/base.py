@@ -168,11 +168,18 @@ def same_order(order: BrokerOrder, request: OrderRequest) -> bool:
         and order.symbol.upper() == request.symbol.upper()
         and order.side == request.side
         and order.type == request.type
-        and order.qty == request.qty
-        and order.notional == request.notional
+        and _same_size(order, request)
         and order.limit_price == request.limit_price
         and order.stop_price == request.stop_price
     )
+
+
+def _same_size(order: BrokerOrder, request: OrderRequest) -> bool:
+    """A notional request is sized by its notional alone: the shares it buys are only known once it
+    fills, and a broker may report them as ``qty`` (Alpaca keeps ``qty`` null, see reference §3.2)."""
+    if request.notional is not None:
+        return order.notional == request.notional
+    return order.qty == request.qty and order.notional is None
 
 
 @dataclass(frozen=True)

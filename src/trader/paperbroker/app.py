@@ -41,20 +41,21 @@ def create_app(settings: PaperBrokerSettings) -> FastAPI:
     hub = EventHub()
     clock = SimClock(settings.start_at)
     market = MarketData(DataPaths(settings.data_dir), settings.synthetic_seed)
-    prices = PriceBook(market, MarketHours())
+    hours = MarketHours()
+    prices = PriceBook(market, hours)
     store = StateStore(settings.database_url)
     engine = Engine(settings, prices, clock, store, hub.publish)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        ticker = asyncio.create_task(_tick_forever(engine))
+        stopping = asyncio.Event()
+        ticker = asyncio.create_task(_tick_until(stopping, engine))
         try:
             yield
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-            store.close()
+            stopping.set()
+            await ticker  # a tick runs in a worker thread: let it finish before the store closes
+            engine.close()
 
     app = FastAPI(
         title="trader paper broker",
@@ -69,6 +70,7 @@ def create_app(settings: PaperBrokerSettings) -> FastAPI:
     app.state.market = market
     app.state.engine = engine
     app.state.clock = clock
+    app.state.hours = hours
     app.state.hub = hub
     app.state.faults = faults
     install_error_handlers(app)
@@ -79,10 +81,13 @@ def create_app(settings: PaperBrokerSettings) -> FastAPI:
     return app
 
 
-async def _tick_forever(engine: Engine) -> None:
-    """Match open orders as the clock moves (fills, the open, day-order expiry)."""
+async def _tick_until(stopping: asyncio.Event, engine: Engine) -> None:
+    """Match open orders as the clock moves (fills, the open, day-order expiry) until ``stopping``
+    is set. Not cancelled: cancelling would not stop a tick already running in its worker thread."""
     while True:
-        await asyncio.sleep(TICK_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), TICK_SECONDS)
+            return
         try:
             await run_in_threadpool(engine.tick)
         except Exception:  # a bad tick must not stop matching for good

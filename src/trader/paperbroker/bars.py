@@ -8,20 +8,28 @@
   then time (``sort=desc`` reverses time within each symbol). ``next_page_token`` is an opaque token
   holding the last returned (symbol, date), or ``null`` on the last page.
 - ``feed``, ``asof`` and ``currency`` are accepted and ignored (one feed, no renames, USD only).
+- Nothing later than the broker's clock is served: ``start`` defaults to the start of the current
+  (New York) day and ``end`` to now, as on Alpaca; a later ``end`` stops at now. The bar of a session
+  still trading is partial, as Alpaca's is: its open, the high and low so far and the price now on the
+  path the broker trades on (:func:`~trader.paperbroker.prices.bar_so_far`), the volume pro rata of
+  the session passed; before the open it does not exist yet. Adjusted bars use only the corporate
+  actions whose ex-date has come.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request
 
+from trader.paperbroker.clock import MarketHours, Session, SimClock
 from trader.paperbroker.errors import invalid
 from trader.paperbroker.market import MarketData
 from trader.paperbroker.params import (
+    MARKET_TZ,
     Sort,
     bar_time,
     check_timeframe,
@@ -34,6 +42,7 @@ from trader.paperbroker.params import (
     parse_sort,
     parse_time,
 )
+from trader.paperbroker.prices import DayBar, bar_so_far, session_fraction, to_price
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1000
@@ -44,10 +53,20 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Text = Annotated[str | None, Query()]
 
 
-def _market(request: Request) -> MarketData:
-    market = request.app.state.market
-    assert isinstance(market, MarketData)
-    return market
+@dataclass(frozen=True)
+class Sources:
+    """What the bars routes read: the market data, and the broker's clock and calendar (no bar is
+    served before it exists)."""
+
+    market: MarketData
+    hours: MarketHours
+    now: datetime
+
+
+def _sources(request: Request) -> Sources:
+    state = request.app.state
+    assert isinstance(state.market, MarketData) and isinstance(state.clock, SimClock)
+    return Sources(state.market, state.hours, state.clock.now())
 
 
 def bar_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +103,7 @@ class BarsQuery:
 
 
 def _page(
-    market: MarketData, symbols: list[str], query: BarsQuery
+    sources: Sources, symbols: list[str], query: BarsQuery
 ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     """One page of bars per symbol and the next page token."""
     check_timeframe(query.timeframe)
@@ -98,9 +117,12 @@ def _page(
     if not symbols:
         raise invalid("missing required parameter: symbols")
 
-    first = None if begin is None else first_session_on_or_after(begin)
-    last = None if finish is None else last_session_on_or_before(finish)
-    frame = market.bars(symbols, first, last, adjust_for)
+    now = sources.now
+    today = now.astimezone(MARKET_TZ).date()
+    first = today if begin is None else first_session_on_or_after(begin)
+    last = last_session_on_or_before(now if finish is None else min(finish, now))
+    frame = sources.market.bars(symbols, first, last, adjust_for, today)
+    frame = _as_of(frame, sources.hours.session(today), now)
     descending = order is Sort.DESC
     frame = frame.sort(["symbol", "date"], descending=[False, descending])
     if after is not None:
@@ -123,12 +145,37 @@ def _page(
     return grouped, token
 
 
+def _as_of(frame: pl.DataFrame, session: Session | None, now: datetime) -> pl.DataFrame:
+    """``frame`` as it stands at ``now`` when ``session`` (today's, if any) is not over: its bars
+    dropped before the open, made partial during it (see the module doc)."""
+    if session is None or now >= session.close:
+        return frame
+    today = pl.col("date") == session.day
+    if now < session.open:
+        return frame.filter(~today)
+    fraction = session_fraction(session, now)
+    partial = [_so_far(row, fraction) for row in frame.filter(today).iter_rows(named=True)]
+    return pl.concat([frame.filter(~today), pl.DataFrame(partial, schema=frame.schema)])
+
+
+def _so_far(row: dict[str, Any], fraction: float) -> dict[str, Any]:
+    prices = (to_price(row[name]) for name in ("open", "high", "low", "close"))
+    bar = bar_so_far(DayBar(row["date"], *prices), fraction)
+    return row | {
+        "open": float(bar.open),
+        "high": float(bar.high),
+        "low": float(bar.low),
+        "close": float(bar.close),
+        "volume": row["volume"] * fraction,
+    }
+
+
 @router.get("/v2/stocks/bars")
 def stock_bars(
     request: Request, symbols: Annotated[str, Query()], query: Annotated[BarsQuery, Depends()]
 ) -> dict[str, Any]:
     """Bars of several symbols: ``{"bars": {"SYM": [bar, ...]}, "next_page_token": str | null}``."""
-    grouped, token = _page(_market(request), parse_list(symbols, upper=True), query)
+    grouped, token = _page(_sources(request), parse_list(symbols, upper=True), query)
     return {"bars": grouped, "next_page_token": token}
 
 
@@ -138,5 +185,5 @@ def stock_bars_single(
 ) -> dict[str, Any]:
     """Bars of one symbol: ``{"bars": [bar, ...], "symbol": "SYM", "next_page_token": str | null}``."""
     name = symbol.strip().upper()
-    grouped, token = _page(_market(request), [name], query)
+    grouped, token = _page(_sources(request), [name], query)
     return {"bars": grouped.get(name, []), "symbol": name, "next_page_token": token}

@@ -108,6 +108,15 @@ class MarketHours:
                 return found
         raise ValueError(f"no session within two weeks after {moment}")
 
+    def last_close(self, moment: datetime) -> datetime | None:
+        """The newest close at or before ``moment`` (``None`` when none within two weeks)."""
+        day = moment.astimezone(UTC).date()
+        for offset in range(0, 15):
+            found = self.session(day - timedelta(days=offset))
+            if found is not None and found.close <= moment:
+                return found.close
+        return None
+
     def next_open(self, moment: datetime) -> datetime:
         """The next open strictly after ``moment`` (Alpaca's clock: while open, tomorrow's open)."""
         upcoming = self.next_session(moment)

@@ -17,15 +17,24 @@ default 100) counts actions across all types.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from fractions import Fraction
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from trader.paperbroker.clock import SimClock
 from trader.paperbroker.errors import invalid
 from trader.paperbroker.market import MarketData
-from trader.paperbroker.params import Sort, decode_token, encode_token, parse_date, parse_list, parse_sort
+from trader.paperbroker.params import (
+    MARKET_TZ,
+    Sort,
+    decode_token,
+    encode_token,
+    parse_date,
+    parse_list,
+    parse_sort,
+)
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -158,7 +167,9 @@ def corporate_actions(
     if unknown:
         raise invalid(f"invalid types: '{unknown[0]}'")
     keys = {TYPES[kind] for kind in kinds if kind in TYPES} if kinds else set(TYPES.values())
-    today = datetime.now(UTC).date()
+    clock = request.app.state.clock
+    assert isinstance(clock, SimClock)
+    today = clock.now().astimezone(MARKET_TZ).date()  # the broker's today, simulated or not
     first = parse_date(start, "start") or today
     last = parse_date(end, "end") or today
     if last < first:

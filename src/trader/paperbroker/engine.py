@@ -24,9 +24,9 @@ from typing import Any
 from trader.domain.enums import OrderSide, OrderType, TimeInForce
 from trader.paperbroker.clock import MarketHours, Session, SimClock
 from trader.paperbroker.errors import AlpacaError, invalid
-from trader.paperbroker.order_requests import NewOrder, Replacement, bad_request, check_price
-from trader.paperbroker.prices import PRICE_STEP, PriceBook, asset_id
-from trader.paperbroker.serialize import iso, order_json, text
+from trader.paperbroker.order_requests import NewOrder, Replacement, bad_request, check_new_order
+from trader.paperbroker.prices import PRICE_STEP, PriceBook, asset_id, asset_key, is_asset_id
+from trader.paperbroker.serialize import PositionView, iso, order_json, text
 from trader.paperbroker.settings import PaperBrokerSettings
 from trader.paperbroker.state import Account, Fill, Position, SimOrder, StateStore, new_id
 
@@ -38,6 +38,10 @@ MAINTENANCE_MARGIN = Decimal("0.3")
 _QTY_STEP = Decimal("0.000000001")
 #: Alpaca cancels ``gtc`` orders that are still open 90 days after they were placed.
 GTC_LIFETIME = timedelta(days=90)
+#: Statuses in which Alpaca refuses a replace because the order has not reached the exchange yet
+#: (it also refuses ``pending_cancel``/``pending_replace``, which cancels and replaces here never
+#: pass through: they take effect at once).
+NOT_SENT_YET = frozenset({"accepted", "pending_new"})
 _FORBIDDEN = 40310000
 
 
@@ -64,6 +68,11 @@ def _qty_message(requested: Decimal, available: Decimal) -> str:
 
 def not_found(what: str) -> AlpacaError:
     return AlpacaError(404, what, 40410000)
+
+
+def shares_for(notional: Decimal, price: Decimal) -> Decimal:
+    """How many shares ``notional`` dollars buy at ``price`` (rounded down to 9 places)."""
+    return (notional / price).quantize(_QTY_STEP, ROUND_DOWN)
 
 
 class Engine:
@@ -102,6 +111,11 @@ class Engine:
         self.positions: dict[str, Position] = {p.symbol: p for p in snapshot.positions}
         self._last_stamp = max((order.created_at for order in snapshot.orders), default=None)
 
+    def close(self) -> None:
+        """Close the state store once no use case runs (each one holds the lock throughout)."""
+        with self._lock:
+            self.store.close()
+
     # --- queries ----------------------------------------------------------------------------------
     def now(self) -> datetime:
         return self.clock.now()
@@ -136,17 +150,23 @@ class Engine:
             return position.avg_entry_price if position else Decimal(0)
         return price
 
-    def position_rows(self) -> list[tuple[Position, Decimal, Decimal]]:
-        """Open positions with their current and previous-session prices, by symbol."""
+    def position_rows(self) -> list[PositionView]:
+        """Open positions as ``/v2/positions`` shows them, by symbol."""
         now = self.now()
         with self._lock:
-            rows = []
-            for symbol in sorted(self.positions):
-                position = replace(self.positions[symbol])
-                price = self.mark(symbol, now)
-                lastday = self.prices.previous_close(symbol, now) or price
-                rows.append((position, price, lastday))
-            return rows
+            return [self._view(self.positions[symbol], now) for symbol in sorted(self.positions)]
+
+    def _view(self, position: Position, now: datetime) -> PositionView:
+        price = self.mark(position.symbol, now)
+        lastday = self.prices.previous_close(position.symbol, now) or price
+        return PositionView(replace(position), price, lastday, self._qty_available(position, now))
+
+    def _qty_available(self, position: Position, now: datetime) -> Decimal:
+        """The position less what open orders closing it hold, signed like ``qty``."""
+        closing = OrderSide.SELL if position.qty > 0 else OrderSide.BUY
+        held, _ = self._held_by_orders(position.symbol, closing, now)
+        free = max(abs(position.qty) - held, Decimal(0))
+        return free if position.qty > 0 else -free
 
     def account_values(self) -> dict[str, Decimal]:
         """Cash, market values, equity, margins and buying power now."""
@@ -216,18 +236,19 @@ class Engine:
         return quantity * self.mark(order.symbol, now) * MARKET_BUY_BUFFER
 
     def _roll_last_equity(self, now: datetime) -> None:
-        """Take ``last_equity`` at the newest close before ``now`` (once per close)."""
+        """Take ``last_equity`` at the newest close at or before ``now``, once per close.
+
+        Open orders are matched up to that close first and nothing after it counts: the clock may
+        jump across a close, and fills after it belong to the next day's equity, not to this one.
+        """
         try:
-            previous = self.hours.calendar.previous_session(now.astimezone(UTC).date() + timedelta(days=1))
-        except ValueError:
+            close = self.hours.last_close(now)
+        except ValueError:  # outside the exchange calendar
             return
-        close = self.hours.calendar.session_close(previous)
-        if close > now:
-            previous = self.hours.calendar.previous_session(previous)
-            close = self.hours.calendar.session_close(previous)
         taken = self.account.last_equity_at
-        if taken is not None and taken >= close:
+        if close is None or (taken is not None and taken >= close):
             return
+        self._match_open(close)
         self.account.last_equity = self._values(close)["equity"]
         self.account.last_equity_at = close
         self.store.save(account=self.account)
@@ -252,6 +273,8 @@ class Engine:
         if client_order_id in self.by_client_id:
             raise bad_request("client_order_id must be unique")
         asset = self.prices.asset(request.symbol, now.date())
+        if asset is None and is_asset_id(request.symbol):
+            raise bad_request(f"could not find us_equity '{request.symbol}'")
         if asset is None:
             raise invalid(f'asset "{request.symbol}" not found')
         if not asset.active:
@@ -344,20 +367,12 @@ class Engine:
     def _check_available(
         self, request: NewOrder, existing: Decimal, now: datetime, ignore: str | None
     ) -> None:
-        related = [
-            order
-            for order in self.orders.values()
-            if order.open
-            and order.symbol == request.symbol
-            and order.side == request.side.value
-            and order.id != ignore
-        ]
-        held = sum((order.remaining() or Decimal(0) for order in related), Decimal(0))
+        held, related = self._held_by_orders(request.symbol, request.side, now, ignore)
         available = abs(existing) - held
         wanted = request.qty
         if wanted is None:
             assert request.notional is not None
-            wanted = (request.notional / self.mark(request.symbol, now)).quantize(_QTY_STEP, ROUND_DOWN)
+            wanted = shares_for(request.notional, self.mark(request.symbol, now))
         if wanted > available:
             raise forbidden(
                 _qty_message(wanted, available),
@@ -367,6 +382,29 @@ class Engine:
                 related_orders=[order.id for order in related],
                 symbol=request.symbol,
             )
+
+    def _held_by_orders(
+        self, symbol: str, side: OrderSide, now: datetime, ignore: str | None = None
+    ) -> tuple[Decimal, list[SimOrder]]:
+        """Shares of ``symbol`` that open ``side`` orders (but ``ignore``) may still trade, and those
+        orders."""
+        related = [
+            order
+            for order in self.orders.values()
+            if order.open and order.symbol == symbol and order.side == side and order.id != ignore
+        ]
+        return sum((self._shares_held(order, now) for order in related), Decimal(0)), related
+
+    def _shares_held(self, order: SimOrder, now: datetime) -> Decimal:
+        """What ``order`` may still trade: what it has left to fill or, for a notional order (its
+        quantity is known only at the fill), its notional at the current price, at most the position."""
+        remaining = order.remaining()
+        if remaining is not None:
+            return remaining
+        assert order.notional is not None
+        position = self.positions.get(order.symbol)
+        size = abs(position.qty) if position else Decimal(0)
+        return min(shares_for(order.notional, self.mark(order.symbol, now)), size)
 
     def cancel(self, order_id: str) -> None:
         """Cancel an open order now (``canceled`` event); 422 when it is already final."""
@@ -408,6 +446,8 @@ class Engine:
             now = self.now()
             self.tick(now)
             old = self._open_order(order_id)
+            if old.status in NOT_SENT_YET:
+                raise bad_request("unable to replace order, order isn't sent to exchange yet")
             if old.notional is not None:
                 raise invalid("notional orders cannot be replaced")
             request = self._replacement_request(old, change)
@@ -423,30 +463,25 @@ class Engine:
             return answer
 
     def _replacement_request(self, old: SimOrder, change: Replacement) -> NewOrder:
-        kind = OrderType(old.type)
-        limit = change.limit_price if change.limit_price is not None else old.limit_price
-        stop = change.stop_price if change.stop_price is not None else old.stop_price
-        if change.limit_price is not None and kind not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-            raise invalid(f"limit_price is not allowed for {kind.value} orders")
-        if change.stop_price is not None and kind not in (OrderType.STOP, OrderType.STOP_LIMIT):
-            raise invalid(f"stop_price is not allowed for {kind.value} orders")
-        check_price("limit_price", limit)
-        check_price("stop_price", stop)
-        remaining = old.remaining()
-        if change.qty is None and remaining is not None and remaining != remaining.to_integral_value():
-            raise invalid("fractional orders cannot be replaced")
-        return NewOrder(
+        """``old`` with ``change``'s fields, checked like a new order (``PATCH`` must not make an
+        order ``POST`` would refuse)."""
+        assert old.qty is not None  # notional orders are not replaced
+        if change.qty is not None and old.qty != old.qty.to_integral_value():
+            raise invalid("qty of fractional orders cannot be changed")
+        request = NewOrder(
             symbol=old.symbol,
             side=OrderSide(old.side),
-            type=kind,
+            type=OrderType(old.type),
             time_in_force=change.time_in_force or TimeInForce(old.time_in_force),
-            qty=change.qty if change.qty is not None else remaining,
+            qty=change.qty if change.qty is not None else old.remaining(),
             notional=None,
-            limit_price=limit,
-            stop_price=stop,
+            limit_price=change.limit_price if change.limit_price is not None else old.limit_price,
+            stop_price=change.stop_price if change.stop_price is not None else old.stop_price,
             extended_hours=old.extended_hours,
             client_order_id=change.client_order_id,
         )
+        check_new_order(request)
+        return request
 
     # --- positions ----------------------------------------------------------------------------
     def close_position(self, symbol: str, qty: Decimal | None, percentage: Decimal | None) -> dict[str, Any]:
@@ -457,10 +492,10 @@ class Engine:
             if qty is not None:
                 amount = qty
             elif percentage is not None:
-                amount = (size * percentage / 100).quantize(_QTY_STEP, ROUND_DOWN)
+                amount = self._share_of(size, percentage)
             else:
                 amount = size
-            if amount <= 0 or amount > size:
+            if amount > size:
                 raise forbidden(
                     _qty_message(amount, size),
                     available=text(size),
@@ -482,18 +517,28 @@ class Engine:
                 )
             )
 
+    @staticmethod
+    def _share_of(size: Decimal, percentage: Decimal) -> Decimal:
+        """``percentage`` % of a position of ``size``: whole shares of a whole position (Alpaca
+        "would only sell fractional if position is originally fractional"); 422 when that is none."""
+        whole = size == size.to_integral_value()
+        amount = (size * percentage / 100).quantize(Decimal(1) if whole else _QTY_STEP, ROUND_DOWN)
+        if amount == 0:
+            raise invalid(
+                f"invalid percentage: {text(percentage)}% of {text(size)} shares is less than one share"
+            )
+        return amount
+
     def _position(self, symbol_or_id: str) -> Position:
+        key = asset_key(symbol_or_id)
         for position in self.positions.values():
-            if symbol_or_id.upper() == position.symbol or symbol_or_id == asset_id(position.symbol):
+            if key in (position.symbol, asset_id(position.symbol)):
                 return position
         raise not_found("position does not exist")
 
-    def position(self, symbol_or_id: str) -> tuple[Position, Decimal, Decimal]:
+    def position(self, symbol_or_id: str) -> PositionView:
         with self._lock:
-            position = replace(self._position(symbol_or_id))
-        now = self.now()
-        price = self.mark(position.symbol, now)
-        return position, price, self.prices.previous_close(position.symbol, now) or price
+            return self._view(self._position(symbol_or_id), self.now())
 
     def close_all(self, cancel_orders: bool) -> list[dict[str, Any]]:
         """Close every position (207 body: ``{"symbol", "status", "body"}`` per position)."""
@@ -514,8 +559,12 @@ class Engine:
         """Bring every open order up to ``now``: activate at the open, fill, expire."""
         with self._lock:
             moment = now or self.now()
-            for order in [o for o in self.orders.values() if o.open]:
-                self._match_one(order, moment)
+            self._roll_last_equity(moment)
+            self._match_open(moment)
+
+    def _match_open(self, moment: datetime) -> None:
+        for order in [o for o in self.orders.values() if o.open]:
+            self._match_one(order, moment)
 
     def _match_one(self, order: SimOrder, now: datetime) -> None:
         if not order.open or now < order.active_from:
@@ -550,9 +599,9 @@ class Engine:
         """``accepted`` → ``new`` once the order may trade (at submission in hours, else at the open)."""
         if order.status == "accepted" and now >= order.active_from:
             order.status = "new"
-            order.updated_at = order.active_from
+            at = order.mark_updated(order.active_from)
             self._touch(changes, order)
-            changes.events.append(self._event("new", order, order.active_from))
+            changes.events.append(self._event("new", order, at))
 
     def _try_fill(
         self, order: SimOrder, session: Session, start: datetime, end: datetime, changes: Changes
@@ -598,19 +647,20 @@ class Engine:
         """One execution: the order, the position, the cash and a fill record change together."""
         remaining = order.remaining()
         if remaining is None:
-            assert order.notional is not None
-            remaining = (order.notional / price).quantize(_QTY_STEP, ROUND_DOWN)
-            order.qty = remaining
+            remaining = self._notional_fill(order, price)
+            if remaining == 0:  # the long position it was to sell is gone
+                self._finish(order, "canceled", at, changes)
+                return
         quantity = self._execution_size(order, remaining)
         before = order.filled_qty
         order.filled_qty = before + quantity
         paid = (order.filled_avg_price or Decimal(0)) * before + price * quantity
         order.filled_avg_price = (paid / order.filled_qty).quantize(PRICE_STEP)
         order.executions += 1
-        order.updated_at = at
-        complete = order.filled_qty >= (order.qty or order.filled_qty)
-        order.status = "filled" if complete else "partially_filled"
-        if complete:
+        at = order.mark_updated(at)
+        leaves = order.remaining() or Decimal(0)  # a notional order fills at once, leaving nothing
+        order.status = "partially_filled" if leaves else "filled"
+        if not leaves:
             order.filled_at = at
         position = self._apply_to_position(
             order.symbol, quantity if order.side == OrderSide.BUY else -quantity, price
@@ -625,8 +675,8 @@ class Engine:
             qty=quantity,
             price=price,
             transaction_time=at,
-            type="fill" if complete else "partial_fill",
-            leaves_qty=(order.qty or order.filled_qty) - order.filled_qty,
+            type="partial_fill" if leaves else "fill",
+            leaves_qty=leaves,
             cum_qty=order.filled_qty,
             order_status=order.status,
         )
@@ -643,6 +693,16 @@ class Engine:
             execution_id=fill.execution_id,
         )
         changes.events.append(event)
+
+    def _notional_fill(self, order: SimOrder, price: Decimal) -> Decimal:
+        """The shares a notional order fills at ``price``; a sell at most the long position it
+        reduces, since Alpaca never lets a fractional order open a short."""
+        assert order.notional is not None
+        quantity = shares_for(order.notional, price)
+        if order.side == OrderSide.SELL:
+            position = self.positions.get(order.symbol)
+            quantity = min(quantity, max(position.qty if position else Decimal(0), Decimal(0)))
+        return quantity
 
     def _execution_size(self, order: SimOrder, remaining: Decimal) -> Decimal:
         """All of ``remaining``, or (first execution, ``partial_fill_rate`` draw) about half of it."""
@@ -675,7 +735,7 @@ class Engine:
 
     def _finish(self, order: SimOrder, status: str, at: datetime, changes: Changes) -> None:
         order.status = status
-        order.updated_at = at
+        at = order.mark_updated(at)
         if status == "canceled":
             order.canceled_at = at
         self._touch(changes, order)

@@ -1,9 +1,9 @@
-"""Fault injection (off by default) and Alpaca's rate limit, as one HTTP middleware.
+"""Fault injection (off by default) and Alpaca's rate limits, as one HTTP middleware.
 
 Faults apply to the Trading and Market Data routes, never to ``/admin``. Each request draws, in this
 order: the rate limit (429), added latency, a timeout (held, then 504, nothing done), a 5xx (nothing
 done) and, for ``POST /v2/orders`` only, *accept-then-lose*: the order is created and the client gets
-a 500 instead of it.
+a 500 instead of it. Trading and Market Data requests are counted apart, as Alpaca counts them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ from fastapi.responses import JSONResponse
 from trader.paperbroker.settings import FaultSettings
 
 _WINDOW_SECONDS = 60.0
+#: Path prefixes of the Market Data API (its own rate-limit budget); every other route is trading.
+DATA_PREFIXES = ("/v2/stocks/", "/v1/corporate-actions")
+TRADING, DATA = "trading", "data"
+
+
+def budget_of(path: str) -> str:
+    """Which rate-limit budget a request to ``path`` counts against."""
+    return DATA if path.startswith(DATA_PREFIXES) else TRADING
 
 
 class FaultInjector:
@@ -33,7 +41,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self.settings = settings
         self._rng = random.Random(settings.seed)  # noqa: S311 - simulation, not security
-        self._recent: deque[float] = deque()
+        self._recent: dict[str, deque[float]] = {TRADING: deque(), DATA: deque()}
         self.injected: dict[str, int] = {}
 
     def update(self, **changes: Any) -> FaultSettings:
@@ -62,19 +70,24 @@ class FaultInjector:
         with self._lock:
             self.injected[kind] = self.injected.get(kind, 0) + 1
 
-    def rate_limited(self) -> tuple[bool, int, int]:
-        """Whether this request is over the limit, the requests left, and the reset (epoch s)."""
-        limit = self.settings.rate_limit_per_minute
+    def limit_of(self, budget: str) -> int:
+        """Requests per minute of ``budget`` (0: no limit)."""
+        return self.settings.data_limit if budget == DATA else self.settings.rate_limit_per_minute
+
+    def rate_limited(self, budget: str = TRADING) -> tuple[bool, int, int]:
+        """Whether this request is over ``budget``'s limit, the requests left, and the reset (epoch s)."""
+        limit = self.limit_of(budget)
         now = time.monotonic()
         with self._lock:
-            while self._recent and now - self._recent[0] >= _WINDOW_SECONDS:
-                self._recent.popleft()
-            oldest = self._recent[0] if self._recent else now
+            recent = self._recent[budget]
+            while recent and now - recent[0] >= _WINDOW_SECONDS:
+                recent.popleft()
+            oldest = recent[0] if recent else now
             reset = int(time.time() + _WINDOW_SECONDS - (now - oldest)) + 1
-            if limit and len(self._recent) >= limit:
+            if limit and len(recent) >= limit:
                 return True, 0, reset
-            self._recent.append(now)
-            return False, max(limit - len(self._recent), 0), reset
+            recent.append(now)
+            return False, max(limit - len(recent), 0), reset
 
     def event_copies(self) -> int:
         """How many times to send the next stream event: 0 (dropped), 1, or 2 (duplicated)."""
@@ -109,9 +122,13 @@ def check(settings: FaultSettings) -> None:
         value = getattr(settings, name)
         if not _is_number(value) or value < 0:
             raise ValueError(f"{name} must be a number ≥ 0 (got {value!r})")
-    limit = settings.rate_limit_per_minute
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        raise ValueError(f"rate_limit_per_minute must be a whole number ≥ 0 (got {limit!r})")
+    limits = {
+        "rate_limit_per_minute": settings.rate_limit_per_minute,
+        "data_rate_limit_per_minute": settings.data_limit,  # None stands for the trading limit
+    }
+    for name, limit in limits.items():
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValueError(f"{name} must be a whole number ≥ 0 (got {limit!r})")
     if not isinstance(settings.seed, int) or isinstance(settings.seed, bool):
         raise ValueError(f"seed must be a whole number (got {settings.seed!r})")
 
@@ -128,9 +145,11 @@ def install_faults(app: FastAPI, faults: FaultInjector) -> None:
         if request.url.path.startswith("/admin"):
             return await call_next(request)
         settings = faults.settings
-        limited, remaining, reset = faults.rate_limited()
+        budget = budget_of(request.url.path)
+        limit = faults.limit_of(budget)
+        limited, remaining, reset = faults.rate_limited(budget)
         headers = {
-            "X-RateLimit-Limit": str(settings.rate_limit_per_minute),
+            "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": str(reset),
         }
@@ -141,7 +160,7 @@ def install_faults(app: FastAPI, faults: FaultInjector) -> None:
             )
         else:
             response = await _faulty(request, call_next, faults, settings)
-        if settings.rate_limit_per_minute:
+        if limit:
             response.headers.update(headers)
         return response
 

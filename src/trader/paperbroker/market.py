@@ -87,35 +87,38 @@ class MarketData:
         return ActionStore(self.paths).read(symbols)
 
     def bars(
-        self, symbols: Sequence[str], first: date | None, last: date | None, adjustment: Adjustment
+        self,
+        symbols: Sequence[str],
+        first: date,
+        last: date,
+        adjustment: Adjustment,
+        today: date,
     ) -> pl.DataFrame:
-        """Bars of ``symbols`` from ``first`` to ``last``, adjusted as asked, sorted by symbol and date.
+        """Bars of ``symbols`` from ``first`` to ``last`` (at most ``today``, the broker's date),
+        adjusted as asked, sorted by symbol and date.
 
         Columns ``symbol, date, open, high, low, close, volume``. Rows with a missing key or a
         missing or non-finite value cannot be sent as an Alpaca bar and are left out.
 
         Adjusted bars are :func:`trader.data.adjust.adjust` of the symbols' history (from a month
-        before ``first`` to the newest bar, since every later action changes the factor) with the
-        stored actions; ``split`` alone ignores dividends (``cash_dividend`` 0), ``dividend`` alone
-        ignores splits (``split_ratio`` 1).
+        before ``first`` to ``today``: an action after ``last`` still changes the bars before it) with
+        the stored actions whose ex-date is ``today`` or earlier (later ones have not happened yet);
+        ``split`` alone ignores dividends (``cash_dividend`` 0), ``dividend`` alone ignores splits
+        (``split_ratio`` 1).
         """
-        if not symbols:
+        if not symbols or first > last:
             return empty(BAR_SCHEMA)
         if adjustment.raw:
             bars = self.raw_bars(symbols, first, last)
         else:
-            since = None if first is None else first - ADJUST_LOOKBACK
-            history = self.raw_bars(symbols, since, None)
-            actions = self.actions(symbols)
+            history = self.raw_bars(symbols, first - ADJUST_LOOKBACK, today)
+            actions = self.actions(symbols).filter(pl.col("ex_date") <= today)
             if not adjustment.dividend:
                 actions = actions.with_columns(cash_dividend=pl.lit(0.0))
             if not adjustment.split:
                 actions = actions.with_columns(split_ratio=pl.lit(1.0))
             bars = adjust(history, actions.select(list(ACTION_SCHEMA)))
-            if first is not None:
-                bars = bars.filter(pl.col("date") >= first)
-            if last is not None:
-                bars = bars.filter(pl.col("date") <= last)
+            bars = bars.filter(pl.col("date").is_between(first, last))
         usable = pl.col("symbol").is_not_null() & pl.col("date").is_not_null()
         for name in _PRICE_COLUMNS:
             usable &= pl.col(name).is_not_null() & pl.col(name).is_finite()

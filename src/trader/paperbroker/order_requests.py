@@ -13,6 +13,7 @@ from typing import Any
 
 from trader.domain.enums import OrderSide, OrderType, TimeInForce
 from trader.paperbroker.errors import AlpacaError, invalid
+from trader.paperbroker.prices import asset_key
 
 #: Alpaca's limit for ``client_order_id``.
 MAX_CLIENT_ORDER_ID = 128
@@ -112,7 +113,7 @@ def _client_order_id(body: dict[str, Any]) -> str | None:
     return value
 
 
-def check_price(name: str, price: Decimal | None) -> None:
+def _check_price(name: str, price: Decimal | None) -> None:
     """Positive, and no sub-penny increments: 2 places from $1, 4 places below."""
     if price is None:
         return
@@ -137,8 +138,8 @@ def _check_prices_for_type(kind: OrderType, limit: Decimal | None, stop: Decimal
         raise invalid(f"limit_price is not allowed for {kind.value} orders")
     if not needs_stop and stop is not None:
         raise invalid(f"stop_price is not allowed for {kind.value} orders")
-    check_price("limit_price", limit)
-    check_price("stop_price", stop)
+    _check_price("limit_price", limit)
+    _check_price("stop_price", stop)
 
 
 def _check_amounts(order: NewOrder) -> None:
@@ -157,6 +158,21 @@ def _check_amounts(order: NewOrder) -> None:
         raise invalid("fractional orders must be DAY orders")
 
 
+def check_new_order(order: NewOrder) -> None:
+    """The rules every order must pass, posted or made by a replace (``PATCH`` changes fields of an
+    order, and the result must still be an order ``POST`` would take)."""
+    if order.type not in SUPPORTED_TYPES:
+        raise invalid(f"order type {order.type.value} is not supported by the paper broker")
+    if order.time_in_force not in SUPPORTED_TIF:
+        raise invalid(f"time_in_force {order.time_in_force.value} is not supported by the paper broker")
+    if order.extended_hours and (
+        order.type is not OrderType.LIMIT or order.time_in_force not in {TimeInForce.DAY, TimeInForce.GTC}
+    ):
+        raise invalid("extended hours order must be DAY or GTC limit orders")
+    _check_amounts(order)
+    _check_prices_for_type(order.type, order.limit_price, order.stop_price)
+
+
 def parse_new_order(body: Any) -> NewOrder:
     """Check a ``POST /v2/orders`` body (already JSON-decoded)."""
     if not isinstance(body, dict):
@@ -167,20 +183,14 @@ def parse_new_order(body: Any) -> NewOrder:
     symbol = body.get("symbol")
     if not isinstance(symbol, str) or not symbol.strip():
         raise invalid("symbol is required")
-    kind = _enum(body, "type", OrderType)
-    if kind not in SUPPORTED_TYPES:
-        raise invalid(f"order type {kind.value} is not supported by the paper broker")
-    tif = _enum(body, "time_in_force", TimeInForce)
-    if tif not in SUPPORTED_TIF:
-        raise invalid(f"time_in_force {tif.value} is not supported by the paper broker")
     extended = body.get("extended_hours", False)
     if not isinstance(extended, bool):
         raise invalid("invalid extended_hours: must be true or false")
     order = NewOrder(
-        symbol=symbol.strip().upper(),
+        symbol=asset_key(symbol),
         side=_enum(body, "side", OrderSide),
-        type=kind,
-        time_in_force=tif,
+        type=_enum(body, "type", OrderType),
+        time_in_force=_enum(body, "time_in_force", TimeInForce),
         qty=decimal_field(body, "qty"),
         notional=decimal_field(body, "notional"),
         limit_price=decimal_field(body, "limit_price"),
@@ -188,29 +198,22 @@ def parse_new_order(body: Any) -> NewOrder:
         extended_hours=extended,
         client_order_id=_client_order_id(body),
     )
-    if extended and (kind is not OrderType.LIMIT or tif not in {TimeInForce.DAY, TimeInForce.GTC}):
-        raise invalid("extended hours order must be DAY or GTC limit orders")
-    _check_amounts(order)
-    _check_prices_for_type(kind, order.limit_price, order.stop_price)
+    check_new_order(order)
     return order
 
 
 def parse_replacement(body: Any) -> Replacement:
-    """Check a ``PATCH /v2/orders/{id}`` body."""
+    """Check a ``PATCH /v2/orders/{id}`` body on its own (the order it makes is checked with
+    :func:`check_new_order` once the old order's fields are known)."""
     if not isinstance(body, dict):
         raise AlpacaError(400, "request body format is invalid", 40010000)
     qty = decimal_field(body, "qty")
     if qty is not None and (qty <= 0 or qty != qty.to_integral_value()):
         raise invalid("invalid qty: a replacement qty must be a whole number of shares greater than 0")
-    replacement = Replacement(
+    return Replacement(
         qty=qty,
         time_in_force=_enum(body, "time_in_force", TimeInForce, required=False),
         limit_price=decimal_field(body, "limit_price"),
         stop_price=decimal_field(body, "stop_price"),
         client_order_id=_client_order_id(body),
     )
-    if replacement.time_in_force is not None and replacement.time_in_force not in SUPPORTED_TIF:
-        raise invalid(f"time_in_force {replacement.time_in_force.value} is not supported by the paper broker")
-    check_price("limit_price", replacement.limit_price)
-    check_price("stop_price", replacement.stop_price)
-    return replacement

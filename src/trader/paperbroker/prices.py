@@ -37,6 +37,21 @@ def asset_id(symbol: str) -> str:
     return str(uuid.uuid5(_ASSET_NAMESPACE, symbol))
 
 
+def is_asset_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def asset_key(symbol_or_id: str) -> str:
+    """How assets are looked up: a symbol in capitals, an asset id in its canonical lower-case form
+    (Alpaca takes either, in any case, wherever a symbol goes)."""
+    text = symbol_or_id.strip()
+    return str(uuid.UUID(text)) if is_asset_id(text) else text.upper()
+
+
 def to_price(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(PRICE_STEP, rounding=ROUND_HALF_UP)
 
@@ -58,7 +73,8 @@ class DayBar:
         return (self.open, self.high, self.low, self.close)
 
 
-def _fraction(session: Session, moment: datetime) -> float:
+def session_fraction(session: Session, moment: datetime) -> float:
+    """How much of ``session`` has passed at ``moment`` (0 before the open, 1 after the close)."""
     span = (session.close - session.open).total_seconds()
     return min(max((moment - session.open).total_seconds() / span, 0.0), 1.0)
 
@@ -79,6 +95,13 @@ def path_range(bar: DayBar, first: float, last: float) -> tuple[Decimal, Decimal
     knots = bar.knots()
     points += [knots[i] for i in (1, 2) if first < i / 3 < last]
     return min(points), max(points)
+
+
+def bar_so_far(bar: DayBar, fraction: float) -> DayBar:
+    """What ``bar`` looks like once ``fraction`` of its session has traded: its open, the path's
+    highest and lowest price so far, and the price now as its close."""
+    low, high = path_range(bar, 0.0, fraction)
+    return DayBar(bar.day, bar.open, high, low, path_price(bar, fraction))
 
 
 @dataclass(frozen=True)
@@ -224,7 +247,7 @@ class PriceBook:
         if session is not None:
             bar = self.bar(symbol, session.day)
             if bar is not None:
-                return path_price(bar, _fraction(session, moment))
+                return path_price(bar, session_fraction(session, moment))
         day = moment.date()
         after_close = (today := self.hours.session(day)) is not None and moment >= today.close
         if after_close:
@@ -243,7 +266,7 @@ class PriceBook:
         bar = self.bar(symbol, session.day)
         if bar is None:
             return None
-        first, last = _fraction(session, max(since, session.open)), _fraction(session, until)
+        first, last = session_fraction(session, max(since, session.open)), session_fraction(session, until)
         low, high = path_range(bar, first, last)
         return Traded(path_price(bar, first), low, high, path_price(bar, last))
 

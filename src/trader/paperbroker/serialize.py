@@ -6,13 +6,14 @@ require is present (nullable ones as ``null``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from trader.paperbroker.params import MARKET_TZ
 from trader.paperbroker.prices import Asset, asset_id
-from trader.paperbroker.state import Fill, SimOrder
+from trader.paperbroker.state import Fill, Position, SimOrder
 
 #: Every asset is listed on this exchange (the data store does not record listing venues).
 EXCHANGE = "NYSE"
@@ -32,16 +33,20 @@ def iso_et(moment: datetime) -> str:
 
 
 def text(value: Decimal | None) -> str | None:
-    """A decimal as Alpaca's decimal string, without exponent or trailing zeros."""
+    """A decimal as Alpaca's decimal string, without exponent or trailing zeros (nor a minus on 0)."""
     if value is None:
         return None
-    normal = value.normalize()
+    normal = _unsigned_zero(value.normalize())
     return format(normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal, "f")
 
 
 def money(value: Decimal) -> str:
-    """An amount of dollars to the cent."""
-    return format(value.quantize(_CENT), "f")
+    """An amount of dollars to the cent ("0.00", never "-0.00", for less than half a cent)."""
+    return format(_unsigned_zero(value.quantize(_CENT)), "f")
+
+
+def _unsigned_zero(value: Decimal) -> Decimal:
+    return abs(value) if value == 0 else value
 
 
 def order_json(order: SimOrder) -> dict[str, Any]:
@@ -101,10 +106,21 @@ def asset_json(asset: Asset) -> dict[str, Any]:
     }
 
 
-def position_json(
-    symbol: str, qty: Decimal, avg_entry: Decimal, price: Decimal, lastday: Decimal
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PositionView:
+    """A position with what ``/v2/positions`` shows beside it: the price now, the previous close and
+    the quantity open orders do not hold (signed like ``qty``)."""
+
+    position: Position
+    price: Decimal
+    lastday: Decimal
+    qty_available: Decimal
+
+
+def position_json(view: PositionView) -> dict[str, Any]:
     """A position in Alpaca's ``Position`` shape (``qty`` negative for a short)."""
+    symbol, qty, price, lastday = view.position.symbol, view.position.qty, view.price, view.lastday
+    avg_entry = view.position.avg_entry_price
     size = abs(qty)
     market_value = qty * price
     cost_basis = qty * avg_entry
@@ -118,7 +134,7 @@ def position_json(
         "asset_marginable": True,
         "avg_entry_price": text(avg_entry),
         "qty": text(qty),
-        "qty_available": text(qty),
+        "qty_available": text(view.qty_available),
         "side": "long" if qty > 0 else "short",
         "market_value": money(market_value),
         "cost_basis": money(cost_basis),

@@ -13,7 +13,8 @@ from trader.config import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 DEFAULT_SYNTHETIC_SEED = 7
 #: Alpaca's paper accounts start with $100k.
 DEFAULT_INITIAL_CASH = Decimal("100000")
-#: Alpaca's trading API allows 200 requests per minute per account.
+#: Alpaca's trading API allows 200 requests per minute per account (its market data API counts its
+#: own requests: 200 a minute on the Basic plan, reference §4).
 DEFAULT_RATE_LIMIT_PER_MINUTE = 200
 
 
@@ -29,7 +30,10 @@ class FaultSettings:
       instead of the order: the order exists but the client does not know it.
     - ``drop_event_rate`` / ``duplicate_event_rate``: drop or send twice a ``trade_updates`` event.
     - ``rate_limit_per_minute``: answer 429 ``{"code":42910000,"message":"rate limit exceeded"}`` once
-      this many requests arrived in the last 60 s (0 turns the limit off). On by default, as on Alpaca.
+      this many Trading API requests arrived in the last 60 s (0 turns the limit off). On by default,
+      as on Alpaca.
+    - ``data_rate_limit_per_minute``: the same for the Market Data routes, counted apart from the
+      Trading API as on Alpaca; ``None`` (default) uses the number ``rate_limit_per_minute`` has.
     - ``seed``: the random draws are reproducible for a seed.
     """
 
@@ -41,7 +45,15 @@ class FaultSettings:
     drop_event_rate: float = 0.0
     duplicate_event_rate: float = 0.0
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
+    data_rate_limit_per_minute: int | None = None
     seed: int = 0
+
+    @property
+    def data_limit(self) -> int:
+        """Market-data requests allowed per minute (0: no limit)."""
+        if self.data_rate_limit_per_minute is None:
+            return self.rate_limit_per_minute
+        return self.data_rate_limit_per_minute
 
 
 @dataclass(frozen=True)

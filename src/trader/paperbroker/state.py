@@ -68,8 +68,15 @@ class SimOrder:
         return self.status not in TERMINAL
 
     def remaining(self) -> Decimal | None:
-        """Quantity still to fill (``None`` for a notional order not yet filled)."""
+        """Quantity still to fill (``None`` for a notional order: its ``qty`` stays null, as on
+        Alpaca, and what it filled is ``filled_qty``)."""
         return None if self.qty is None else self.qty - self.filled_qty
+
+    def mark_updated(self, at: datetime) -> datetime:
+        """Set ``updated_at`` to ``at``, but never before ``created_at`` (on a frozen clock creation
+        times are moved on by a microsecond to keep them unique); returns the time set."""
+        self.updated_at = max(at, self.created_at)
+        return self.updated_at
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from trader.paperbroker.engine import Engine
 from trader.paperbroker.errors import AlpacaError, invalid
 from trader.paperbroker.order_requests import decimal_field, parse_new_order, parse_replacement
-from trader.paperbroker.params import parse_date, parse_list, parse_time
+from trader.paperbroker.params import parse_list, parse_time
+from trader.paperbroker.prices import asset_key
 from trader.paperbroker.serialize import (
     activity_json,
     asset_json,
@@ -35,7 +36,14 @@ router = APIRouter()
 DEFAULT_ORDER_LIMIT = 50
 MAX_ORDER_LIMIT = 500
 MAX_ACTIVITY_PAGE = 100
-_CALENDAR_FIRST, _CALENDAR_LAST = date(1990, 1, 1), date(2035, 12, 31)
+#: ``/v2/calendar`` serves 1970 to 2029, as Alpaca (the exchange calendar itself starts in 1990).
+_CALENDAR_FIRST, _CALENDAR_LAST = date(1970, 1, 1), date(2029, 12, 31)
+#: US equities settle one session after the trade from this trade date on, two before (T+1 / T+2).
+T_PLUS_ONE_FROM = date(2024, 5, 28)
+#: Read this far around a calendar query: more than two sessions, whatever the holidays.
+_SETTLEMENT_SPAN = timedelta(days=10)
+#: ``category`` of ``/v2/account/activities``; the broker records fills only, which are trades.
+ACTIVITY_CATEGORIES = ("trade_activity", "non_trade_activity")
 
 
 def engine_of(request: Request) -> Engine:
@@ -118,18 +126,52 @@ def get_clock(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v2/calendar")
-def get_calendar(request: Request, start: str | None = None, end: str | None = None) -> list[dict[str, str]]:
-    first = parse_date(start, "start") or _CALENDAR_FIRST
-    last = parse_date(end, "end") or _CALENDAR_LAST
-    if first > last:
-        raise invalid("invalid start: after end")
+def get_calendar(
+    request: Request, start: str | None = None, end: str | None = None, date_type: str | None = None
+) -> list[dict[str, str]]:
+    """Sessions whose trading date (``date_type=SETTLEMENT``: settlement date) lies from ``start`` to
+    ``end``, within 1970-2029; a bad parameter is a 400, as the spec lists for this endpoint."""
+    first, last = _calendar_day(start, "start"), _calendar_day(end, "end")
+    if first is not None and last is not None and first > last:
+        raise _calendar_error("invalid start: after end")
+    by_settlement = _by_settlement(date_type)
+    first, last = max(first or _CALENDAR_FIRST, _CALENDAR_FIRST), min(last or _CALENDAR_LAST, _CALENDAR_LAST)
     hours = engine_of(request).hours
-    sessions = hours.sessions(max(first, _CALENDAR_FIRST), min(last, _CALENDAR_LAST - timedelta(days=7)))
+    trading_days = hours.calendar.sessions(first - _SETTLEMENT_SPAN, last + _SETTLEMENT_SPAN).to_list()
     days = []
-    for session in sessions:
-        settlement = hours.calendar.next_session(session.day)
-        days.append(calendar_json(session.day, session.open, session.close, settlement))
+    for index, day in enumerate(trading_days):
+        later = index + (1 if day >= T_PLUS_ONE_FROM else 2)
+        if later >= len(trading_days):
+            break
+        settlement = trading_days[later]
+        if first <= (settlement if by_settlement else day) <= last:
+            session = hours.session(day)
+            assert session is not None
+            days.append(calendar_json(day, session.open, session.close, settlement))
     return days
+
+
+def _calendar_error(message: str) -> AlpacaError:
+    return AlpacaError(400, message, 40010000)
+
+
+def _calendar_day(value: str | None, name: str) -> date | None:
+    """``YYYY-MM-DD``, or the date of an RFC-3339 time (the spec types these as date-times)."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text).date()
+    except ValueError:
+        raise _calendar_error(f"invalid {name}: '{value}' (use YYYY-MM-DD)") from None
+
+
+def _by_settlement(date_type: str | None) -> bool:
+    """Whether ``date_type`` is ``SETTLEMENT`` (the default is ``TRADING``)."""
+    kind = (date_type or "TRADING").upper()
+    if kind not in ("TRADING", "SETTLEMENT"):
+        raise _calendar_error(f"invalid date_type: '{date_type}' (use TRADING or SETTLEMENT)")
+    return kind == "SETTLEMENT"
 
 
 @router.get("/v2/assets")
@@ -149,9 +191,7 @@ def get_assets(
 @router.get("/v2/assets/{symbol_or_id}")
 def get_asset(request: Request, symbol_or_id: str) -> dict[str, Any]:
     engine = engine_of(request)
-    asset = engine.prices.asset(
-        symbol_or_id.upper() if len(symbol_or_id) < 36 else symbol_or_id, engine.now().date()
-    )
+    asset = engine.prices.asset(asset_key(symbol_or_id), engine.now().date())
     if asset is None:
         raise AlpacaError(404, "asset not found", 40410000)
     return asset_json(asset)
@@ -256,14 +296,12 @@ def cancel_orders(request: Request) -> JSONResponse:
 # --- positions -----------------------------------------------------------------------------------
 @router.get("/v2/positions")
 def list_positions(request: Request) -> list[dict[str, Any]]:
-    rows = engine_of(request).position_rows()
-    return [position_json(p.symbol, p.qty, p.avg_entry_price, price, last) for p, price, last in rows]
+    return [position_json(view) for view in engine_of(request).position_rows()]
 
 
 @router.get("/v2/positions/{symbol_or_id}")
 def get_position(request: Request, symbol_or_id: str) -> dict[str, Any]:
-    position, price, last = engine_of(request).position(symbol_or_id)
-    return position_json(position.symbol, position.qty, position.avg_entry_price, price, last)
+    return position_json(engine_of(request).position(symbol_or_id))
 
 
 @router.delete("/v2/positions/{symbol_or_id}")
@@ -302,25 +340,41 @@ class ActivityQuery:
 
 @router.get("/v2/account/activities")
 def activities(
-    request: Request, query: Annotated[ActivityQuery, Depends()], activity_types: str | None = None
+    request: Request,
+    query: Annotated[ActivityQuery, Depends()],
+    activity_types: str | None = None,
+    category: str | None = None,
 ) -> list[dict[str, Any]]:
-    return _activities(request, {kind.upper() for kind in parse_list(activity_types)}, query)
+    kinds = {kind.upper() for kind in parse_list(activity_types)}
+    return _activities(request, _wants_fills(kinds, category), query)
 
 
 @router.get("/v2/account/activities/{activity_type}")
 def activities_of_type(
     request: Request, activity_type: str, query: Annotated[ActivityQuery, Depends()]
 ) -> list[dict[str, Any]]:
-    return _activities(request, {activity_type.upper()}, query)
+    return _activities(request, _wants_fills({activity_type.upper()}, None), query)
 
 
-def _activities(request: Request, kinds: set[str], query: ActivityQuery) -> list[dict[str, Any]]:
-    """Fills (``FILL``) only: the paper broker has no dividends, fees or transfers to report."""
-    if kinds and "FILL" not in kinds:
+def _wants_fills(kinds: set[str], category: str | None) -> bool:
+    """Whether ``activity_types`` (or else ``category``) lets fills through: the paper broker has no
+    dividends, fees or transfers, so fills are the only activities it has."""
+    if not category:
+        return not kinds or "FILL" in kinds
+    if kinds:
+        raise invalid("category cannot be used with activity_types")
+    if category not in ACTIVITY_CATEGORIES:
+        raise invalid(f"invalid category: '{category}' (use {' or '.join(ACTIVITY_CATEGORIES)})")
+    return category == "trade_activity"
+
+
+def _activities(request: Request, fills_wanted: bool, query: ActivityQuery) -> list[dict[str, Any]]:
+    if not fills_wanted:
         return []
     descending = _direction(query.direction)
     size = min(_int_param(query.page_size, "page_size", MAX_ACTIVITY_PAGE, 1), MAX_ACTIVITY_PAGE)
-    on_day = parse_date(query.date, "date")
+    day = parse_time(query.date, "date")  # YYYY-MM-DD or RFC-3339: either way, a UTC date
+    on_day = None if day is None else day.date()
     since, before = parse_time(query.after, "after"), parse_time(query.until, "until")
     fills = [
         f

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -170,3 +171,12 @@ def test_replace_a_resting_limit_order(broker: AlpacaBroker) -> None:
     assert again.id == newer.id
     with pytest.raises(NotFoundError):
         broker.replace_order(str(uuid.uuid4()), qty=Decimal(1))
+
+
+def test_sending_a_filled_notional_order_again_returns_it(broker: AlpacaBroker) -> None:
+    request = replace(_order(), qty=None, notional=Decimal(100))
+    first = broker.submit_order(request)
+    _wait_filled(broker, first.id)
+    filled = broker.get_order(first.id)
+    assert filled.qty is None and filled.notional == Decimal(100) and filled.filled_qty > 0
+    assert broker.submit_order(request).id == first.id  # the same order, not a duplicate-id error

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -66,8 +68,30 @@ def broker(broker_settings: PaperBrokerSettings) -> Iterator[RunningBroker]:
         yield running
 
 
-@pytest.fixture
-def trading(broker: RunningBroker) -> TradingClient:
+def client_of(broker: RunningBroker) -> TradingClient:
     client = TradingClient(broker.key_id, broker.secret_key, url_override=broker.url)
     client._retry = 0  # no 3 s SDK re-sends in tests
     return client
+
+
+@pytest.fixture
+def trading(broker: RunningBroker) -> TradingClient:
+    return client_of(broker)
+
+
+StartBroker = Callable[..., AbstractContextManager[RunningBroker]]
+
+
+@pytest.fixture
+def start_broker(tmp_path: Path) -> StartBroker:
+    """``with start_broker(at, **settings) as running:`` a broker on the synthetic market with other
+    settings (slippage, ...), its clock frozen at ``at`` (default :data:`OPEN_TUESDAY`)."""
+
+    @contextmanager
+    def start(at: datetime = OPEN_TUESDAY, **settings: Any) -> Iterator[RunningBroker]:
+        chosen = PaperBrokerSettings(data_dir=tmp_path / "empty-data", start_at=at, **settings)
+        with running_paper_broker(chosen) as running:
+            set_clock(running, at)
+            yield running
+
+    return start

@@ -237,6 +237,21 @@ def test_rate_limit_is_on_by_default_at_200_a_minute(broker: RunningBroker) -> N
     assert answer.headers["X-RateLimit-Remaining"] == "199"
 
 
+def test_market_data_has_its_own_rate_limit_budget(broker: RunningBroker) -> None:
+    set_faults(broker, rate_limit_per_minute=3)
+    data_url = f"{broker.url}/v2/stocks/bars?symbols={SYMBOL}&timeframe=1Day"
+    data = [requests.get(data_url, headers=broker.headers, timeout=10) for _ in range(4)]
+    assert [a.status_code for a in data] == [200, 200, 200, 429]  # the same number, counted apart
+    trading = requests.get(f"{broker.url}/v2/account", headers=broker.headers, timeout=10)
+    assert trading.status_code == 200 and trading.headers["X-RateLimit-Remaining"] == "2"
+    set_faults(broker, rate_limit_per_minute=0, data_rate_limit_per_minute=1)
+    assert requests.get(data_url, headers=broker.headers, timeout=10).status_code == 429
+    assert requests.get(f"{broker.url}/v2/clock", headers=broker.headers, timeout=10).status_code == 200
+    set_faults(broker, data_rate_limit_per_minute=10)
+    answer = requests.get(data_url, headers=broker.headers, timeout=10)
+    assert answer.status_code == 200 and answer.headers["X-RateLimit-Limit"] == "10"
+
+
 def test_rate_limit_zero_turns_it_off(broker: RunningBroker) -> None:
     set_faults(broker, rate_limit_per_minute=0)
     answers = [requests.get(f"{broker.url}/v2/clock", headers=broker.headers, timeout=10) for _ in range(3)]
@@ -310,6 +325,7 @@ def test_duplicated_events_arrive_twice(broker: RunningBroker, client: TradingCl
         ({"rate_limit_per_minute": None}, "rate_limit_per_minute"),
         ({"no_such_fault": 0.5}, "no_such_fault"),
         ({"rate_limit_per_minute": 2.5}, "rate_limit_per_minute"),
+        ({"data_rate_limit_per_minute": -1}, "data_rate_limit_per_minute"),
         ({"seed": "abc"}, "seed"),
     ],
 )

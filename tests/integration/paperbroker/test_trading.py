@@ -29,7 +29,7 @@ from alpaca.trading.requests import (
     StopOrderRequest,
 )
 
-from tests.integration.paperbroker.conftest import OPEN_TUESDAY, set_clock
+from tests.integration.paperbroker.conftest import OPEN_TUESDAY, StartBroker, client_of, set_clock
 from tests.support.paper_broker import RunningBroker
 
 SYMBOL = "SYN001"
@@ -95,6 +95,36 @@ def test_calendar_has_holidays_and_half_days(trading: TradingClient) -> None:
     assert by_date[date(2024, 11, 29)].close.strftime("%H:%M") == "13:00"  # half day
     assert by_date[date(2024, 11, 27)].open.strftime("%H:%M") == "09:30"
     assert len(days) == 5
+
+
+def calendar(broker: RunningBroker, **params: str) -> requests.Response:
+    return requests.get(f"{broker.url}/v2/calendar", params=params, headers=broker.headers, timeout=10)
+
+
+def test_calendar_settles_t_plus_2_until_may_2024_then_t_plus_1(broker: RunningBroker) -> None:
+    days = calendar(broker, start="2024-05-23", end="2024-05-29").json()
+    settled = {day["date"]: day["settlement_date"] for day in days}
+    assert settled == {  # Memorial Day 2024-05-27; T+1 from trades of 2024-05-28
+        "2024-05-23": "2024-05-28",
+        "2024-05-24": "2024-05-29",
+        "2024-05-28": "2024-05-29",
+        "2024-05-29": "2024-05-30",
+    }
+
+
+def test_calendar_by_settlement_date_range_and_bad_dates(broker: RunningBroker) -> None:
+    by_settlement = calendar(broker, start="2024-03-05", end="2024-03-05", date_type="SETTLEMENT").json()
+    assert [(d["date"], d["settlement_date"]) for d in by_settlement] == [("2024-03-01", "2024-03-05")]
+    assert calendar(broker, start="2024-03-05T00:00:00Z", end="2024-03-05").json()[0]["date"] == "2024-03-05"
+    assert calendar(broker, start="2029-12-20").json()[-1]["date"] == "2029-12-31"  # served to 2029
+    assert calendar(broker, start="2030-01-02").json() == []
+    for params in (
+        {"start": "2024-13-01"},
+        {"date_type": "CALENDAR"},
+        {"start": "2024-03-06", "end": "2024-03-05"},
+    ):
+        answer = calendar(broker, **params)
+        assert answer.status_code == 400 and answer.json()["code"] == 40010000, params
 
 
 def test_assets_list_and_lookup(broker: RunningBroker, trading: TradingClient) -> None:
@@ -225,11 +255,63 @@ def test_notional_and_fractional_orders_fill_fractional_quantities(trading: Trad
     )
     filled = trading.get_order_by_id(notional.id)
     assert filled.status == OrderStatus.FILLED and filled.notional == "100"
+    assert filled.qty is None  # one of qty and notional is null, even once filled (reference §3.2)
     quantity = Decimal(filled.filled_qty)
     assert quantity != quantity.to_integral_value()
     assert quantity * Decimal(filled.filled_avg_price) <= 100
     fractional = trading.submit_order(market(symbol="SYN002", qty=0.5))
     assert Decimal(trading.get_order_by_id(fractional.id).filled_qty) == Decimal("0.5")
+
+
+def test_no_order_time_is_before_its_creation_on_a_frozen_clock(trading: TradingClient) -> None:
+    trading.submit_order(market(qty=1))
+    trading.submit_order(market(symbol="SYN002", qty=1))
+    resting = trading.submit_order(
+        LimitOrderRequest(
+            symbol=SYMBOL, qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, limit_price=1.0
+        )
+    )
+    trading.cancel_order_by_id(resting.id)
+    orders = trading.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL))
+    assert len({o.created_at for o in orders}) == 3  # the frozen clock's stamps were moved apart
+    for order in orders:
+        later = [order.updated_at, order.filled_at, order.canceled_at]
+        assert all(moment >= order.created_at for moment in later if moment is not None), order
+
+
+def test_last_equity_is_the_equity_at_the_previous_close(start_broker: StartBroker, bar_of: Bar) -> None:
+    monday = datetime(2024, 3, 4, 15, 0, tzinfo=UTC)
+    with start_broker(monday) as running:
+        client = client_of(running)
+        bought = client.submit_order(market(qty=10))
+        paid = Decimal(client.get_order_by_id(bought.id).filled_avg_price)
+        set_clock(running, OPEN_TUESDAY)  # no account read in between
+        client.submit_order(market(symbol="SYN000", qty=400))
+        worth_at_close = 10 * bar_of(SYMBOL, date(2024, 3, 4))["close"]
+        expected = Decimal(100_000) - 10 * paid + worth_at_close
+        assert Decimal(client.get_account().last_equity) == expected.quantize(Decimal("0.01"))
+
+
+def test_last_equity_leaves_out_fills_after_the_close_the_clock_jumped_over(
+    start_broker: StartBroker, bar_of: Bar
+) -> None:
+    symbol = "SYN020"
+    limit = (bar_of(symbol, date(2024, 3, 5))["low"] + Decimal("0.01")).quantize(Decimal("0.01"))
+    assert limit < bar_of(symbol, date(2024, 3, 4))["low"], "the limit must only fill on Tuesday"
+    with start_broker(datetime(2024, 3, 4, 15, 0, tzinfo=UTC)) as running:
+        client = client_of(running)
+        order = client.submit_order(
+            LimitOrderRequest(
+                symbol=symbol,
+                qty=100,
+                side=OrderSide.BUY,
+                time_in_force=TimeInForce.GTC,
+                limit_price=float(limit),
+            )
+        )
+        set_clock(running, datetime(2024, 3, 5, 20, 59, tzinfo=UTC))  # Tuesday, the low has passed
+        assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
+        assert client.get_account().last_equity == "100000.00"  # no position at Monday's close
 
 
 # --- listing, cancel, replace, close --------------------------------------------------------------
@@ -269,6 +351,18 @@ def test_replace_creates_a_new_order_and_ends_the_old_one(trading: TradingClient
     )
     replaced = trading.get_order_by_id(old.id)
     assert replaced.status == OrderStatus.REPLACED and replaced.replaced_by == new.id
+
+
+def test_closing_a_percentage_of_a_whole_position_sells_whole_shares(trading: TradingClient) -> None:
+    trading.submit_order(market(qty=10))
+    third = trading.close_position(SYMBOL, ClosePositionRequest(percentage="33"))
+    assert third.qty == "3"
+    assert trading.get_open_position(SYMBOL).qty == "7"
+    trading.submit_order(market(symbol="SYN002", qty=2.5))
+    assert trading.close_position("SYN002", ClosePositionRequest(percentage="33")).qty == "0.825"
+    status, body = api_error(lambda: trading.close_position(SYMBOL, ClosePositionRequest(percentage="10")))
+    assert (status, body["code"]) == (422, 42210000)  # 10 % of 7 shares is no whole share
+    assert trading.get_open_position(SYMBOL).qty == "7"
 
 
 def test_close_a_position_partly_then_all_positions(trading: TradingClient) -> None:
@@ -329,6 +423,16 @@ def test_selling_more_than_held_is_403_insufficient_qty(trading: TradingClient) 
     assert body["symbol"] == SYMBOL and body["existing_qty"] == "2"
 
 
+def test_an_order_may_name_its_asset_by_id_in_any_case(trading: TradingClient) -> None:
+    asset = str(trading.get_asset(SYMBOL).id)
+    assert trading.submit_order(market(symbol=asset, qty=1)).symbol == SYMBOL
+    assert trading.submit_order(market(symbol=asset.upper(), qty=1)).symbol == SYMBOL
+    assert trading.get_open_position(asset.upper()).qty == "2"
+    unknown = str(UUID(int=5))
+    status, body = api_error(lambda: trading.submit_order(market(symbol=unknown)))
+    assert (status, body) == (422, {"code": 40010001, "message": f"could not find us_equity '{unknown}'"})
+
+
 def test_unknown_and_not_yet_listed_symbols_are_refused(
     broker: RunningBroker, trading: TradingClient
 ) -> None:
@@ -338,6 +442,18 @@ def test_unknown_and_not_yet_listed_symbols_are_refused(
     assert inactive, "the synthetic market lists IPOs after 2024-03-05"
     status, body = api_error(lambda: trading.submit_order(market(symbol=inactive[0])))
     assert status == 422 and body["code"] == 40010001 and "is not active" in body["message"]
+
+
+def test_activities_by_date_in_either_format_and_by_category(trading: TradingClient) -> None:
+    trading.submit_order(market(qty=1))
+    for day in ("2024-03-05", "2024-03-05T00:00:00Z"):
+        assert len(trading.get("/account/activities", {"date": day})) == 1, day
+        assert trading.get("/account/activities", {"date": day.replace("05", "04", 1)}) == [], day
+    assert len(trading.get("/account/activities", {"category": "trade_activity"})) == 1
+    assert trading.get("/account/activities", {"category": "non_trade_activity"}) == []
+    both = {"category": "trade_activity", "activity_types": "FILL"}
+    assert api_error(lambda: trading.get("/account/activities", both))[0] == 422
+    assert api_error(lambda: trading.get("/account/activities", {"category": "other"}))[0] == 422
 
 
 def test_cancel_of_a_filled_order_is_422(trading: TradingClient) -> None:

@@ -40,3 +40,18 @@ def test_regular_hours_holidays_and_half_days() -> None:
     assert hours.next_open(AT) == datetime(2024, 3, 6, 14, 30, tzinfo=UTC)
     friday_evening = datetime(2024, 3, 8, 22, 0, tzinfo=UTC)
     assert hours.next_session(friday_evening).day == date(2024, 3, 11)
+
+
+def test_the_last_close_is_the_newest_close_at_or_before_the_moment() -> None:
+    hours = MarketHours()
+    tuesday_close = datetime(2024, 3, 5, 21, 0, tzinfo=UTC)
+    assert hours.last_close(tuesday_close) == tuesday_close
+    assert hours.last_close(datetime(2024, 3, 5, 20, 59, tzinfo=UTC)) == datetime(
+        2024, 3, 4, 21, 0, tzinfo=UTC
+    )
+    assert hours.last_close(datetime(2024, 3, 11, 13, 0, tzinfo=UTC)) == datetime(
+        2024, 3, 8, 21, 0, tzinfo=UTC
+    )
+    assert hours.last_close(datetime(2024, 11, 29, 19, 0, tzinfo=UTC)) == datetime(
+        2024, 11, 29, 18, 0, tzinfo=UTC
+    )

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from trader.domain.enums import OrderType, TimeInForce
+from trader.domain.enums import OrderSide, OrderType, TimeInForce
 from trader.paperbroker.errors import AlpacaError
-from trader.paperbroker.order_requests import parse_new_order, parse_replacement
+from trader.paperbroker.order_requests import NewOrder, check_new_order, parse_new_order, parse_replacement
+from trader.paperbroker.prices import asset_id
 
 BASE: dict[str, Any] = {"symbol": "aapl", "side": "buy", "type": "limit", "time_in_force": "gtc", "qty": "10"}
 
@@ -51,3 +52,45 @@ def test_replacement_needs_whole_positive_qty() -> None:
     assert parse_replacement({"qty": "3", "limit_price": "9.5"}).qty == Decimal(3)
     with pytest.raises(AlpacaError, match="whole number"):
         parse_replacement({"qty": "2.5"})
+
+
+def test_an_asset_id_as_symbol_is_kept_in_its_stored_lower_case_form() -> None:
+    asset = asset_id("SYN001")
+    body = BASE | {"limit_price": 1}
+    assert parse_new_order(body | {"symbol": asset.upper()}).symbol == asset
+    assert parse_new_order(body | {"symbol": f" {asset} "}).symbol == asset
+    assert parse_new_order(body | {"symbol": " syn001 "}).symbol == "SYN001"
+
+
+def new_order(**changes: Any) -> NewOrder:
+    fields: dict[str, Any] = {
+        "symbol": "AAPL",
+        "side": OrderSide.BUY,
+        "type": OrderType.LIMIT,
+        "time_in_force": TimeInForce.DAY,
+        "qty": Decimal(2),
+        "notional": None,
+        "limit_price": Decimal(1),
+        "stop_price": None,
+        "extended_hours": False,
+        "client_order_id": None,
+    }
+    return NewOrder(**(fields | changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"extended_hours": True, "time_in_force": TimeInForce.IOC},
+            "extended hours order must be DAY or GTC",
+        ),
+        ({"qty": Decimal("1.5"), "time_in_force": TimeInForce.GTC}, "fractional orders must be DAY orders"),
+        ({"time_in_force": TimeInForce.CLS}, "time_in_force cls is not supported"),
+        ({"stop_price": Decimal(2)}, "stop_price is not allowed for limit orders"),
+    ],
+)
+def test_check_new_order_is_what_post_checks(changes: dict[str, Any], message: str) -> None:
+    check_new_order(new_order())
+    with pytest.raises(AlpacaError, match=message):
+        check_new_order(new_order(**changes))

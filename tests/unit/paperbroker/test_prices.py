@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trader.paperbroker.prices import DayBar, asset_id, path_price, path_range
+from trader.paperbroker.prices import DayBar, asset_id, asset_key, bar_so_far, path_price, path_range
 
 UP = DayBar(date(2024, 3, 5), Decimal("10"), Decimal("13"), Decimal("9"), Decimal("12"))
 DOWN = DayBar(date(2024, 3, 5), Decimal("10"), Decimal("11"), Decimal("7"), Decimal("8"))
@@ -48,3 +48,18 @@ def test_the_path_never_leaves_the_bar_and_the_range_brackets_it(
 def test_asset_ids_are_stable_uuids() -> None:
     assert asset_id("SYN001") == asset_id("SYN001") != asset_id("SYN002")
     assert len(asset_id("SYN001")) == 36
+
+
+def test_a_bar_so_far_is_the_open_the_range_so_far_and_the_price_now() -> None:
+    assert bar_so_far(UP, 1 / 6) == DayBar(
+        UP.day, Decimal("10"), Decimal("10"), Decimal("9.5000"), Decimal("9.5000")
+    )
+    assert bar_so_far(UP, 0.5) == DayBar(
+        UP.day, Decimal("10"), Decimal("11.0000"), Decimal("9"), Decimal("11.0000")
+    )
+    assert bar_so_far(UP, 1.0) == UP
+
+
+def test_asset_keys_are_capital_symbols_or_lower_case_ids() -> None:
+    assert asset_key(" syn001 ") == "SYN001"
+    assert asset_key(asset_id("SYN001").upper()) == asset_id("SYN001")
