@@ -56,3 +56,14 @@ def test_daily_bars_through_the_broker_equal_the_raw_bars_it_serves(
     assert served.height > 30  # two months of sessions
     ours = batch.bars.drop("symbol").sort("date")
     assert ours.equals(served.sort("date"))
+
+
+def test_a_session_still_trading_on_the_brokers_clock_is_not_ingested(
+    broker: AlpacaBroker, paper_broker: RunningBroker
+) -> None:
+    # The paper broker's clock stands at Tuesday 2024-03-05 10:00 New York: that session is trading,
+    # and the broker serves its bar so far. By the system clock it closed long ago.
+    source = broker.market_data()
+    batch = source.fetch(["SYN004"], date(2024, 2, 26), date(2024, 3, 5))
+    assert batch.bars.get_column("date").max() == date(2024, 3, 4)
+    assert any("2024-03-04, the last closed session" in note for note in source.last_notes)

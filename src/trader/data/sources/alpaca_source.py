@@ -140,6 +140,17 @@ def make_actions_client(
     return client
 
 
+def _broker_clock(settings: Settings) -> Callable[[], datetime]:
+    """The broker's own time (``GET /v2/clock``). The built-in paper broker runs a simulated clock,
+    and what it serves as today's daily bar is the session so far *by that clock*: judged by the
+    system clock instead, a session still trading there would look closed and its partial bar would
+    be stored as the day's."""
+    from trader.broker.alpaca import AlpacaBroker
+
+    broker = AlpacaBroker.from_settings(settings)
+    return lambda: broker.get_clock().timestamp
+
+
 class AlpacaSource:
     """A :class:`~trader.data.sources.BarSource` over Alpaca's market-data API (see the module doc).
 
@@ -215,6 +226,7 @@ class AlpacaSource:
             timeframe=timeframe,
             chunk_size=chunk_size,
             secrets=(key, secret),
+            clock=_broker_clock(settings) if settings.uses_local_paper_broker else None,
         )
 
     @property
