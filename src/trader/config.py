@@ -39,7 +39,6 @@ VAR_DIR = Path("var")
 #: The built-in Alpaca-compatible paper broker (``trader serve paper-broker``).
 LOCAL_PAPER_BROKER_URL = "http://127.0.0.1:8765"
 #: Hosts a built-in paper broker may listen on (any port).
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 #: Key pair the built-in paper broker accepts when none is configured. Not secret: it opens only the
 #: local simulator, never a real account.
 LOCAL_PAPER_KEY_ID = "PKLOCALPAPER00000000"
@@ -99,6 +98,9 @@ class Settings(BaseSettings):
     #: Sending orders to ``api.alpaca.markets`` (real money), or to any host that is not a known paper
     #: broker (see :func:`is_paper_host`), is refused unless this is true.
     allow_live_trading: bool = False
+    #: More hosts that run a paper broker (comma-separated names, e.g. a paper broker on another
+    #: machine or in a cluster): orders to them need no ALLOW_LIVE_TRADING. Alpaca's live host is refused.
+    paper_broker_hosts: str = ""
     broker_timeout_seconds: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
     broker_max_retries: int = Field(default=3, ge=0, le=20)
     #: The built-in paper broker's own state (orders, fills, positions, cash).
@@ -172,6 +174,20 @@ class Settings(BaseSettings):
             raise ValueError("names no host; e.g. redis://localhost:6379/0")
         return text
 
+    @field_validator("paper_broker_hosts")
+    @classmethod
+    def _check_paper_hosts(cls, value: str) -> str:
+        for host in filter(None, (normalize_host(h) for h in value.split(","))):
+            if host == ALPACA_LIVE_HOST:
+                raise ValueError(
+                    f"{ALPACA_LIVE_HOST} is Alpaca's live (real money) host, never a paper broker"
+                )
+            if not re.fullmatch(r"[a-z0-9_.:-]+", host):
+                raise ValueError(
+                    f"'{host}' is not a host name; give names such as paper.internal, comma-separated"
+                )
+        return value
+
     @field_validator("data_dir", "artifacts_dir", mode="before")
     @classmethod
     def _check_folder(cls, value: Any, info: ValidationInfo) -> Any:
@@ -211,8 +227,8 @@ class Settings(BaseSettings):
         raise ValueError(
             f"ALPACA_BASE_URL host '{self.broker_host}' is not a known paper broker "
             "(paper-api.alpaca.markets, or a local address: localhost, 127.0.0.1, ::1), so orders sent "
-            "there may trade real money; set ALLOW_LIVE_TRADING=true to confirm, or use "
-            "https://paper-api.alpaca.markets or the built-in paper broker (http://127.0.0.1:8765)"
+            "there may trade real money; if it runs a paper broker, add it to PAPER_BROKER_HOSTS; to "
+            "trade real money there, set ALLOW_LIVE_TRADING=true"
         )
 
     def __repr_args__(self) -> Any:
@@ -237,14 +253,20 @@ class Settings(BaseSettings):
     def is_live(self) -> bool:
         """True unless orders go to a known paper broker: fails closed, so Alpaca's real-money host and
         every host we do not know (which may be real money, or a proxy to it) count as live."""
-        return not is_paper_host(self.alpaca_base_url.host)
+        host = self.alpaca_base_url.host
+        return not (is_paper_host(host) or normalize_host(host) in self.declared_paper_hosts)
+
+    @property
+    def declared_paper_hosts(self) -> frozenset[str]:
+        """``PAPER_BROKER_HOSTS`` as normalised host names."""
+        return frozenset(filter(None, (normalize_host(h) for h in self.paper_broker_hosts.split(","))))
 
     @property
     def uses_local_paper_broker(self) -> bool:
         """True for the built-in paper broker: plain HTTP on this machine, on any port (tests and a
         second broker use another port than the default 8765)."""
         url = self.alpaca_base_url
-        return url.scheme == "http" and url.host in LOCAL_HOSTS
+        return url.scheme == "http" and is_local_host(url.host)
 
     @property
     def effective_data_url(self) -> str:
@@ -262,6 +284,7 @@ class Settings(BaseSettings):
             "ALPACA_API_KEY_ID": mask_secret(self.alpaca_api_key_id),
             "ALPACA_API_SECRET_KEY": mask_secret(self.alpaca_api_secret_key),
             "ALLOW_LIVE_TRADING": str(self.allow_live_trading).lower(),
+            "PAPER_BROKER_HOSTS": ",".join(sorted(self.declared_paper_hosts)),
             "BROKER_TIMEOUT_SECONDS": str(self.broker_timeout_seconds),
             "BROKER_MAX_RETRIES": str(self.broker_max_retries),
             "PAPER_BROKER_DATABASE_URL": mask_url_password(self.paper_broker_database_url),

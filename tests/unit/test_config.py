@@ -413,3 +413,23 @@ def test_env_example_is_a_valid_dotenv(tmp_path: Path) -> None:
     settings = load_settings()
     assert settings.dry_run is True
     assert not settings.is_live
+
+
+def test_a_paper_broker_on_another_host_is_declared_not_allowed_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPACA_BASE_URL", "http://paper-broker.default.svc.cluster.local:8765")
+    monkeypatch.setenv("DRY_RUN", "false")
+    with pytest.raises(ConfigError, match="add it to PAPER_BROKER_HOSTS"):
+        load_settings()
+    monkeypatch.setenv("PAPER_BROKER_HOSTS", " Paper-Broker.default.svc.cluster.local. , 10.0.0.5")
+    settings = load_settings()
+    assert not settings.is_live and not settings.allow_live_trading
+    # The guard stays on for every other host.
+    monkeypatch.setenv("ALPACA_BASE_URL", "https://api.alpaca.markets")
+    with pytest.raises(ConfigError, match="Alpaca's live"):
+        load_settings()
+
+
+def test_the_live_host_can_never_be_declared_paper(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPER_BROKER_HOSTS", "paper.internal,API.alpaca.markets.")
+    with pytest.raises(ConfigError, match=r"PAPER_BROKER_HOSTS: api\.alpaca\.markets is Alpaca.s live"):
+        load_settings()

@@ -279,8 +279,11 @@ def report_pnl(
             report = build_daily_report(session, chosen, marks)
     finally:
         engine.dispose()
-    if report.missing_prices:
-        # Written anyway, the report would value those positions at 0 and replace a correct one.
+    held = {s.symbol for s in report.symbols if s.qty != 0}
+    if held and held <= set(report.missing_prices):
+        # No held symbol has a price: the session is not in this DATA_DIR at all. Written anyway, the
+        # report's totals would leave every position out and replace a correct one. (A few symbols
+        # without a price, halted that day, are written as "value unknown".)
         raise TraderError(
             f"no clean close on {chosen} in {settings.data_dir} for {', '.join(report.missing_prices[:10])}: "
             "nothing written; ingest that session first (trader data ingest, or trader paper-run)"

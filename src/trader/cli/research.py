@@ -154,13 +154,16 @@ def train(
     console.print(f"next: trader research backtest --version {result.artifact.version}")
 
 
-def _load_strategy(name_or_path: str) -> StrategyConfig:
+def _load_strategy(name_or_path: str, *, to_train: bool = True) -> StrategyConfig:
     from trader.strategies.config import StrategyConfigError, load_strategy_config
 
     try:
-        return load_strategy_config(name_or_path)
+        config = load_strategy_config(name_or_path)
+        if to_train:
+            config.check_trainable()
     except StrategyConfigError as exc:
         raise UsageError(f"--strategy: {exc}") from None
+    return config
 
 
 def with_segment_overrides(
@@ -334,7 +337,7 @@ def find_artifact(
     trained = _trained_models(artifacts_dir)
     if strategy is not None:
         name = (
-            _load_strategy(strategy).name
+            _load_strategy(strategy, to_train=False).name
             if strategy.endswith((".yaml", ".yml")) or "/" in strategy
             else strategy
         )

@@ -185,11 +185,12 @@ def paper_broker(
         faults=faults,
     )
     clock = f"simulated from {start_at.isoformat()}" if start_at else "real time"
+    configure_logging(settings)  # uvicorn's own lines go through the root handlers: redacted
     print(
         f"paper broker on http://{host}:{port} (trading, market data, ws://{host}:{port}/stream); "
         f"data {directory}; state {mask_url_password(state_url)}; clock {clock}"
     )
-    uvicorn.run(create_app(broker), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(broker), host=host, port=port, log_level="warning", log_config=None)
 
 
 @app.command("gateway")
@@ -232,7 +233,7 @@ def gateway(
             f"execution gateway on http://{host}:{port} ({mode}); broker {broker_url}; "
             f"database {mask_url_password(settings.database_url)}"
         )
-        uvicorn.run(app_, host=host, port=port, log_level=settings.log_level.value.lower())
+        uvicorn.run(app_, host=host, port=port, log_level=settings.log_level.value.lower(), log_config=None)
     finally:
         engine.dispose()
 

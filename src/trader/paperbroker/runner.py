@@ -60,7 +60,7 @@ def serve_in_thread(
 
     from trader.paperbroker.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"paper-broker-{port}", daemon=True)
     thread.start()

@@ -23,7 +23,7 @@ from trader.research.qlib_export import FREQ, MANIFEST, require_market
 from trader.research.qlib_runtime import QlibNotReadyError
 from trader.research.scores import TrainError, TrainOutput
 from trader.research.tracking import RunStatus, end_run, flatten, log_curves, log_to_run, start_run
-from trader.strategies.config import DateRange, StrategyConfig, StrategyKind
+from trader.strategies.config import DateRange, StrategyConfig, StrategyConfigError, StrategyKind
 
 Progress = Callable[[str], None]
 Trainer = Callable[..., TrainOutput]
@@ -122,6 +122,10 @@ def train_strategy(
     """
     began = time.perf_counter()
     say = on_progress or (lambda _stage: None)
+    try:
+        config.check_trainable()
+    except StrategyConfigError as exc:
+        raise TrainError(str(exc)) from None
     check_segments(config, export_sessions(provider_uri))
     require_market(provider_uri, config.market)
     data = export_fingerprint(provider_uri)

@@ -16,7 +16,7 @@ from datetime import date
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,25 +70,16 @@ class Segments(_Strict):
     """Train, validation (early stopping) and test (backtest) ranges, in this order in time.
 
     ``label_horizon`` is how many sessions lie between one segment's end and the next one's start
-    at least. It may not be shorter than the label's look-ahead (:data:`LABEL_HORIZON`: a label on
-    the last training day reads that many sessions ahead, into the next segment otherwise); a longer
-    one leaves a wider gap. The leakage check enforces it on the segments.
+    at least. Training refuses one shorter than the label's look-ahead (:data:`LABEL_HORIZON`: a
+    label on the last training day reads that many sessions ahead, into the next segment otherwise,
+    see :meth:`StrategyConfig.check_trainable`); a longer one leaves a wider gap. The leakage check
+    enforces the look-ahead on the segments whatever this says.
     """
 
     train: DateRange
     valid: DateRange
     test: DateRange
-    label_horizon: int = Field(default=LABEL_HORIZON, le=60)
-
-    @field_validator("label_horizon")
-    @classmethod
-    def _covers_the_label(cls, value: int) -> int:
-        if value < LABEL_HORIZON:
-            raise ValueError(
-                f"{value} is shorter than the label's look-ahead: {LABEL_EXPRESSION} reads "
-                f"{LABEL_HORIZON} sessions ahead, so use {LABEL_HORIZON} or more"
-            )
-        return value
+    label_horizon: int = Field(default=LABEL_HORIZON, ge=1, le=60)
 
     @model_validator(mode="after")
     def _in_order(self) -> Self:
@@ -103,8 +94,9 @@ class LightGBMParams(_Strict):
     """LightGBM settings (defaults: Qlib's published Alpha158 benchmark, threads set for small machines)."""
 
     #: Qlib's LGBModel objective. Only ``mse`` fits the label, a continuous return z-scored per day
-    #: (``binary`` would train a classifier on it and score every stock alike).
-    loss: Literal["mse"] = "mse"
+    #: (``binary`` would train a classifier on it and score every stock alike): training refuses
+    #: another (see :meth:`StrategyConfig.check_trainable`).
+    loss: str = "mse"
     learning_rate: float = Field(default=0.2, gt=0, le=1)
     num_leaves: int = Field(default=210, ge=2)
     max_depth: int = Field(default=8, ge=-1)
@@ -200,6 +192,27 @@ class StrategyConfig(_Strict):
     costs: Costs = Costs()
     backtest: BacktestSettings = BacktestSettings()
     promotion: PromotionThresholds = PromotionThresholds()
+
+    def check_trainable(self) -> None:
+        """Refuse settings a new model must not be trained with (:class:`StrategyConfigError` naming
+        each field). These rules came after models were saved, so they are checked when a model is
+        trained, not when a saved artifact's configuration is loaded: a model already in production
+        keeps scoring, and the release gate's leakage check judges its segments on the label itself.
+        """
+        problems = []
+        if self.segments.label_horizon < LABEL_HORIZON:
+            problems.append(
+                f"segments.label_horizon: {self.segments.label_horizon} is shorter than the label's "
+                f"look-ahead: {LABEL_EXPRESSION} reads {LABEL_HORIZON} sessions ahead, so use "
+                f"{LABEL_HORIZON} or more"
+            )
+        if self.kind is StrategyKind.ALPHA158_LGB and self.lightgbm.loss != "mse":
+            problems.append(
+                f"lightgbm.loss: {self.lightgbm.loss!r} does not fit the label, a continuous "
+                "return; use 'mse'"
+            )
+        if problems:
+            raise StrategyConfigError(f"strategy {self.name}: " + "; ".join(problems))
 
     def with_segments(self, segments: Segments) -> StrategyConfig:
         """A copy with other date segments (walk-forward windows, tests on a short market)."""

@@ -4,6 +4,7 @@ trade-update stream, and a symbol halted on the previous session."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -25,10 +26,12 @@ from tests.e2e.paper_support import (
 from tests.support.paper_broker import running_paper_broker
 from tests.support.research import ResearchMarket
 from trader.broker.alpaca import AlpacaBroker
+from trader.cli.paper import _ingest_from_broker
 from trader.config import load_settings
 from trader.data.calendar import trading_calendar
+from trader.data.paths import DataPaths
 from trader.domain.enums import OrderStatus
-from trader.ops.paper_day import PLAN_EVENT, DayResult, PaperDay, Plan
+from trader.ops.paper_day import PLAN_EVENT, DayResult, PaperDay, Plan, raw_closes
 from trader.paperbroker import PaperBrokerSettings
 from trader.paperbroker.runner import PaperBrokerAdmin
 from trader.paperbroker.settings import FaultSettings
@@ -187,7 +190,7 @@ def test_a_report_without_prices_is_refused_and_the_recorded_one_kept(
     assert report.read_text() == recorded
 
 
-def test_replay_uses_the_days_limits_and_breaker_not_todays(world: PaperWorld) -> None:
+def test_replay_uses_the_days_breaker_not_todays(world: PaperWorld) -> None:
     # The day is traded under a tripped breaker (entries refused, no risk decision for them) ...
     assert trader(world, "circuit", "trip", "--reason", "maintenance", "--actor", "ops") == 0
     assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "5", DRY_RUN="true") == 0
@@ -207,3 +210,45 @@ def test_replay_uses_the_days_limits_and_breaker_not_todays(world: PaperWorld) -
     assert trader(world, "replay", "--date", str(DAY), MAX_ORDER_NOTIONAL="1") == 0
     report = json.loads((world.reports_dir / str(DAY) / "replay.json").read_text())
     assert report["passed"] is True and report["compared"]["risk verdicts"] > 0
+
+
+def test_replay_checks_against_the_days_limits_when_a_limit_was_tightened_since(world: PaperWorld) -> None:
+    assert trader(world, "paper-run", "--date", str(DAY), "--fill-timeout", "5", DRY_RUN="true") == 0
+    engine = world.engine()
+    try:
+        with Session(engine) as session:
+            statuses = {OrderStatus(s) for s in session.scalars(select(Order.status))}
+    finally:
+        engine.dispose()
+    assert statuses == {OrderStatus.DRY_RUN}  # every order passed the day's limits
+    # Today's limit would refuse every order (and slice every exit): the replay must not use it.
+    assert trader(world, "replay", "--date", str(DAY), MAX_ORDER_NOTIONAL="1") == 0
+    report = json.loads((world.reports_dir / str(DAY) / "replay.json").read_text())
+    compared = report["compared"]
+    assert report["passed"] is True and compared["risk verdicts"] == compared["orders"] > 0
+
+
+def test_paper_runs_ingest_records_the_data_in_the_database_too(world: PaperWorld, tmp_path: Path) -> None:
+    # A DATA_DIR that knows the universe but holds no bar yet: paper-run's ingest fetches the
+    # session from the broker (which serves the world's market) through the whole pipeline.
+    empty = DataPaths(tmp_path / "fresh")
+    empty.universe.parent.mkdir(parents=True)
+    shutil.copyfile(DataPaths(world.data_dir).universe, empty.universe)
+    as_of = trading_calendar().previous_session(DAY)
+    broker_settings = PaperBrokerSettings(
+        data_dir=world.data_dir,
+        database_url=world.broker_database_url,
+        start_at=trading_calendar().session_open(DAY),
+    )
+    with running_paper_broker(broker_settings) as running, pytest.MonkeyPatch.context() as patch:
+        for name, value in world.env(ALPACA_BASE_URL=running.url, DATA_DIR=str(empty.root)).items():
+            patch.setenv(name, value)
+        engine = world.engine()
+        try:
+            _ingest_from_broker(load_settings(), engine)(as_of)
+            with Session(engine) as session:
+                events = session.scalars(select(Event).where(Event.kind == "data_ingested")).all()
+        finally:
+            engine.dispose()
+    assert len(events) == 1 and events[0].payload["rows_received"] > 0
+    assert raw_closes(empty, as_of)  # recorded in the fresh store

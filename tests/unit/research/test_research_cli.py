@@ -169,3 +169,19 @@ def test_walk_forward_on_too_little_data_says_what_a_window_needs(
     assert "no complete window fits in 2024-01-02 .. 2024-01-04" in err
     assert "= 24 months" in err
     assert not (env / "artifacts").exists()  # nothing created, no MLflow run
+
+
+def test_train_refuses_a_label_horizon_shorter_than_the_label(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from trader.strategies.config import load_strategy_config
+
+    data = load_strategy_config("momentum").model_dump(mode="json")
+    data["segments"]["label_horizon"] = 1
+    path = env / "short.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert run(["research", "train", "--strategy", str(path)]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("trader: error: --strategy: strategy momentum: segments.label_horizon: 1")

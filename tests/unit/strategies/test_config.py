@@ -50,7 +50,6 @@ def test_unknown_builtin_names_the_choices() -> None:
         ({"costs": {"slippage_bps": -1}}, "costs.slippage_bps"),
         ({"kind": "neural"}, "kind"),
         ({"extra_field": 1}, "extra_field"),
-        ({"lightgbm": {"loss": "binary"}}, "lightgbm.loss"),
         ({"market": "../../etc/passwd"}, "market"),
         (
             {
@@ -83,18 +82,26 @@ def test_not_yaml_is_refused_in_one_line_that_says_where(tmp_path: Path) -> None
     assert "(line 3, column 1)" in str(refused.value)
 
 
-def test_a_label_horizon_shorter_than_the_labels_look_ahead_is_refused(tmp_path: Path) -> None:
+def test_training_refuses_a_short_label_horizon_and_another_loss_but_loading_does_not(
+    tmp_path: Path,
+) -> None:
     import yaml
 
     data = load_strategy_config("alpha_baseline").model_dump(mode="json")
     data["segments"]["label_horizon"] = 1
-    path = tmp_path / "short.yaml"
+    data["lightgbm"]["loss"] = "binary"
+    path = tmp_path / "old.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(StrategyConfigError, match=r"segments\.label_horizon: 1 is shorter than the label"):
-        load_strategy_config(path)
-    data["segments"]["label_horizon"] = 3  # a wider gap is allowed
+    # A model saved with these settings still loads (it may be in production and must keep scoring) ...
+    config = load_strategy_config(path)
+    # ... but no new model is trained with them.
+    with pytest.raises(StrategyConfigError) as refused:
+        config.check_trainable()
+    assert "segments.label_horizon: 1 is shorter than the label's look-ahead" in str(refused.value)
+    assert "lightgbm.loss: 'binary' does not fit the label" in str(refused.value)
+    data["segments"]["label_horizon"], data["lightgbm"]["loss"] = 3, "mse"  # a wider gap is allowed
     path.write_text(yaml.safe_dump(data))
-    assert load_strategy_config(path).segments.label_horizon == 3
+    load_strategy_config(path).check_trainable()
 
 
 def test_label_horizon_matches_the_label_expression() -> None:
