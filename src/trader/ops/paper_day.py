@@ -26,6 +26,7 @@ broker adapter looks those up by ``client_order_id`` before sending.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -218,10 +219,16 @@ def clean_closes(paths: DataPaths, day: date) -> dict[str, Decimal]:
     """:func:`raw_closes` of the symbols whose bar on ``day`` passed the quality gate (is in the
     adjusted store): the prices orders are valued at and positions marked at. A quarantined bar
     (a bad tick, a conflict) gives no price, so the allocator leaves that symbol alone that day
-    instead of trading it at a price the gate refused."""
-    clean = AdjustedStore(paths).read(start=day, end=day).get_column("symbol").to_list()
+    instead of trading it at a price the gate refused. The raw close must also be the one the
+    adjusted bar was made from (close × factor): a newer raw version an ingest recorded but then
+    refused as a whole was never checked, so that symbol gets no price either."""
+    clean = AdjustedStore(paths).read(start=day, end=day)
     closes = raw_closes(paths, day)
-    return {symbol: closes[symbol] for symbol in clean if symbol in closes}
+    return {
+        symbol: closes[symbol]
+        for symbol, close, factor in clean.select("symbol", "close", "factor").iter_rows()
+        if symbol in closes and math.isclose(float(closes[symbol]) * factor, close, rel_tol=1e-9)
+    }
 
 
 class PaperDay:
@@ -299,14 +306,20 @@ class PaperDay:
     def _check_not_behind(self, day: date) -> None:
         """Refuse a day never run that lies before a day this strategy already ran: its orders would
         be sized on today's positions and P&L, and its fills land after the later days' in the books.
-        Running a day again (it has orders or P&L) is fine: it sends nothing new."""
+        Running a day again (it has orders, P&L or a journaled plan) is fine: it sends nothing new."""
         orders = select(Order.trading_date).where(
             Order.strategy_id == self.strategy, Order.intent == REBALANCE
         )
         pnl = select(Pnl.trading_date).where(Pnl.strategy_id == self.strategy)
         days = orders.union(pnl).subquery()
+        mark = f"{self.strategy}:"  # a plan's correlation id is "<strategy>:<day>"
+        plans = select(Event.correlation_id).where(
+            Event.kind == PLAN_EVENT, Event.correlation_id.startswith(mark, autoescape=True)
+        )
         with Session(self._engine) as session:
-            ran = session.scalars(select(days.c.trading_date).where(days.c.trading_date >= day)).all()
+            ran = set(session.scalars(select(days.c.trading_date).where(days.c.trading_date >= day)))
+            planned = {_day_of(text.removeprefix(mark)) for text in session.scalars(plans) if text}
+        ran |= {planned_day for planned_day in planned if planned_day is not None and planned_day >= day}
         if ran and day not in ran:
             later = max(ran)
             raise PaperDayError(
@@ -513,6 +526,13 @@ def order_intents(
                 )
             )
     return intents
+
+
+def _day_of(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def rebalance_intents(

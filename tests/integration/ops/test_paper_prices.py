@@ -89,3 +89,21 @@ def test_paper_runs_ingest_writes_the_database_and_the_online_store(
     assert pipeline.online is not None
     assert set(pipeline.online.symbols()) == {"AAA", "BBB"}
     assert pipeline.online.bars("BBB").get_column("date").max() == DAYS[-2]  # the tick is not served
+
+
+def test_a_newer_raw_version_the_adjusted_store_never_took_gives_no_price(tmp_path: Path) -> None:
+    import polars as pl
+
+    from trader.data.raw import RawRecorder
+
+    paths = DataPaths(tmp_path / "data")
+    _ingest(DataPipeline(paths), tmp_path)
+    # An ingest that recorded a corrected AAA bar and was then refused as a whole leaves the raw
+    # record newer than the adjusted store: that close was never checked by the gate.
+    corrected = pl.DataFrame(
+        {"symbol": ["AAA"], "date": [LAST], "open": [150.0], "high": [151.0], "low": [149.0],
+         "close": [150.0], "volume": [1000.0], "source": ["csv"]}
+    )  # fmt: skip
+    RawRecorder(paths).prepare(corrected, ingested_at=datetime(2024, 1, 12, tzinfo=UTC)).publish()
+    assert raw_closes(paths, LAST)["AAA"] == Decimal("150.0")
+    assert clean_closes(paths, LAST) == {}
