@@ -144,11 +144,22 @@ def _broker_clock(settings: Settings) -> Callable[[], datetime]:
     """The broker's own time (``GET /v2/clock``). The built-in paper broker runs a simulated clock,
     and what it serves as today's daily bar is the session so far *by that clock*: judged by the
     system clock instead, a session still trading there would look closed and its partial bar would
-    be stored as the day's."""
+    be stored as the day's. A local server without a clock (a data server only, not the paper
+    broker) runs in real time: the system clock then."""
     from trader.broker.alpaca import AlpacaBroker
+    from trader.broker.errors import BrokerError, NotFoundError
 
     broker = AlpacaBroker.from_settings(settings)
-    return lambda: broker.get_clock().timestamp
+
+    def now() -> datetime:
+        try:
+            return broker.get_clock().timestamp
+        except NotFoundError:
+            return _utc_now()
+        except BrokerError as exc:  # without the broker's time no session can be judged closed
+            raise SourceError(f"the broker's clock cannot be read: {exc}") from None
+
+    return now
 
 
 class AlpacaSource:
@@ -244,17 +255,17 @@ class AlpacaSource:
         keys are accepted.
         """
         started = time.perf_counter()
-        until = self._clock() - RECENT_DATA_DELAY
-        request = StockBarsRequest(
-            symbol_or_symbols=[self.health_symbol],
-            timeframe=TimeFrame.Day,
-            start=until - timedelta(days=7),
-            end=until,
-            limit=1,
-            adjustment=Adjustment.RAW,
-            feed=self.feed,
-        )
         try:
+            until = self._clock() - RECENT_DATA_DELAY
+            request = StockBarsRequest(
+                symbol_or_symbols=[self.health_symbol],
+                timeframe=TimeFrame.Day,
+                start=until - timedelta(days=7),
+                end=until,
+                limit=1,
+                adjustment=Adjustment.RAW,
+                feed=self.feed,
+            )
             with self._wrap("health check"):
                 self.health_client.get_stock_bars(request)
         except SourceError as exc:
