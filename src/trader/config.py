@@ -597,6 +597,13 @@ class SecretRedactingFilter(logging.Filter):
         return True
 
 
+def uvicorn_logging(level: str) -> dict[str, Any]:
+    """uvicorn's logging options for our services (``uvicorn.run(app, ..., **uvicorn_logging(...))``):
+    no handlers of its own, so its loggers (request errors with their tracebacks, access lines)
+    propagate to the root handlers :func:`configure_logging` set up, which redact the secrets."""
+    return {"log_level": level, "log_config": None}
+
+
 def configure_logging(settings: Settings) -> None:
     """Log lines of the long-running commands: time, level, logger and message, at ``LOG_LEVEL``.
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 SECRET = "sk-uvicorn-secret-value-9"
 
-#: A FastAPI app served like ``trader serve`` serves one (``log_config=None``), whose route fails with
-#: the secret and a database password in the message; the traceback goes to stderr.
+#: A FastAPI app served with the logging options every service of ours uses (``uvicorn_logging``),
+#: whose route fails with the secret and a database password in the message; the traceback goes to
+#: stderr.
 SCRIPT = """
 import threading, time, socket
 import httpx, uvicorn
 from fastapi import FastAPI
-from trader.config import configure_logging, load_settings
+from trader.config import configure_logging, load_settings, uvicorn_logging
 
 configure_logging(load_settings())
 app = FastAPI()
@@ -26,7 +27,7 @@ def boom():
     raise RuntimeError("SECRET and postgresql://u:dbpass123456@h/db")
 
 sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
-server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", log_config=None))
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_logging("info")))
 threading.Thread(target=server.run, daemon=True).start()
 while not server.started:
     time.sleep(0.05)

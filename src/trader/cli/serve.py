@@ -11,7 +11,13 @@ import typer
 from sqlalchemy.engine import make_url
 
 from trader.cli.paper import serve_signal
-from trader.config import configure_logging, load_settings, mask_url_password, normalize_database_url
+from trader.config import (
+    configure_logging,
+    load_settings,
+    mask_url_password,
+    normalize_database_url,
+    uvicorn_logging,
+)
 from trader.errors import ConfigError, UsageError
 from trader.paperbroker.settings import DEFAULT_RATE_LIMIT_PER_MINUTE, FaultSettings
 from trader.reconcile.cli import check_number
@@ -190,7 +196,7 @@ def paper_broker(
         f"paper broker on http://{host}:{port} (trading, market data, ws://{host}:{port}/stream); "
         f"data {directory}; state {mask_url_password(state_url)}; clock {clock}"
     )
-    uvicorn.run(create_app(broker), host=host, port=port, log_level="warning", log_config=None)
+    uvicorn.run(create_app(broker), host=host, port=port, **uvicorn_logging("warning"))
 
 
 @app.command("gateway")
@@ -233,7 +239,7 @@ def gateway(
             f"execution gateway on http://{host}:{port} ({mode}); broker {broker_url}; "
             f"database {mask_url_password(settings.database_url)}"
         )
-        uvicorn.run(app_, host=host, port=port, log_level=settings.log_level.value.lower(), log_config=None)
+        uvicorn.run(app_, host=host, port=port, **uvicorn_logging(settings.log_level.value.lower()))
     finally:
         engine.dispose()
 

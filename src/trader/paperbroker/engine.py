@@ -647,7 +647,7 @@ class Engine:
         """One execution: the order, the position, the cash and a fill record change together."""
         remaining = order.remaining()
         if remaining is None:
-            remaining = self._notional_fill(order, price)
+            remaining = self._notional_fill(order, price, at)
             if remaining == 0:  # the long position it was to sell is gone
                 self._finish(order, "canceled", at, changes)
                 return
@@ -694,14 +694,17 @@ class Engine:
         )
         changes.events.append(event)
 
-    def _notional_fill(self, order: SimOrder, price: Decimal) -> Decimal:
+    def _notional_fill(self, order: SimOrder, price: Decimal, at: datetime) -> Decimal:
         """The shares a notional order fills at ``price``; a sell at most the long position it
-        reduces, since Alpaca never lets a fractional order open a short."""
+        reduces less what the other open sells still hold (they were accepted against it), since
+        Alpaca never lets a fractional order open a short."""
         assert order.notional is not None
         quantity = shares_for(order.notional, price)
         if order.side == OrderSide.SELL:
             position = self.positions.get(order.symbol)
-            quantity = min(quantity, max(position.qty if position else Decimal(0), Decimal(0)))
+            others, _ = self._held_by_orders(order.symbol, OrderSide.SELL, at, ignore=order.id)
+            long = max(position.qty if position else Decimal(0), Decimal(0))
+            quantity = min(quantity, max(long - others, Decimal(0)))
         return quantity
 
     def _execution_size(self, order: SimOrder, remaining: Decimal) -> Decimal:

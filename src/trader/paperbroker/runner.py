@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from trader.config import is_local_host, uvicorn_logging
 from trader.errors import TraderError
 from trader.paperbroker.settings import PaperBrokerSettings
 
@@ -60,7 +61,7 @@ def serve_in_thread(
 
     from trader.paperbroker.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
+    config = uvicorn.Config(create_app(settings), host=host, port=port, **uvicorn_logging("warning"))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"paper-broker-{port}", daemon=True)
     thread.start()
@@ -74,7 +75,7 @@ def serve_in_thread(
             )
         time.sleep(0.01)
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{f'[{host}]' if ':' in host else host}:{port}"  # an IPv6 address in brackets
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -87,9 +88,10 @@ def paper_broker_running(url: str, settings: PaperBrokerSettings) -> Iterator[Ru
         yield RunningPaperBroker(url=url.rstrip("/"), started_here=False)
         return
     parts = urlsplit(url)
-    if parts.hostname not in {"127.0.0.1", "localhost"} or parts.port is None:
+    host, port = parts.hostname, parts.port
+    if host is None or not is_local_host(host) or port is None:
         raise PaperBrokerUnavailableError(f"no paper broker answers at {url}, and it is not a local address")
-    with serve_in_thread(settings, host=parts.hostname, port=parts.port) as served:
+    with serve_in_thread(settings, host=host.rstrip("."), port=port) as served:
         yield RunningPaperBroker(url=served, started_here=True)
 
 

@@ -7,6 +7,7 @@ from datetime import date
 import polars as pl
 import requests
 
+from tests.integration.broker.conftest import admin
 from tests.support.paper_broker import RunningBroker
 from trader.broker.alpaca import AlpacaBroker
 from trader.data.bars import BAR_SCHEMA
@@ -67,3 +68,15 @@ def test_a_session_still_trading_on_the_brokers_clock_is_not_ingested(
     batch = source.fetch(["SYN004"], date(2024, 2, 26), date(2024, 3, 5))
     assert batch.bars.get_column("date").max() == date(2024, 3, 4)
     assert any("2024-03-04, the last closed session" in note for note in source.last_notes)
+
+
+def test_a_session_that_closed_on_the_brokers_clock_is_ingested_at_once(
+    broker: AlpacaBroker, paper_broker: RunningBroker
+) -> None:
+    # A paper day leaves the broker's clock a minute after the close; the next day ingests that
+    # session. The paper broker's bars are complete at its close (no 15-minute SIP embargo).
+    admin(paper_broker, "POST", "clock", {"at": "2024-03-05T21:01:00+00:00", "frozen": True})
+    source = broker.market_data()
+    batch = source.fetch(["SYN004"], date(2024, 2, 26), date(2024, 3, 5))
+    assert batch.bars.get_column("date").max() == date(2024, 3, 5)
+    assert source.last_notes == []

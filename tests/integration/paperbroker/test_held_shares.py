@@ -98,3 +98,27 @@ def test_a_notional_sell_after_a_gap_down_closes_the_position_without_going_shor
     set_clock(broker, WEDNESDAY_OPEN)
     assert trading.get_order_by_id(sale.id).filled_qty == "1"
     assert trading.get_all_positions() == []
+
+
+def test_a_notional_sell_leaves_the_shares_another_open_sell_holds(
+    broker: RunningBroker, trading: TradingClient, bar_of: Bar
+) -> None:
+    # Ten shares; after hours a notional sell of just under five shares and a limit sell of five,
+    # accepted against what was left. The gap down at the open makes the notional worth more than
+    # five shares: it may only take what the limit sell does not hold, so nothing goes short.
+    symbol = "SYN000"
+    assert bar_of(symbol, date(2024, 3, 6))["open"] < bar_of(symbol, date(2024, 3, 5))["close"]
+    trading.submit_order(market(symbol=symbol, qty=10))
+    set_clock(broker, TUESDAY_EVENING)
+    price = Decimal(trading.get_open_position(symbol).current_price)
+    notional = (price * Decimal("4.999")).quantize(Decimal("0.01"))
+    first = trading.submit_order(notional_sell(float(notional), symbol))
+    second = trading.submit_order(
+        LimitOrderRequest(
+            symbol=symbol, qty=5, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, limit_price=1
+        )
+    )
+    set_clock(broker, WEDNESDAY_OPEN)
+    assert trading.get_order_by_id(first.id).filled_qty == "5"
+    assert trading.get_order_by_id(second.id).filled_qty == "5"
+    assert trading.get_all_positions() == []

@@ -73,3 +73,15 @@ def test_admin_errors_are_typed(broker_settings: PaperBrokerSettings) -> None:
             pytest.raises(PaperBrokerUnavailableError, match="answered 422"),
         ):
             admin.set_clock(datetime(1990, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "[::1]", "localhost."])
+def test_every_local_address_the_settings_call_local_starts_a_broker(
+    broker_settings: PaperBrokerSettings, host: str
+) -> None:
+    # The same notion of "local" as Settings.uses_local_paper_broker, so paper-run never treats a
+    # URL as the built-in broker and then refuses to start one there.
+    url = f"http://{host}:{free_port()}"
+    with paper_broker_running(url, broker_settings) as running:
+        assert running.started_here
+        assert is_answering(running.url, broker_settings.api_key_id, broker_settings.api_secret_key)

@@ -35,6 +35,7 @@ from trader.data.pipeline import DataPipeline
 from trader.data.sources import BarSource, SourceError
 from trader.data.sources.alpaca_source import (
     INTRADAY_BAR_SCHEMA,
+    RECENT_DATA_DELAY,
     AlpacaSource,
     _TimeoutSession,
     barset_to_frame,
@@ -523,3 +524,20 @@ def test_an_ingest_during_a_session_stores_no_partial_bar(
 
     assert report.newest_bar == date(2024, 3, 4)
     assert pipeline.adjusted.read()["date"].to_list() == [date(2024, 3, 1), date(2024, 3, 4)]
+
+
+def test_data_from_another_server_than_the_local_broker_runs_on_real_time(
+    fake: tuple[FakeAlpaca, str],
+) -> None:
+    # Local paper trading with market data from elsewhere: no broker clock is asked for (nothing
+    # listens at the broker's URL here), and the data server's own delay applies.
+    _state, url = fake
+    settings = Settings(
+        alpaca_base_url="http://127.0.0.1:9",
+        alpaca_data_url=url,
+        alpaca_api_key_id=KEY,
+        alpaca_api_secret_key=SECRET,
+    )
+    source = AlpacaSource.from_settings(settings)
+    assert source.health().ok
+    assert source._delay == RECENT_DATA_DELAY

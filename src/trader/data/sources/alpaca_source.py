@@ -140,6 +140,16 @@ def make_actions_client(
     return client
 
 
+def _paper_broker_time(settings: Settings) -> dict[str, Any]:
+    """``clock`` and ``data_delay`` when the market data comes from the built-in paper broker: its
+    own simulated clock, and no delay (its bars are complete at its close; it has no SIP embargo).
+    Nothing otherwise, e.g. Alpaca's data with local paper trading: real time, Alpaca's delay."""
+    served_by_broker = settings.effective_data_url == str(settings.alpaca_base_url).rstrip("/")
+    if not (settings.uses_local_paper_broker and served_by_broker):
+        return {}
+    return {"clock": _broker_clock(settings), "data_delay": timedelta(0)}
+
+
 def _broker_clock(settings: Settings) -> Callable[[], datetime]:
     """The broker's own time (``GET /v2/clock``). The built-in paper broker runs a simulated clock,
     and what it serves as today's daily bar is the session so far *by that clock*: judged by the
@@ -169,7 +179,8 @@ class AlpacaSource:
     have a short timeout and no retries, ``actions_client`` (``None``: no corporate actions) fetches
     splits and cash dividends. ``timeframe`` is ``TimeFrame.Day`` for daily bars; a minute or hour
     timeframe returns :data:`INTRADAY_BAR_SCHEMA` rows instead. ``calendar`` (default: NYSE) tells
-    which session closed last, ``clock`` (default: the system clock, UTC) what time it is.
+    which session closed last, ``clock`` (default: the system clock, UTC) what time it is, and
+    ``data_delay`` how long after a close the server has all of its data (:data:`RECENT_DATA_DELAY`).
     """
 
     def __init__(
@@ -185,6 +196,7 @@ class AlpacaSource:
         secrets: Sequence[str] = (),
         calendar: TradingCalendar | None = None,
         clock: Callable[[], datetime] | None = None,
+        data_delay: timedelta = RECENT_DATA_DELAY,
     ) -> None:
         self.timeframe = timeframe if timeframe is not None else TimeFrame.Day
         if self.timeframe.unit not in {TimeFrameUnit.Day, *_INTRADAY_UNITS} or (
@@ -205,6 +217,8 @@ class AlpacaSource:
         self._secrets = [secret for secret in secrets if secret]
         self._calendar = calendar
         self._clock = clock if clock is not None else _utc_now
+        #: How long after a close its data is complete on this server (Alpaca: the SIP embargo).
+        self._delay = data_delay
         #: What the last fetch left out and why (sessions still trading), for the command's output.
         self.last_notes: list[str] = []
 
@@ -237,7 +251,7 @@ class AlpacaSource:
             timeframe=timeframe,
             chunk_size=chunk_size,
             secrets=(key, secret),
-            clock=_broker_clock(settings) if settings.uses_local_paper_broker else None,
+            **_paper_broker_time(settings),
         )
 
     @property
@@ -256,7 +270,7 @@ class AlpacaSource:
         """
         started = time.perf_counter()
         try:
-            until = self._clock() - RECENT_DATA_DELAY
+            until = self._clock() - self._delay
             request = StockBarsRequest(
                 symbol_or_symbols=[self.health_symbol],
                 timeframe=TimeFrame.Day,
@@ -287,7 +301,7 @@ class AlpacaSource:
         now = self._clock()
         newest = end if self.intraday else self._daily_cutoff(end, now)
         first = datetime.combine(start, clock.min, MARKET_TZ)
-        last = min(datetime.combine(newest, clock.max, MARKET_TZ), now - RECENT_DATA_DELAY)
+        last = min(datetime.combine(newest, clock.max, MARKET_TZ), now - self._delay)
         if not wanted or last < first:
             return BarBatch(bars=empty(INTRADAY_BAR_SCHEMA if self.intraday else BAR_SCHEMA))
         bars = self._drop_unclosed(self._fetch_bars(wanted, first, last), newest)
@@ -301,7 +315,7 @@ class AlpacaSource:
         calendar = self._calendar if self._calendar is not None else trading_calendar()
         try:
             # Closed for us once Alpaca serves its last minutes too (free accounts lag by 15 minutes).
-            closed = calendar.last_closed_session(now - RECENT_DATA_DELAY)
+            closed = calendar.last_closed_session(now - self._delay)
         except CalendarRangeError as exc:
             raise SourceError(f"alpaca: cannot tell which session closed last: {exc}") from None
         if end <= closed:
@@ -309,7 +323,7 @@ class AlpacaSource:
         self.last_notes.append(
             f"daily bars requested up to {closed}, the last closed session, not {end}: a session "
             "still trading (or closed less than "
-            f"{RECENT_DATA_DELAY.seconds // 60} minutes ago) would give a partial bar"
+            f"{self._delay.seconds // 60} minutes ago) would give a partial bar"
         )
         return closed
 
