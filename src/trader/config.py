@@ -385,8 +385,9 @@ def is_paper_host(host: str | None) -> bool:
     return False
 
 
-#: Query parameters whose value is masked: any name containing one of these words (case-insensitive).
-_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+#: Names whose value is a secret: any name containing one of these words (case-insensitive), for URL
+#: query parameters here and command-line options in the crash log.
+SECRET_NAME = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
 _QUERY_PARAMETER = re.compile(r"([?&;])([^=&;#?]*)=([^&;#]*)")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 #: A URL inside free text: from its scheme to the next blank or quote.
@@ -397,7 +398,7 @@ MASK = "***"
 def _mask_query(text: str) -> str:
     def replace(match: re.Match[str]) -> str:
         sep, name, value = match.groups()
-        if value and _SECRET_PARAMETER.search(unquote(name)):
+        if value and SECRET_NAME.search(unquote(name)):
             return f"{sep}{name}={MASK}"
         return match.group(0)
 
@@ -457,11 +458,11 @@ def mask_urls_in_text(text: str) -> str:
 def url_passwords(url: str) -> list[str]:
     """The password and password-like query values of a URL, raw and percent-decoded."""
     found: list[str] = []
-    split = _split_credentials(url) if "://" in url else None
+    split = _split_credentials(url)
     if split is not None and split[1] is not None and ":" in split[1]:
         found.append(split[1].split(":", 1)[1])
     for _, name, value in _QUERY_PARAMETER.findall(url):
-        if value and _SECRET_PARAMETER.search(unquote(name)):
+        if value and SECRET_NAME.search(unquote(name)):
             found.append(value)
     return [text for value in found for text in dict.fromkeys((value, unquote(value))) if text]
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from trader.cli.output import console
 from trader.config import load_settings, mask_url_password, mask_urls_in_text
-from trader.errors import DatabaseError, UsageError
+from trader.errors import DatabaseError, UsageError, first_line
 from trader.store import migrate
 from trader.store.db import make_engine
 
@@ -82,5 +82,5 @@ def downgrade(
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", exc)) or type(exc).__name__
-    return mask_urls_in_text(text.strip().splitlines()[0])  # a driver may quote the URL
+    # The driver's own error (SQLAlchemy's adds the statement); a driver may quote the URL.
+    return mask_urls_in_text(first_line(getattr(exc, "orig", None) or exc))

@@ -14,7 +14,7 @@ import typer
 from trader import __version__
 from trader.cli import config_cmd, data, db, model, ops, paper, research, serve
 from trader.cli.output import error
-from trader.config import MASK, VAR_DIR, mask_urls_in_text
+from trader.config import MASK, SECRET_NAME, VAR_DIR, mask_urls_in_text
 from trader.errors import TraderError
 
 try:  # Typer >= 0.22 raises the exceptions of the click copy it vendors, not click's own
@@ -67,8 +67,8 @@ def main(
 CRASH_LOG = VAR_DIR / "log" / "trader-errors.log"
 
 
-#: Options whose value is a secret however it is written (``--password X``, ``--api-key=X``).
-_SECRET_OPTION = re.compile(r"^--?[\w-]*(pass|pwd|secret|token|key)[\w-]*$", re.IGNORECASE)
+#: An option name (``--api-key``); its value is a secret when the name says so (:data:`SECRET_NAME`).
+_OPTION = re.compile(r"--?[\w-]+")
 
 
 def mask_argv(args: list[str]) -> list[str]:
@@ -81,7 +81,7 @@ def mask_argv(args: list[str]) -> list[str]:
             hide_next = False
             continue
         name, equals, _ = arg.partition("=")
-        if _SECRET_OPTION.match(name):
+        if _OPTION.fullmatch(name) and SECRET_NAME.search(name):
             if equals:
                 masked.append(f"{name}={MASK}")
                 continue

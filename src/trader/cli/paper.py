@@ -37,7 +37,7 @@ def parse_known_day(value: str, flag: str) -> date:
     """``value`` as a date inside the exchange calendar, else a :class:`UsageError` naming ``flag``."""
     chosen = parse_day(value, flag)
     calendar = trading_calendar()
-    if not calendar.first_session <= chosen <= calendar.last_session:
+    if not calendar.knows(chosen):
         raise UsageError(f"{flag}: {chosen} is outside the calendar, which knows {calendar.range_text()}")
     return chosen
 

@@ -49,6 +49,11 @@ class TradingCalendar:
         """The newest session the calendar knows; what lies after it is unknown, not a holiday."""
         return self._sessions[-1]  # type: ignore[no-any-return]
 
+    def knows(self, day: date) -> bool:
+        """Whether ``day`` lies inside the calendar's range (outside it, whether it is a session is
+        unknown, and :meth:`is_session` raises)."""
+        return self.first_session <= day <= self.last_session
+
     def range_text(self) -> str:
         """``"XNYS sessions 1990-01-02 to 2035-12-31"``, for messages about dates out of range."""
         return f"{self.name} sessions {self.first_session} to {self.last_session}"

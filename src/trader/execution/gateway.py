@@ -185,8 +185,7 @@ class OrderBody(BaseModel):
         # The date names the order (its client_order_id): a Saturday would make an order no day
         # of trading ever repeats, so a retry on the real session would send it twice.
         calendar = trading_calendar()
-        inside = value is None or calendar.first_session <= value <= calendar.last_session
-        if value is not None and not (inside and calendar.is_session(value)):
+        if value is not None and not (calendar.knows(value) and calendar.is_session(value)):
             raise _field_error(
                 "trading_date",
                 f"{value} is not an XNYS session; give the session the order is for, or leave it out "

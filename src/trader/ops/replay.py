@@ -43,7 +43,13 @@ from trader.domain.enums import OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
 from trader.execution.service import ExecutionService
-from trader.ops.breakers import CircuitBreaker, DatabaseBreakerStore, TripReason
+from trader.ops.breakers import (
+    BreakerState,
+    BreakerStatus,
+    CircuitBreaker,
+    DatabaseBreakerStore,
+    TripReason,
+)
 from trader.ops.paper_day import PLAN_EVENT, REBALANCE, Plan, rebalance_intents
 from trader.portfolio.allocator import allocate
 from trader.research.artifacts import ModelArtifact
@@ -309,11 +315,10 @@ def _breaker_as(plan: Plan, engine: Engine) -> CircuitBreaker | None:
     the journaled reason, or ``None`` (no breaker) when it was open."""
     if plan.breaker is None:
         return None
-    head, _, detail = plan.breaker.partition(":")
-    try:
-        kind = TripReason(head.strip())
-    except ValueError:
-        kind, detail = TripReason.MANUAL, plan.breaker
+    # The journaled reason is "<kind>: <detail>", as the breaker stores it; a kind this version
+    # cannot name trips as manual with the whole reason.
+    kind = BreakerStatus(BreakerState.TRIPPED, reason=plan.breaker).kind
+    detail = plan.breaker.partition(":")[2].strip() if kind is not None else plan.breaker
     breaker = CircuitBreaker(DatabaseBreakerStore(engine), engine)
-    breaker.trip(kind, detail.strip() or plan.breaker, actor="replay")
+    breaker.trip(kind or TripReason.MANUAL, detail or plan.breaker, actor="replay")
     return breaker
