@@ -96,7 +96,6 @@ class ExecutionService:
         source: str = "gateway",
         breaker: CircuitBreaker | None = None,
         metrics: GatewayMetrics | None = None,
-        limits: EffectiveLimits | None = None,
     ) -> None:
         if broker is None and not settings.dry_run:
             raise ValueError("a broker is needed unless DRY_RUN is on")
@@ -107,9 +106,6 @@ class ExecutionService:
         self._settings = settings
         self._risk_options = risk_options or RiskOptions()
         self._source = source
-        #: Limits to check against instead of the database's and the settings' (a replay passes the
-        #: ones a recorded day was checked against).
-        self._limits = limits
 
     @property
     def dry_run(self) -> bool:
@@ -125,9 +121,16 @@ class ExecutionService:
     # ------------------------------------------------------------------ submitting
 
     def submit_batch(
-        self, intents: Sequence[OrderIntent], snapshot: PortfolioSnapshot, price_of: PriceLookup
+        self,
+        intents: Sequence[OrderIntent],
+        snapshot: PortfolioSnapshot,
+        price_of: PriceLookup,
+        limits: EffectiveLimits | None = None,
     ) -> list[SubmitOutcome]:
-        """Record, check and send ``intents`` (of one strategy), in order; see the module docstring."""
+        """Record, check and send ``intents`` (of one strategy), in order; see the module docstring.
+
+        ``limits``: the risk limits to check against, when the caller resolved them already (a paper
+        day journals them) or replays a recorded day's; else the strategy's are resolved now."""
         strategies = {intent.strategy_id for intent in intents}
         if len(strategies) > 1:
             raise ValueError(f"one strategy per batch, got {sorted(strategies)}")
@@ -150,7 +153,7 @@ class ExecutionService:
             if landed is not None:
                 outcomes[intent.client_order_id] = landed
         fresh = [(intent, created) for intent, created in fresh if intent.client_order_id not in outcomes]
-        for intent, verdict, created in self._check(fresh, snapshot, price_of):
+        for intent, verdict, created in self._check(fresh, snapshot, price_of, limits):
             outcomes[intent.client_order_id] = self._decide(intent, verdict, created)
         return [outcomes[intent.client_order_id] for intent in intents]
 
@@ -180,13 +183,16 @@ class ExecutionService:
         return SubmitOutcome(cid, intent.symbol, change.status, created=False, sent=False)
 
     def _check(
-        self, fresh: list[tuple[OrderIntent, bool]], snapshot: PortfolioSnapshot, price_of: PriceLookup
+        self,
+        fresh: list[tuple[OrderIntent, bool]],
+        snapshot: PortfolioSnapshot,
+        price_of: PriceLookup,
+        limits: EffectiveLimits | None,
     ) -> list[tuple[OrderIntent, OrderVerdict | str, bool]]:
         """Risk verdicts for the orders still to send (a missing price is a refusal, as text)."""
         if not fresh:
             return []
         strategy = fresh[0][0].strategy_id
-        limits = self._limits
         if limits is None:
             with self._session() as session:
                 limits = resolve_limits(session, strategy, self._settings)

@@ -353,23 +353,29 @@ class PaperDay:
     def _orders(self, result: DayResult, as_of: date, prices: dict[str, Decimal]) -> None:
         existing = self._day_orders(result.trading_date)
         snapshot = self._snapshot()
+        # Resolved once: the orders are sliced and checked against the limits the plan journals.
+        with Session(self._engine) as session:
+            limits = resolve_limits(session, self.strategy, self._settings)
         if existing:
             result.reused_orders = True
             intents = [_intent_of(order) for order in existing]
         else:
-            intents = self._plan(result, as_of, snapshot, prices)
-        result.orders = self._execution.submit_batch(intents, snapshot, prices.get)
+            intents = self._plan(result, as_of, snapshot, prices, limits)
+        result.orders = self._execution.submit_batch(intents, snapshot, prices.get, limits)
 
     def _plan(
-        self, result: DayResult, as_of: date, snapshot: PortfolioSnapshot, prices: dict[str, Decimal]
+        self,
+        result: DayResult,
+        as_of: date,
+        snapshot: PortfolioSnapshot,
+        prices: dict[str, Decimal],
+        limits: EffectiveLimits,
     ) -> list[OrderIntent]:
         """Target weights → orders, journaling every input so ``trader replay`` can redo it."""
         assert result.signal is not None
         positions = {symbol: holding.qty for symbol, holding in snapshot.positions.items()}
         weights = dict(result.signal.result.weights)
         allocation = allocate(weights, snapshot.equity, positions, prices, self._allocation)
-        with Session(self._engine) as session:
-            limits = resolve_limits(session, self.strategy, self._settings)
         plan = Plan(
             trading_date=result.trading_date,
             as_of=as_of,

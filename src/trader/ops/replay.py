@@ -264,10 +264,9 @@ class Replayer:
             settings = self._settings.model_copy(
                 update={"dry_run": True, "database_url": url, "redis_url": ""}
             )
-            service = ExecutionService(
-                engine, None, settings, source="replay", limits=plan.limits, breaker=_breaker_as(plan, engine)
-            )
-            outcomes = service.submit_batch(intents, plan.snapshot, plan.prices.get)
+            breaker = _breaker_as(plan, engine)
+            service = ExecutionService(engine, None, settings, source="replay", breaker=breaker)
+            outcomes = service.submit_batch(intents, plan.snapshot, plan.prices.get, plan.limits)
         finally:
             engine.dispose()
         return {o.client_order_id: o.status is OrderStatus.DRY_RUN for o in outcomes}
