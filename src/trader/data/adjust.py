@@ -14,6 +14,11 @@ post-split terms (``P / s``); for a dividend alone this is the usual ``1 - d / P
 return across ``D`` is then ``A / (P / s - d)`` for an anchor close ``A``: the price drop that the
 split and the dividend explain is removed, nothing else.
 
+When several actions fall between two bars (a halt, a missing day, an ex-date on a weekend), each
+later one is measured against the price the earlier ones left: ``P`` carried through them
+(``P / s - d`` after each), so the adjusted return across two of them is
+``A / ((P / s1 - d1) / s2 - d2)``.
+
 ``factor`` of a bar is the product of ``m`` over every action with an ex-date after the bar, so
 ``adjusted price = raw price * factor`` (Qlib's convention). Volume is adjusted for splits only:
 ``volume_adj = volume_raw * product of s over splits after the bar``.
@@ -59,7 +64,9 @@ def adjust(bars: pl.DataFrame, actions: pl.DataFrame, *, spike_threshold: float 
     nothing is dropped or de-duplicated here (bad rows are the quality gate's business).
 
     - An action whose ex-date is not a bar date (a missing day, a halt) still applies to every bar
-      before it; the previous close is that of the last bar before the ex-date.
+      before it; the previous close is that of the last bar before the ex-date, carried through the
+      earlier actions that fall after that bar (a dividend after a split with no bar in between is
+      compared with the post-split price).
     - An action after a symbol's last bar changes nothing (it has not happened in our data yet), and
       one before its first bar has no bar to change.
     - Several rows for one symbol and ex-date are combined (splits multiplied, dividends added, in
@@ -223,25 +230,54 @@ def _effective_actions(bars: pl.DataFrame, actions: pl.DataFrame, spike_threshol
         anchored, found = _previous_closes(keyed, ordered, closes, spike_threshold)
     previous = closes.select(pl.col("date").alias("prev_date"), pl.col("close").alias("prev_close"))
     # Nulls gather nulls (an action without an earlier usable close).
-    anchored = pl.concat([anchored, previous.gather(found.cast(pl.UInt32))], how="horizontal")
+    anchored = pl.concat(
+        [anchored.with_columns(found.alias("prev_pos")), previous.gather(found.cast(pl.UInt32))],
+        how="horizontal",
+    )
     # No bar on or after the ex-date: the action has not reached our data, so it changes nothing.
     effective = anchored.filter(pl.col("anchor").is_not_null())
-    split = pl.col("split_ratio")
+    split, dividend = pl.col("split_ratio"), pl.col("cash_dividend")
+    # Several actions with no usable bar between them (a halt, a missing day, an ex-date on a
+    # weekend) share one previous close. The later ones apply to the price the earlier ones left, not
+    # to that close: after a 2-for-1 split a $5 dividend is measured against P / 2, after a $20
+    # dividend against P - 20. So each action's reference is the previous close carried through the
+    # earlier actions of its chain: r1 = P, r(k+1) = rk / sk - dk, i.e. with Sj = s1 * ... * sj,
+    # rk = (P - (d1 * S1 + ... + d(k-1) * S(k-1))) / S(k-1). For a lone action rk = P exactly.
+    effective = effective.with_columns(reference=pl.col("prev_close"))
+    # Sorted by symbol and ex-date, the actions of a chain are neighbours with the same previous close
+    # position. Chains are rare: a window over thousands of one-action groups would cost ~50 ms.
+    position = pl.col("prev_pos")
+    in_chain = effective.select(
+        ((position == position.shift(1)) | (position == position.shift(-1))).fill_null(False)
+    ).to_series()
+    if in_chain.any():
+        chain = ("symbol_id", "prev_pos")
+        splits_before = split.cum_prod().shift(1).over(chain).fill_null(1.0)
+        paid_before = (dividend * split.cum_prod()).cum_sum().shift(1).over(chain).fill_null(0.0)
+        carried = effective.filter(in_chain).select((pl.col("prev_close") - paid_before) / splits_before)
+        effective = effective.with_columns(
+            effective.get_column("reference").scatter(in_chain.arg_true(), carried.to_series())
+        )
     # Without a usable earlier close there is no earlier valid bar for the dividend to change.
     dividend_ratio = (
-        pl.when((pl.col("cash_dividend") > 0) & pl.col("prev_close").is_not_null())
-        .then(1.0 - pl.col("cash_dividend") / (pl.col("prev_close") / split))
+        pl.when((dividend > 0) & pl.col("reference").is_not_null())
+        .then(1.0 - dividend / (pl.col("reference") / split))
         .otherwise(1.0)
     )
     effective = effective.with_columns(m=(1.0 / split) * dividend_ratio)
     impossible = effective.filter(pl.col("m") <= 0)
     if impossible.height:
         first = impossible.row(0, named=True)
-        post_split = first["prev_close"] / first["split_ratio"]
+        post_split = first["reference"] / first["split_ratio"]
+        since = (
+            ""
+            if first["reference"] == first["prev_close"]
+            else f"; {first['reference']:.6g} after the earlier action(s) since then"
+        )
         raise ValueError(
             f"cash dividend {first['cash_dividend']} of {first['symbol']} on {first['ex_date']} is not "
-            f"below the previous close {first['prev_close']} (post-split {post_split:.6g}, on "
-            f"{first['prev_date']}): the adjustment factor would be <= 0"
+            f"below the previous close {first['prev_close']} (on {first['prev_date']}{since}; "
+            f"post-split {post_split:.6g}): the adjustment factor would be <= 0"
         )
     return effective.select("symbol", "ex_date", "split_ratio", "m", "symbol_id", "key")
 

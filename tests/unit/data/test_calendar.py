@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -86,3 +87,37 @@ def test_previous_and_next_session_outside_the_calendar_name_its_range() -> None
         calendar.previous_session(date(1990, 1, 2))
     with pytest.raises(CalendarRangeError, match="no session after 2035-12-31"):
         calendar.next_session(date(2035, 12, 31))
+
+
+ET = ZoneInfo("America/New_York")
+
+
+@pytest.mark.parametrize(
+    ("day", "close_et"),
+    [
+        (date(2001, 9, 11), None),  # 9/11, closed through the 14th
+        (date(2001, 9, 17), "16:00"),
+        (date(2004, 6, 11), None),  # Reagan's national day of mourning
+        (date(2007, 1, 2), None),  # Ford's
+        (date(2012, 10, 29), None),  # Hurricane Sandy, two days
+        (date(2012, 10, 30), None),
+        (date(2012, 10, 31), "16:00"),
+        (date(2018, 12, 5), None),  # G.H.W. Bush's
+        (date(2025, 1, 9), None),  # Carter's
+        (date(2021, 6, 18), "16:00"),  # Juneteenth was first observed in 2022
+        (date(2022, 6, 20), None),
+        (date(2024, 6, 19), None),
+        (date(2024, 3, 29), None),  # Good Friday
+        (date(2024, 11, 29), "13:00"),  # the day after Thanksgiving
+        (date(2024, 12, 24), "13:00"),
+        (date(2024, 12, 25), None),
+        (date(2024, 12, 26), "16:00"),
+        (date(2025, 7, 3), "13:00"),
+    ],
+)
+def test_real_closures_and_early_closes(day: date, close_et: str | None) -> None:
+    calendar = trading_calendar()
+    assert calendar.is_session(day) is (close_et is not None)
+    assert (day in calendar.sessions(day, day).to_list()) is (close_et is not None)
+    if close_et is not None:
+        assert calendar.session_close(day).astimezone(ET).strftime("%H:%M") == close_et

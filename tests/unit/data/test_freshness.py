@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -205,3 +205,56 @@ def test_a_delisted_symbol_is_not_judged_but_a_future_delisting_is(calendar: Tra
     fresh = judge_symbols(clean, ["OK"], et(2024, 11, 18, 9), calendar, listings)
     assert fresh.fresh and fresh.error() is None
     assert fresh.describe().startswith("fresh: every listed symbol has a clean bar on 2024-11-15")
+
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+@pytest.mark.parametrize(
+    ("latest", "now", "expected", "behind"),
+    [
+        # A Friday bar: Saturday, Monday before the open, Monday after the close.
+        (FRIDAY, et(2024, 11, 16, 12), FRIDAY, 0),
+        (FRIDAY, et(2024, 11, 18, 8), FRIDAY, 0),
+        (FRIDAY, et(2024, 11, 18, 16, 30), date(2024, 11, 18), 1),
+        # The day after a holiday (Martin Luther King Jr. Day, 2025-01-20).
+        (date(2025, 1, 17), et(2025, 1, 21, 9), date(2025, 1, 17), 0),
+        (date(2025, 1, 17), et(2025, 1, 21, 16, 5), date(2025, 1, 21), 1),
+        # Christmas: the 24th closes at 13:00, the 25th is a holiday.
+        (date(2024, 12, 23), et(2024, 12, 24, 14), date(2024, 12, 24), 1),
+        (date(2024, 12, 24), et(2024, 12, 25, 12), date(2024, 12, 24), 0),
+        (date(2024, 12, 24), et(2024, 12, 26, 15), date(2024, 12, 24), 0),
+        (date(2024, 12, 24), et(2024, 12, 26, 16, 1), date(2024, 12, 26), 1),
+        # Unscheduled closures: Carter's day of mourning (2025-01-09), Hurricane Sandy (2012-10-29/30).
+        (date(2025, 1, 8), et(2025, 1, 10, 9), date(2025, 1, 8), 0),
+        (date(2025, 1, 8), et(2025, 1, 10, 16, 30), date(2025, 1, 10), 1),
+        (date(2012, 10, 26), et(2012, 10, 31, 9), date(2012, 10, 26), 0),
+        (date(2012, 10, 26), et(2012, 10, 31, 17), date(2012, 10, 31), 1),
+        # Just after midnight UTC it is still the evening before in New York.
+        (date(2024, 11, 14), datetime(2024, 11, 15, 0, 30, tzinfo=UTC), date(2024, 11, 14), 0),
+        (date(2024, 11, 13), datetime(2024, 11, 15, 0, 30, tzinfo=UTC), date(2024, 11, 14), 1),
+        (FRIDAY, datetime(2024, 11, 18, 0, 30, tzinfo=UTC), FRIDAY, 0),  # Sunday evening in New York
+        (FRIDAY, datetime(2024, 11, 18, 20, 59, tzinfo=UTC), FRIDAY, 0),  # Monday 15:59 ET
+        (FRIDAY, datetime(2024, 11, 18, 21, 0, tzinfo=UTC), date(2024, 11, 18), 1),  # its close
+        # Tuesday morning in Tokyo is Monday afternoon in New York.
+        (FRIDAY, datetime(2024, 11, 19, 5, 30, tzinfo=TOKYO), FRIDAY, 0),
+        (FRIDAY, datetime(2024, 11, 19, 6, 30, tzinfo=TOKYO), date(2024, 11, 18), 1),
+    ],
+)
+def test_real_calendar_edges(
+    calendar: TradingCalendar, latest: date, now: datetime, expected: date, behind: int
+) -> None:
+    assert calendar.last_closed_session(now) == expected
+    bars = pl.DataFrame({"symbol": ["AAA"], "date": [latest]})
+    stale = stale_symbols(bars, now, calendar)
+    judged = judge_symbols(bars, ["AAA"], now, calendar)
+    if behind == 0:
+        check_freshness(latest, now, calendar)
+        assert stale.is_empty()
+        assert judged.fresh
+    else:
+        with pytest.raises(StalenessError) as raised:
+            check_freshness(latest, now, calendar)
+        assert (raised.value.expected, raised.value.sessions_behind) == (expected, behind)
+        assert stale.rows() == [("AAA", latest, expected, behind)]
+        assert not judged.fresh
