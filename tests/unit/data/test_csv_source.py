@@ -339,7 +339,7 @@ def test_actions_are_filtered_by_symbol_but_not_by_date(tmp_path: Path) -> None:
         ("A,2024-03-01,0,0", r"line 3 \(A, 2024-03-01\): split_ratio '0' must be > 0"),
         ("A,2024-03-01,-2,0", r"line 3 .*split_ratio '-2' must be > 0"),
         ("A,2024-03-01,1,-0.5", r"line 3 .*cash_dividend '-0.5' must be ≥ 0"),
-        ("A,2024-03-01,two,0", r"line 3 .*split_ratio 'two' is not a number"),
+        ("A,2024-03-01,two,0", r"line 3 .*split_ratio 'two' is not a ratio \(write 2, 2:1 or 2-for-1"),
         ("A,2024-03-01,1,1$", r"line 3 .*cash_dividend '1\$' is not a number"),
         ("A,03/01/2024,2,0", r"line 3 .*ex_date '03/01/2024' is not a YYYY-MM-DD date"),
         (",2024-03-01,2,0", r"line 3 \(\?, 2024-03-01\): symbol '' is empty"),
@@ -376,3 +376,275 @@ def test_actions_file_without_ex_date_is_refused(tmp_path: Path) -> None:
 def test_no_actions_file_gives_empty_actions(tmp_path: Path) -> None:
     batch = CsvSource(bars_file(tmp_path)).fetch(None, EARLY, LATE)
     assert batch.actions.is_empty() and batch.actions.schema == pl.Schema(ACTION_SCHEMA)
+
+
+# --------------------------------------------------------------------------- files real users bring
+
+
+def test_two_columns_with_the_same_name_are_refused_not_one_of_them_silently_used(tmp_path: Path) -> None:
+    # polars renames the second one close_duplicated_0, which no alias matched: it was ignored.
+    path = write(
+        tmp_path / "bars.csv", "symbol,date,open,high,low,close,close,volume\nA,2024-01-02,1,2,1,1.5,1.4,9\n"
+    )
+    with pytest.raises(SourceError, match="columns 'close' and 'close' both mean 'close'; keep one"):
+        fetch_all(CsvSource(path))
+
+
+def test_a_file_without_a_symbol_column_holds_the_ticker_it_is_named_after(tmp_path: Path) -> None:
+    yahoo = (
+        "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,187.15,188.44,183.89,185.64,184.94,82488700\n"
+    )
+    write(tmp_path / "AAPL.csv", yahoo)
+    write(tmp_path / "BRK-B.CSV.GZ", yahoo)
+    write(tmp_path / "msft.us.csv", yahoo)  # Stooq's lower-case name with its market
+    write(tmp_path / "prices.csv", "symbol,date,open,high,low,close,volume\nIBM,2024-01-02,1,2,1,1,1\n")
+    source = CsvSource(tmp_path)
+    bars = fetch_all(source)
+    assert bars.select("symbol", "close").rows() == [
+        ("AAPL", 185.64),
+        ("BRK-B", 185.64),
+        ("MSFT.US", 185.64),
+        ("IBM", 1.0),  # a symbol column wins over the name
+    ]
+    assert source.last_report.symbols_from_names == [
+        ("AAPL.csv", "AAPL"),
+        ("BRK-B.CSV.GZ", "BRK-B"),
+        ("msft.us.csv", "MSFT.US"),
+    ]
+    assert source.last_notes == [
+        "3 file(s) without a symbol column took the ticker from their name: AAPL.csv -> AAPL, "
+        "BRK-B.CSV.GZ -> BRK-B, msft.us.csv -> MSFT.US"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["yahoo_AAPL.csv", "2024.csv", "MY PRICES.csv", "prices.csv", "nasdaq.csv", "Aapl.csv"]
+)
+def test_a_file_without_a_symbol_column_whose_name_is_no_ticker_is_refused(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path / name, "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,1,1,1\n")
+    with pytest.raises(
+        SourceError,
+        match=r"has no symbol column .* is not a ticker in capitals: add a symbol column, or name",
+    ):
+        fetch_all(CsvSource(path))
+
+
+def test_reads_yfinance_multi_row_headers_one_row_per_ticker_and_day(tmp_path: Path) -> None:
+    by_field = write(
+        tmp_path / "by_field.csv",
+        "Price,Adj Close,Adj Close,Close,Close,High,High,Low,Low,Open,Open,Volume,Volume\n"
+        "Ticker,AAPL,NEWCO,AAPL,NEWCO,AAPL,NEWCO,AAPL,NEWCO,AAPL,NEWCO,AAPL,NEWCO\n"
+        "Date,,,,,,,,,,,,\n"
+        "2024-01-02,184.9,,185.64,,188.44,,183.89,,187.15,,82488700,\n"
+        "2024-01-03,183.5,10.1,184.25,10.2,185.88,10.5,183.43,9.9,184.22,10.0,58414500,1000\n",
+    )
+    source = CsvSource(by_field)
+    assert fetch_all(source).rows() == [
+        ("AAPL", date(2024, 1, 2), 187.15, 188.44, 183.89, 185.64, 82488700.0),  # Close, not Adj Close
+        ("AAPL", date(2024, 1, 3), 184.22, 185.88, 183.43, 184.25, 58414500.0),
+        ("NEWCO", date(2024, 1, 3), 10.0, 10.5, 9.9, 10.2, 1000.0),
+    ]
+    # NEWCO's empty 2024-01-02 is no bar (not listed yet), counted rather than quarantined.
+    assert source.last_report.empty_ticker_days == 1
+    assert "skipped 1 day(s) of a multi-ticker yfinance file" in source.last_notes[0]
+    by_ticker = write(
+        tmp_path / "by_ticker.csv",
+        "Ticker,MSFT,MSFT,MSFT,MSFT,MSFT\nPrice,Open,High,Low,Close,Volume\nDate,,,,,\n"
+        "2024-01-02 00:00:00+00:00,373.86,375.9,366.77,370.87,25258600\n",
+    )
+    assert fetch_all(CsvSource(by_ticker)).rows() == [
+        ("MSFT", date(2024, 1, 2), 373.86, 375.9, 366.77, 370.87, 25258600.0)
+    ]
+
+
+def test_reads_stooq_headers_and_basic_dates_ignoring_the_time_column(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "aapl.csv",
+        "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>\n"
+        "AAPL.US,D,20240102,000000,187.15,188.44,183.885,185.64,82488700,0\n"
+        "AAPL.US,D,20241301,000000,187.15,188.44,183.885,185.64,82488700,0\n",  # no month 13
+    )
+    assert fetch_all(CsvSource(path)).select("symbol", "date", "close").rows() == [
+        ("AAPL.US", date(2024, 1, 2), 185.64),
+        ("AAPL.US", None, 185.64),
+    ]
+
+
+def test_reads_nasdaq_downloads_with_dollar_prices_and_us_dates_newest_first(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "AMZN.csv",
+        "Date,Close/Last,Volume,Open,High,Low\n"
+        "01/16/2024,$153.16,41384570,$151.49,$153.78,$151.46\n"
+        "01/02/2024,$149.93,47339420,$151.54,$152.38,$148.39\n",
+    )
+    assert fetch_all(CsvSource(path)).rows() == [
+        ("AMZN", date(2024, 1, 16), 151.49, 153.78, 151.46, 153.16, 41384570.0),
+        ("AMZN", date(2024, 1, 2), 151.54, 152.38, 148.39, 149.93, 47339420.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        (["02/01/2024", "15/01/2024"], [date(2024, 1, 2), date(2024, 1, 15)]),  # 15 is a day: day first
+        (["01/02/2024", "01/15/2024"], [date(2024, 1, 2), date(2024, 1, 15)]),  # 15 is a day: month first
+        (["02/01/2024", "03/01/2024"], [None, None]),  # either order fits: not guessed
+        (["13/01/2024", "01/13/2024"], [None, None]),  # the file contradicts itself
+    ],
+)
+def test_slashed_dates_are_read_only_in_the_order_the_file_proves(
+    tmp_path: Path, dates: list[str], expected: list[date | None]
+) -> None:
+    rows = "".join(f"A,{day},1,2,1,1,1\n" for day in dates)
+    path = write(tmp_path / "bars.csv", "symbol,date,open,high,low,close,volume\n" + rows)
+    assert fetch_all(CsvSource(path))["date"].to_list() == expected
+
+
+def test_dates_need_the_full_four_digit_year_and_two_digit_month_and_day(tmp_path: Path) -> None:
+    # strptime alone would read 24-01-02 as the year 24 and 2024-1-2 as a date.
+    rows = "".join(f"A,{day},1,2,1,1,1\n" for day in ["2024-01-02", "24-01-02", "2024-1-2", "+2024-01-02"])
+    path = write(tmp_path / "bars.csv", "symbol,date,open,high,low,close,volume\n" + rows)
+    assert fetch_all(CsvSource(path))["date"].to_list() == [date(2024, 1, 2), None, None, None]
+
+
+def test_reads_short_names_and_polygon_t_for_ticker_next_to_t_for_time(tmp_path: Path) -> None:
+    short = write(tmp_path / "short.csv", "ticker,t,o,h,l,c,v\nAAPL,2024-01-02T05:00:00Z,1,2,0.5,1.5,10\n")
+    polygon = write(tmp_path / "polygon.csv", "T,t,o,h,l,c,v\nAAPL,2024-01-02T05:00:00Z,1,2,0.5,1.5,10\n")
+    for path in (short, polygon):
+        assert fetch_all(CsvSource(path)).rows() == [("AAPL", date(2024, 1, 2), 1.0, 2.0, 0.5, 1.5, 10.0)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "symbol;date;open;high;low;close;volume\nA;2024-01-02;1;2;1;1.5;10\n",
+        "symbol\tdate\topen\thigh\tlow\tclose\tvolume\nA\t2024-01-02\t1\t2\t1\t1.5\t10\n",
+        "symbol,date,open,high,low,close,volume\rA,2024-01-02,1,2,1,1.5,10\r",  # old Excel for Mac
+        "\n\nsymbol,date,open,high,low,close,volume\nA,2024-01-02,1,2,1,1.5,10\n",
+        "symbol,date,open,high,low,close,volume\nA,2024-01-02,1,2,1,1.5,10\nSymbol,Date,Open,High,Low,Close,Volume\n",
+    ],
+    ids=["semicolon", "tab", "cr-only", "blank-lines-first", "header-repeated"],
+)
+def test_reads_other_separators_line_ends_and_stray_header_lines(tmp_path: Path, text: str) -> None:
+    source = CsvSource(write(tmp_path / "bars.csv", text))
+    assert fetch_all(source).rows() == [("A", date(2024, 1, 2), 1.0, 2.0, 1.0, 1.5, 10.0)]
+    assert source.last_report.bad_cells == {}
+
+
+def test_decimal_commas_of_a_semicolon_file_are_noted_not_misread(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bars.csv", "symbol;date;open;high;low;close;volume\nA;2024-01-02;1,5;2;1;1,5;10\n"
+    )
+    source = CsvSource(path)
+    assert fetch_all(source).row(0) == ("A", date(2024, 1, 2), None, 2.0, 1.0, None, 10.0)
+    assert source.last_report.unreadable["open"] == (1, ("1,5", "bars.csv", 2))
+
+
+def test_line_numbers_count_blank_lines_before_the_header(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bars.csv", "\n\nsymbol,date,open,high,low,close,volume\nA,2024-01-02,x,2,1,1,1\n"
+    )
+    source = CsvSource(path)
+    fetch_all(source)
+    assert source.last_report.unreadable == {"open": (1, ("x", "bars.csv", 4))}
+
+
+def test_lines_repeating_the_header_are_no_rows_and_are_counted(tmp_path: Path) -> None:
+    header = "symbol,date,open,high,low,close,volume\n"
+    path = write(
+        tmp_path / "all.csv", header + "A,2024-01-02,1,2,1,1,1\n" + header + "B,2024-01-02,1,2,1,1,1\n"
+    )
+    source = CsvSource(path)
+    assert fetch_all(source)["symbol"].to_list() == ["A", "B"]
+    assert source.last_report.repeated_headers == 1
+    assert source.last_notes == ["skipped 1 line(s) repeating the header (files joined?)"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "bars.csv.gz",
+            gzip.compress(b"symbol,date,open,high,low,close,volume\n" * 200)[:60],
+            "damaged or cut short",
+        ),
+        ("bars.csv.gz", bytes(range(256)), "is named .gz but is neither gzip data nor text"),
+        ("bars.csv", b"PK\x03\x04" + bytes(40), "is a zip archive: unzip it"),
+        ("bars.csv", "symbol,date\r\n".encode("utf-16"), "is UTF-16 text .*save it as 'CSV UTF-8'"),
+        (
+            "bars.csv",
+            b"symbol,date,open,high,low,close,volume,name\nA,2024-01-02,1,2,1,1,1,Soci\xe9t\xe9\n",
+            "line 2 is not UTF-8 text .*save the file as UTF-8",
+        ),
+        ("bars.csv", b"", r"is empty \(not even a header line\)"),
+        ("bars.csv", b"\n\r\n", r"is empty \(not even a header line\)"),
+    ],
+    ids=["truncated-gzip", "binary-gz", "zip", "utf16", "latin1", "empty", "blank"],
+)
+def test_unreadable_files_are_refused_saying_what_to_do(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=expected) as error:
+        fetch_all(CsvSource(path))
+    assert str(path) in str(error.value)
+
+
+def test_plain_text_named_gz_is_read_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv.gz"  # a browser unpacked the download and kept the name
+    path.write_text("symbol,date,open,high,low,close,volume\nA,2024-01-02,1,2,1,1,1\n")
+    assert fetch_all(CsvSource(path))["symbol"].to_list() == ["A"]
+
+
+def test_a_folder_with_bad_files_is_refused_naming_every_one(tmp_path: Path) -> None:
+    write(tmp_path / "good.csv", "symbol,date,open,high,low,close,volume\nA,2024-01-02,1,2,1,1,1\n")
+    write(tmp_path / "empty.csv", "")
+    write(tmp_path / "prices_2024.csv", "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,1,1,1\n")
+    with pytest.raises(SourceError) as error:
+        fetch_all(CsvSource(tmp_path))
+    message = str(error.value)
+    assert message.startswith(f"csv: 2 of 3 files in {tmp_path} cannot be used, so nothing was read")
+    assert "empty.csv: is empty" in message and "'prices_2024' is not a ticker" in message
+
+
+def test_intraday_bars_are_refused_but_one_day_written_twice_is_left_to_the_gate(tmp_path: Path) -> None:
+    header = "symbol,timestamp,open,high,low,close,volume\n"
+    minutes = write(
+        tmp_path / "minutes.csv",
+        header + "A,2024-01-02T14:30:00Z,1,2,1,1.5,10\nA,2024-01-02T14:31:00Z,1,2,1,1.6,10\n",
+    )
+    with pytest.raises(SourceError, match=r"A has rows at 2 times of 2024-01-02 \(14:30:00Z, 14:31:00Z\)"):
+        fetch_all(CsvSource(minutes))
+    twice = write(
+        tmp_path / "twice.csv", header + "A,2024-01-02,1,2,1,1.5,10\nA,2024-01-02T00:00:00Z,1,2,1,1.5,10\n"
+    )
+    assert fetch_all(CsvSource(twice)).height == 2  # the gate keeps one and quarantines the duplicate
+
+
+@pytest.mark.parametrize(
+    ("written", "ratio"),
+    [
+        ("2", 2.0),
+        ("2:1", 2.0),
+        ("2-for-1", 2.0),
+        ("3 for 2", 1.5),
+        ("1:8", 0.125),
+        ("1-for-8", 0.125),
+        ("1 FOR 8", 0.125),
+        ("1/8", 0.125),
+        ("0.125", 0.125),
+    ],
+)
+def test_split_ratios_are_read_in_the_forms_people_write_them(
+    tmp_path: Path, written: str, ratio: float
+) -> None:
+    actions_path = write(tmp_path / "actions.csv", f"symbol,ex_date,split_ratio\nA,2024-03-01,{written}\n")
+    assert CsvSource(bars_file(tmp_path), actions_path).read_actions()["split_ratio"].to_list() == [ratio]
+
+
+@pytest.mark.parametrize("written", ["1:0", "0:1", "2:1:1", "8 to 1"])
+def test_impossible_split_ratio_forms_are_refused(tmp_path: Path, written: str) -> None:
+    actions_path = write(tmp_path / "actions.csv", f"symbol,ex_date,split_ratio\nA,2024-03-01,{written}\n")
+    with pytest.raises(SourceError, match=rf"line 2 .*split_ratio '{written}' (is not a ratio|must be > 0)"):
+        CsvSource(bars_file(tmp_path), actions_path).read_actions()

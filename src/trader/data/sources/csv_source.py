@@ -3,23 +3,44 @@
 Bars: one file, or every ``*.csv`` / ``*.csv.gz`` in a directory (any case: ``*.CSV`` too; sorted by
 name), with the header
 ``symbol,date,open,high,low,close,volume``. Header names are matched case-insensitively and common
-aliases are accepted (:data:`BAR_ALIASES`); other columns are ignored. ``Adj Close`` is deliberately
-*not* taken as the close: the pipeline wants raw prices and adjusts them itself.
+aliases are accepted (:data:`BAR_ALIASES`; Stooq's ``<TICKER>``-style brackets are ignored); other
+columns are ignored. ``Adj Close`` is deliberately *not* taken as the close: the pipeline wants raw
+prices and adjusts them itself. The files real users bring are read as follows:
 
-A cell that cannot be read (a number like ``1,234``, a date like ``02/01/2024``, an empty symbol) is
-not an error and the row is not dropped: it becomes null, so the quality gate quarantines the row as a
-missing value with the rest of the row kept as evidence. :attr:`CsvSource.last_report` counts such
-cells per column. A file without a required column, by contrast, is refused as a whole.
+- A file without a symbol column (Yahoo, Stooq and Kaggle per-ticker files) holds the ticker its name
+  says (``AAPL.csv``, ``BRK-B.csv.gz``, Stooq's ``aapl.us.txt``); any other name (``prices.csv``,
+  ``yahoo_AAPL.csv``) is refused.
+- yfinance's multi-row header (``Price,Close,...`` / ``Ticker,AAPL,...`` / ``Date,,...``, either of
+  the first two rows first) is read as one row per ticker and day.
+- Dates: ``YYYY-MM-DD`` (or an ISO timestamp, whose date is taken as written), ``YYYYMMDD``, and
+  ``MM/DD/YYYY`` or ``DD/MM/YYYY`` only when the file itself proves the order (a day above 12).
+- Prices may carry a leading ``$`` (Nasdaq.com); ``;`` or tab separators are recognised from the
+  header line; CR-only line endings (old Excel for Mac) are read.
+- Refused, naming the file: two columns for one field, a ``.gz`` that is damaged, cut short or
+  binary (plain text named ``.gz`` is read as it is), a zip archive, text that is not UTF-8, an
+  empty file, and intraday bars (one symbol at several times of one day). In a directory every file
+  is checked and all problems are listed.
+
+A cell that cannot be read (a number like ``1,234``, a date like ``02/01/2024`` in a file that never
+shows the day-month order, an empty symbol) is not an error and the row is not dropped: it becomes
+null, so the quality gate quarantines the row as a missing value with the rest of the row kept as
+evidence. :attr:`CsvSource.last_report` counts such cells per column. A file without a required
+column, by contrast, is refused as a whole. A line repeating the header (CSVs joined with ``cat``) is
+no row: it is skipped and counted.
 
 Corporate actions: an optional file ``symbol,ex_date,split_ratio,cash_dividend`` (a 2-for-1 split has
-``split_ratio`` 2). It is reference data a wrong row would corrupt whole histories with, so it is read
+``split_ratio`` 2, also written ``2:1`` or ``2-for-1``; a 1-for-8 reverse split is ``0.125``, ``1:8``
+or ``1-for-8``). It is reference data a wrong row would corrupt whole histories with, so it is read
 strictly: any unreadable or impossible value raises :class:`SourceError` naming the row.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,14 +52,14 @@ from trader.data.bars import ACTION_SCHEMA, BAR_SCHEMA, BarBatch, empty
 from trader.data.sources import SourceError, SourceHealth
 from trader.errors import first_line
 
-#: Accepted header names (lower-cased, surrounding spaces removed) for each bar column.
+#: Accepted header names (lower-cased, surrounding spaces and ``<>`` removed) for each bar column.
 BAR_ALIASES: dict[str, tuple[str, ...]] = {
     "symbol": ("symbol", "ticker", "sym"),
-    "date": ("date", "timestamp", "day", "time", "datetime"),
+    "date": ("date", "timestamp", "day", "time", "datetime", "t"),
     "open": ("open", "o"),
     "high": ("high", "h"),
     "low": ("low", "l"),
-    "close": ("close", "c"),
+    "close": ("close", "c", "close/last"),
     "volume": ("volume", "v", "vol"),
 }
 
@@ -50,9 +71,25 @@ ACTION_ALIASES: dict[str, tuple[str, ...]] = {
     "cash_dividend": ("cash_dividend", "dividend", "div", "cash dividend"),
 }
 
+#: Without a symbol column a file's name gives the ticker, so the other columns are the required ones.
+_REQUIRED_BAR_COLUMNS = tuple(name for name in BAR_ALIASES if name != "symbol")
 _REQUIRED_ACTION_COLUMNS = ("symbol", "ex_date")
 _DATE_PREFIX = r"^\s*(\d{4}-\d{2}-\d{2})(?:[T ]|$)"
+_TIME_OF_DAY = r"^\s*\d{4}-\d{2}-\d{2}[T ](.+?)\s*$"
+_BASIC_DATE = r"^\s*(\d{8})\s*$"
+_SLASH_DATE = r"^\s*(\d{1,2})/(\d{1,2})/(\d{4})\s*$"
 _NUMBER_COLUMNS = ("open", "high", "low", "close", "volume")
+#: What a file name must look like to be taken as the ticker: capitals, digits, ``.``, ``-``, ``^``,
+#: ``=`` (``AAPL``, ``BRK-B``, ``^GSPC``), or Stooq's lower case with a market (``aapl.us``). Generic
+#: names (``prices``, ``nasdaq``, ``export``) are lower case: they must not become tickers.
+_TICKER_NAME = re.compile(
+    r"(?=.*[A-Z])[A-Z0-9^][A-Z0-9.\-^=]{0,19}|(?=.*[a-z])[a-z0-9^][a-z0-9\-^=]{0,15}\.[a-z]{2}"
+)
+#: ``2:1``, ``1/8``, ``2-for-1``, ``1 for 8``: new shares for old ones.
+_RATIO = r"(?i)^\s*(\d+(?:\.\d+)?)\s*(?::|/|-?\s*for\s*-?)\s*(\d+(?:\.\d+)?)\s*$"
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass
@@ -70,6 +107,13 @@ class CsvReport:
     #: Per column, cells with text that could not be read (not empty ones): how many, and the first
     #: one as ``(text, file name, line)`` so the note can show what to fix.
     unreadable: dict[str, tuple[int, tuple[str, str, int]]] = field(default_factory=dict)
+    #: Lines that repeat the header (files joined with ``cat``): no rows, left out.
+    repeated_headers: int = 0
+    #: Files without a symbol column, with the ticker their name gave: ``(file name, symbol)``.
+    symbols_from_names: list[tuple[str, str]] = field(default_factory=list)
+    #: Days of a yfinance multi-ticker file where a ticker has no value at all (not listed yet, or
+    #: delisted): no bar, left out.
+    empty_ticker_days: int = 0
 
     @property
     def bad_cell_count(self) -> int:
@@ -125,13 +169,15 @@ class CsvSource:
 
         Rows whose symbol or date could not be read are kept (they cannot be placed, and dropping them
         would lose them silently); the quality gate quarantines them. Actions are not limited to the
-        date range: an action after ``end`` still adjusts the history before it.
+        date range: an action after ``end`` still adjusts the history before it. A file that cannot
+        be used fails the whole fetch (every such file of a directory is named), since leaving it out
+        would drop its rows silently.
         """
         problem = self._problem()
         if problem is not None:
             raise SourceError(f"csv: {problem}")
         report = CsvReport()
-        frames = [self._read_bars(file, report) for file in self.files()]
+        frames = self._read_all(report)
         bars = pl.concat(frames) if frames else empty(BAR_SCHEMA)
         wanted = _normalize_symbols(symbols)
         in_range = pl.col("date").is_null() | pl.col("date").is_between(start, end)
@@ -146,26 +192,54 @@ class CsvSource:
         self.last_notes = _notes(report, start, end)
         return BarBatch(bars=bars, actions=actions)
 
+    def _read_all(self, report: CsvReport) -> list[pl.DataFrame]:
+        """Every file's bars; one error naming every file that cannot be used (not just the first,
+        so a folder is fixed in one go)."""
+        files = self.files()
+        frames, problems = [], []
+        for file in files:
+            try:
+                frames.append(self._read_bars(file, report))
+            except SourceError as exc:
+                problems.append(str(exc).removeprefix("csv: "))
+        if len(problems) == 1 and len(files) == 1:
+            raise SourceError(f"csv: {problems[0]}")
+        if problems:
+            raise SourceError(
+                f"csv: {len(problems)} of {len(files)} files in {self.path} cannot be used, so nothing "
+                f"was read (fix them or move them out of the folder): {' | '.join(problems)}"
+            )
+        return frames
+
     def _read_bars(self, file: Path, report: CsvReport) -> pl.DataFrame:
-        table = _read_text_table(file)
-        mapping = _match_columns(file, table.header, BAR_ALIASES, required=tuple(BAR_ALIASES))
+        table = _read_text_table(file, report)
+        table = _unstack_yfinance(file, table, report)
+        mapping = _match_columns(file, table.header, BAR_ALIASES, required=_REQUIRED_BAR_COLUMNS)
+        if "symbol" in mapping:
+            symbol = pl.col(mapping["symbol"])
+        else:
+            symbol = pl.lit(_symbol_from_name(file, report), pl.String)
+        dates = table.cells.get_column(mapping["date"])
         ragged = pl.col("_ragged")
         parsed = table.cells.select(
-            _parse_symbol(pl.col(mapping["symbol"])),
-            _parse_date(pl.col(mapping["date"])),
+            _parse_symbol(symbol),
+            _parse_dates(dates),
             *(
-                pl.when(~ragged).then(_parse_number(pl.col(mapping[name]))).alias(name)
+                pl.when(~ragged)
+                .then(_parse_number(pl.col(mapping[name]), _dollars(table, mapping[name])))
+                .alias(name)
                 for name in _NUMBER_COLUMNS
             ),
             ragged,
         )
+        _refuse_intraday(file, parsed, dates)
         report.files.append(file)
         report.rows += parsed.height
         report.ragged_rows += int(parsed["_ragged"].sum())
         # Every null is a cell that was empty or unreadable: the gate will quarantine its row.
         counts = parsed.select(pl.col(name).null_count() for name in BAR_SCHEMA).row(0, named=True)
         for name, count in counts.items():
-            if count:
+            if count and name in mapping:
                 report.bad_cells[name] = report.bad_cells.get(name, 0) + int(count)
                 text = table.cells.get_column(mapping[name])
                 _note_unreadable(report, file, name, text, parsed[name], table.cells)
@@ -181,7 +255,7 @@ class CsvSource:
         if self.actions_path is None:
             return empty(ACTION_SCHEMA)
         file = self.actions_path
-        table = _read_text_table(file)
+        table = _read_text_table(file, CsvReport())
         mapping = _match_columns(file, table.header, ACTION_ALIASES, required=_REQUIRED_ACTION_COLUMNS)
         ragged = table.cells.filter(pl.col("_ragged"))
         if not ragged.is_empty():
@@ -200,9 +274,9 @@ class CsvSource:
         )
         parsed = text.with_columns(
             _parse_symbol(pl.col("symbol_text")),
-            _parse_date(pl.col("ex_date_text")).alias("ex_date"),
-            _parse_number(pl.col("split_ratio_text")).alias("split_ratio"),
-            _parse_number(pl.col("cash_dividend_text")).alias("cash_dividend"),
+            _parse_dates(text["ex_date_text"]).alias("ex_date"),
+            _parse_ratio(pl.col("split_ratio_text")).alias("split_ratio"),
+            _parse_number(pl.col("cash_dividend_text"), dollars=True).alias("cash_dividend"),
         )
         _check_actions(file, parsed)
         actions = parsed.select(
@@ -248,6 +322,20 @@ def _note_unreadable(
 
 def _notes(report: CsvReport, start: date, end: date) -> list[str]:
     notes = []
+    if report.symbols_from_names:
+        shown = ", ".join(f"{name} -> {symbol}" for name, symbol in report.symbols_from_names[:3])
+        more = len(report.symbols_from_names) - 3
+        notes.append(
+            f"{len(report.symbols_from_names):,} file(s) without a symbol column took the ticker from "
+            f"their name: {shown}" + (f" and {more:,} more" if more > 0 else "")
+        )
+    if report.repeated_headers:
+        notes.append(f"skipped {report.repeated_headers:,} line(s) repeating the header (files joined?)")
+    if report.empty_ticker_days:
+        notes.append(
+            f"skipped {report.empty_ticker_days:,} day(s) of a multi-ticker yfinance file where a "
+            "ticker has no value at all (not listed then)"
+        )
     if report.out_of_range_rows:
         notes.append(f"skipped {report.out_of_range_rows:,} row(s) dated outside {start}..{end}")
     for column, (count, (example, file, row)) in sorted(report.unreadable.items()):
@@ -265,6 +353,39 @@ def _normalize_symbols(symbols: Sequence[str] | None) -> list[str] | None:
     return sorted({symbol.strip().upper() for symbol in symbols})
 
 
+def _symbol_from_name(file: Path, report: CsvReport) -> str:
+    """The ticker a file without a symbol column is named after (``AAPL.csv``, ``aapl.us.csv.gz``)."""
+    stem = re.sub(r"(?i)\.gz$", "", file.name).rsplit(".", 1)[0].strip()
+    if not _TICKER_NAME.fullmatch(stem):
+        raise SourceError(
+            f"csv: {file}: has no symbol column (accepted names, any case: "
+            f"{', '.join(BAR_ALIASES['symbol'])}) and its name {stem!r} is not a ticker in capitals: add a "
+            "symbol column, or name the file after its ticker (AAPL.csv)"
+        )
+    report.symbols_from_names.append((file.name, stem.upper()))
+    return stem.upper()
+
+
+def _refuse_intraday(file: Path, parsed: pl.DataFrame, dates: pl.Series) -> None:
+    """Refuse a file holding one symbol at several times of one day: intraday bars, every one of which
+    the gate would otherwise quarantine as a conflicting duplicate of the others."""
+    times = (
+        parsed.select("symbol", "date", dates.str.extract(_TIME_OF_DAY, 1).alias("time"))
+        .drop_nulls()
+        .group_by("symbol", "date", maintain_order=True)
+        .agg(pl.col("time").unique(maintain_order=True))
+        .filter(pl.col("time").list.len() > 1)
+    )
+    if times.is_empty():
+        return
+    row = times.row(0, named=True)
+    raise SourceError(
+        f"csv: {file}: {row['symbol']} has rows at {len(row['time'])} times of {row['date']} "
+        f"({', '.join(row['time'][:3])}): intraday bars? This source reads daily bars, one row per "
+        "symbol and day: aggregate them to days first"
+    )
+
+
 @dataclass(frozen=True)
 class _TextTable:
     """A CSV file's header and its rows as text, cells in columns named by position (``_0``, ``_1``...).
@@ -277,32 +398,189 @@ class _TextTable:
     cells: pl.DataFrame
 
 
-def _read_text_table(file: Path) -> _TextTable:
+def _read_text_table(file: Path, report: CsvReport) -> _TextTable:
     """Every cell as text, so reading never fails on a cell; parsing then happens column by column."""
+    data = _load_bytes(file)
+    # Blank lines before the header would be taken for it; the line numbers still count them.
+    skipped = 0
+    if data[:1].isspace():
+        stripped = data.lstrip()
+        skipped, data = data.count(b"\n", 0, len(data) - len(stripped)), stripped
+    separator = _separator(data)
     try:
-        header = pl.read_csv(file, n_rows=0, infer_schema=False).columns
-        width = len(header)
+        width = len(pl.read_csv(data, n_rows=0, infer_schema=False, separator=separator).columns)
         # One spare column catches rows with too many cells; rows with too few get nulls.
         schema: dict[str, pl.DataType] = {f"_{i}": pl.String() for i in range(width + 1)}
         cells = pl.read_csv(
-            file,
+            data,
             has_header=False,
             schema=schema,
+            separator=separator,
             missing_columns="insert",
             truncate_ragged_lines=True,
         )
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"csv: cannot read {file}: {first_line(exc)}") from exc
-    # An empty line (or one of only commas) holds no row.
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        raise SourceError(f"csv: cannot read {file}: {_why_unreadable(data, exc)}") from exc
+    # The header as written: polars renames a repeated name (close_duplicated_0), which would hide
+    # a second column for one field.
+    header = [cell or "" for cell in cells.row(0)[:width]]
+    # An empty line (or one of only commas) holds no row, nor does a line repeating the header.
     blank = pl.all_horizontal(pl.exclude("_line").is_null())
-    cells = (
-        cells.with_row_index("_line", offset=1)
-        .slice(1)
-        .filter(~blank)
-        .with_columns(pl.col(f"_{width}").is_not_null().alias("_ragged"))
-        .drop(f"_{width}")
-    )
+    cells = cells.with_row_index("_line", offset=1 + skipped).slice(1).filter(~blank)
+    repeats = _repeated_header_lines(cells, header)
+    report.repeated_headers += repeats.len()
+    if repeats.len():
+        cells = cells.filter(~pl.col("_line").is_in(repeats.implode()))
+    cells = cells.with_columns(pl.col(f"_{width}").is_not_null().alias("_ragged")).drop(f"_{width}")
     return _TextTable(header, cells)
+
+
+def _repeated_header_lines(cells: pl.DataFrame, header: Sequence[str]) -> pl.Series:
+    """The lines that say the header again (files joined with ``cat``); only rows starting like the
+    header are compared in full, so an ordinary file costs one column's check."""
+    first = rf"(?i)^\s*\ufeff?\s*<?\s*{re.escape(_key(header[0]))}"  # a cheap scan, no string copies
+    candidates = cells.filter(pl.col("_0").fill_null("").str.contains(first))
+    same = (_header_key(pl.col(f"_{i}").fill_null("")) == _key(name) for i, name in enumerate(header))
+    return candidates.filter(pl.all_horizontal(same)).get_column("_line")
+
+
+def _load_bytes(file: Path) -> bytes:
+    """The file's text as bytes: gunzipped, CR-only line ends made ``\\n``; refused with the fix when it
+    is empty, a zip, UTF-16, or a ``.gz`` that is not gzip data or is cut short."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"csv: cannot read {file}: {exc.strerror or exc}") from exc
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SourceError(
+                f"csv: {file}: the gzip data is damaged or cut short ({first_line(exc)}): download or "
+                "compress the file again"
+            ) from exc
+    elif file.name.lower().endswith(".gz") and b"\x00" in data[:65536]:
+        # Binary, so not CSV either. (Plain text named .gz, a download the browser unpacked but kept
+        # the name of, is read as it is.)
+        raise SourceError(
+            f"csv: {file}: is named .gz but is neither gzip data nor text (a failed download?): "
+            "download it again"
+        )
+    elif data.startswith(_ZIP_MAGIC):
+        raise SourceError(f"csv: {file}: is a zip archive: unzip it and give the CSV inside")
+    if data.startswith(_UTF16_BOMS):
+        raise SourceError(
+            f"csv: {file}: is UTF-16 text (Excel's 'Unicode Text'): save it as 'CSV UTF-8' instead"
+        )
+    if not data or data.isspace():
+        raise SourceError(f"csv: {file}: is empty (not even a header line)")
+    head = data[:65536]
+    if b"\n" not in head and b"\r" in head:
+        data = data.replace(b"\r", b"\n")  # old Mac line ends, which polars does not split on
+    return data
+
+
+def _separator(data: bytes) -> str:
+    """``,`` unless the header line has none but ``;`` (European Excel) or a tab."""
+    header = data[: data.find(b"\n")] if b"\n" in data else data
+    if b"," not in header:
+        for separator in (b";", b"\t"):
+            if separator in header:
+                return separator.decode()
+    return ","
+
+
+def _why_unreadable(data: bytes, exc: Exception) -> str:
+    """Polars' reason, made specific (with the line) for text that is not UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = data.count(b"\n", 0, bad.start) + 1
+        return (
+            f"line {line} is not UTF-8 text (saved as Latin-1 or Windows-1252?): save the file as "
+            "UTF-8 ('CSV UTF-8' in Excel)"
+        )
+    return first_line(exc)
+
+
+def _unstack_yfinance(file: Path, table: _TextTable, report: CsvReport) -> _TextTable:
+    """yfinance's CSV with a multi-row header as a plain table ``Ticker,Date,<fields>``, one row per
+    ticker and day; any other table unchanged.
+
+    yfinance writes a row of field names (``Price``), a row of tickers (``Ticker``, either first) and
+    a ``Date,,,`` row, then one row per day with every ticker's fields side by side.
+    """
+    levels = _yfinance_levels(table)
+    if levels is None:
+        return table
+    fields, tickers = levels
+    names = list(dict.fromkeys(fields[1:]))
+    days = table.cells.slice(2)
+    frames = []
+    for ticker in dict.fromkeys(t for t in tickers[1:] if t):
+        columns = {fields[i]: f"_{i}" for i in range(1, len(fields)) if tickers[i] == ticker}
+        if len(columns) < tickers.count(ticker):
+            raise SourceError(f"csv: {file}: ticker {ticker!r} has a field twice in the header")
+        # A day where the ticker has no value at all is no bar (not listed yet): not a bad row.
+        listed = days.filter(~pl.all_horizontal(pl.col(list(columns.values())).is_null()))
+        report.empty_ticker_days += days.height - listed.height
+        values = [pl.col(columns[name]) if name in columns else pl.lit(None, pl.String) for name in names]
+        frames.append(
+            listed.select(
+                "_line",
+                pl.lit(ticker).alias("_0"),
+                pl.col("_0").alias("_1"),
+                *(value.alias(f"_{k + 2}") for k, value in enumerate(values)),
+                "_ragged",
+            )
+        )
+    return _TextTable(["Ticker", "Date", *names], pl.concat(frames))
+
+
+def _yfinance_levels(table: _TextTable) -> tuple[list[str], list[str]] | None:
+    """The field names and tickers of each column when ``table`` has yfinance's header, else None."""
+    if table.cells.height < 2:
+        return None
+    width = len(table.header)
+    first = [cell.strip() for cell in table.header]
+    second, third = (
+        [(cell or "").strip() for cell in row]
+        for row in table.cells.select(f"_{i}" for i in range(width)).head(2).iter_rows()
+    )
+    if {first[0].lower(), second[0].lower()} != {"price", "ticker"}:
+        return None
+    if third[0].lower() != "date" or any(third[1:]):
+        return None
+    return (first, second) if first[0].lower() == "price" else (second, first)
+
+
+def _key(name: str) -> str:
+    """A header name as compared with the aliases: no BOM, spaces, case or Stooq's ``<>``."""
+    key = name.strip().lstrip("\ufeff").strip().lower()
+    if key.startswith("<") and key.endswith(">"):
+        key = key[1:-1].strip()
+    return key
+
+
+def _header_key(cell: pl.Expr) -> pl.Expr:
+    """:func:`_key` of every cell of a column, to find lines repeating the header."""
+    key = cell.str.strip_chars().str.strip_chars_start("\ufeff").str.strip_chars().str.to_lowercase()
+    bracketed = key.str.starts_with("<") & key.str.ends_with(">")
+    return pl.when(bracketed).then(key.str.slice(1, key.str.len_chars() - 2).str.strip_chars()).otherwise(key)
+
+
+def _header_keys(columns: Sequence[str], aliases: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Each column's :func:`_key`, with the two names whose meaning depends on their neighbours."""
+    keys = [_key(column) for column in columns]
+    names = [column.strip() for column in columns]
+    # Polygon names the ticker T and the timestamp t: only the case tells them apart.
+    if "T" in names and "t" in names:
+        keys[names.index("T")] = "ticker"
+    # Next to another date column, "time" is the time of day (Stooq's <TIME>), not the bar's date.
+    dates = aliases.get("date", ())
+    if "time" in keys and any(key in dates and key != "time" for key in keys):
+        keys = ["" if key == "time" else key for key in keys]
+    return keys
 
 
 def _match_columns(
@@ -313,14 +591,13 @@ def _match_columns(
 ) -> dict[str, str]:
     """Map each wanted column to its cells' column (``{"symbol": "_0", ...}``) by header name."""
     found: dict[str, str] = {}
-    for position, column in enumerate(columns):
-        key = column.strip().lstrip("\ufeff").strip().lower()
+    for position, key in enumerate(_header_keys(columns, aliases)):
         for target, names in aliases.items():
             if key in names:
                 if target in found:
                     raise SourceError(
-                        f"csv: {file}: columns {columns[int(found[target][1:])]!r} and {column!r} both "
-                        f"mean {target!r}; keep one"
+                        f"csv: {file}: columns {columns[int(found[target][1:])]!r} and "
+                        f"{columns[position]!r} both mean {target!r}; keep one"
                     )
                 found[target] = f"_{position}"
     missing = [name for name in required if name not in found]
@@ -343,15 +620,63 @@ def _parse_symbol(text: pl.Expr) -> pl.Expr:
     return _text(text).str.to_uppercase().alias("symbol")
 
 
-def _parse_date(text: pl.Expr) -> pl.Expr:
-    """``YYYY-MM-DD``, or the date part of an ISO timestamp as written; anything else is null."""
-    return text.str.extract(_DATE_PREFIX, 1).str.to_date("%Y-%m-%d", strict=False).alias("date")
+def _slash_order(text: pl.Series) -> str | None:
+    """The format of the column's ``NN/NN/YYYY`` dates when the column itself proves it: a first part
+    above 12 means day first, a second part above 12 month first. Neither or both: None (unread)."""
+    parts = text.str.extract_groups(_SLASH_DATE)
+    first = parts.struct.field("1").cast(pl.Int32, strict=False)
+    second = parts.struct.field("2").cast(pl.Int32, strict=False)
+    day_first = bool((first > 12).any())
+    month_first = bool((second > 12).any())
+    if day_first == month_first:
+        return None
+    return "%d/%m/%Y" if day_first else "%m/%d/%Y"
 
 
-def _parse_number(text: pl.Expr) -> pl.Expr:
-    """A finite float, or null: ``nan``/``inf`` in a price file is a bad cell, not a value."""
-    number = text.str.strip_chars().cast(pl.Float64, strict=False)
+def _parse_dates(text: pl.Series) -> pl.Series:
+    """``YYYY-MM-DD`` (or the date part of an ISO timestamp as written), ``YYYYMMDD`` (Stooq), or
+    ``NN/NN/YYYY`` in the order the column proves (see :func:`_slash_order`); anything else is null."""
+    cells = text.to_frame("text")
+    cell = pl.col("text")
+    # Ten characters exactly: strptime alone would also take 2024-1-2 or 24-01-02 (the year 24).
+    plain = cells.select(pl.when(cell.str.len_bytes() == 10).then(cell.str.to_date("%Y-%m-%d", strict=False)))
+    if plain.null_count().item() == text.null_count():
+        return plain.to_series().alias("date")  # every cell a plain date, as in most files: no pattern
+    formats = [
+        cell.str.extract(_DATE_PREFIX, 1).str.to_date("%Y-%m-%d", strict=False),
+        cell.str.extract(_BASIC_DATE, 1).str.to_date("%Y%m%d", strict=False),
+    ]
+    order = _slash_order(text)
+    if order is not None:
+        slashed = cell.str.strip_chars()
+        formats.append(
+            pl.when(slashed.str.contains(_SLASH_DATE)).then(slashed.str.to_date(order, strict=False))
+        )
+    return cells.select(pl.coalesce(formats).alias("date")).to_series()
+
+
+def _dollars(table: _TextTable, column: str) -> bool:
+    """Whether any cell of ``column`` holds a ``$``: then :func:`_parse_number` drops a leading one
+    (checked per column, as dropping it from every cell of a big file costs more than the check)."""
+    return bool(table.cells.get_column(column).str.contains("$", literal=True).any())
+
+
+def _parse_number(text: pl.Expr, dollars: bool = False) -> pl.Expr:
+    """A finite float, or null: ``nan``/``inf`` in a price file is a bad cell, not a value. With
+    ``dollars`` a leading ``$`` (Nasdaq.com's prices) is dropped."""
+    stripped = text.str.strip_chars()
+    number = (stripped.str.strip_prefix("$") if dollars else stripped).cast(pl.Float64, strict=False)
     return pl.when(number.is_finite()).then(number)
+
+
+def _parse_ratio(text: pl.Expr) -> pl.Expr:
+    """A split ratio: a number, or new-for-old shares written ``2:1``, ``1/8``, ``2-for-1``, ``1 for 8``
+    (the number 2.0 and 0.125); null when unreadable."""
+    parts = text.str.extract_groups(_RATIO)
+    new = parts.struct.field("1").cast(pl.Float64)
+    old = parts.struct.field("2").cast(pl.Float64)
+    written = pl.when(old > 0).then(new / old)
+    return pl.coalesce(_parse_number(text), pl.when(written.is_finite()).then(written))
 
 
 def _check_actions(file: Path, parsed: pl.DataFrame) -> None:
@@ -364,7 +689,12 @@ def _check_actions(file: Path, parsed: pl.DataFrame) -> None:
     checks = (
         ("symbol", pl.col("symbol").is_null(), "is empty"),
         ("ex_date", pl.col("ex_date").is_null(), "is not a YYYY-MM-DD date"),
-        ("split_ratio", unreadable("split_ratio"), "is not a number"),
+        (
+            "split_ratio",
+            unreadable("split_ratio"),
+            "is not a ratio (write 2, 2:1 or 2-for-1 for a 2-for-1 split; 0.125, 1:8 or 1-for-8 for a "
+            "1-for-8 reverse split)",
+        ),
         ("split_ratio", pl.col("split_ratio") <= 0, "must be > 0 (a 2-for-1 split is 2)"),
         ("cash_dividend", unreadable("cash_dividend"), "is not a number"),
         ("cash_dividend", pl.col("cash_dividend") < 0, "must be ≥ 0"),
