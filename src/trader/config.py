@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     #: and live) sharing one Redis never share a circuit breaker, an online store or a stream.
     redis_key_prefix: str = ""
     data_dir: Path = Path("data")
+    #: The quality gate's outlier rule: an adjusted close-to-close return beyond this fraction (0.30 =
+    #: 30 %) with no corporate action between the two bars is quarantined. Every ingest re-checks the
+    #: affected symbols' whole history with it, so a change applies to all bars from the next ingest.
+    data_outlier_threshold: float = Field(default=0.30, gt=0, le=100, allow_inf_nan=False)
     artifacts_dir: Path = Path("artifacts")
     mlflow_tracking_uri: str = Field(default_factory=_default_mlflow_uri)
 
@@ -292,6 +296,7 @@ class Settings(BaseSettings):
             "REDIS_URL": mask_url_password(self.redis_url) if self.redis_url else "(not set: no Redis)",
             "REDIS_KEY_PREFIX": self.redis_key_prefix or "(none)",
             "DATA_DIR": str(self.data_dir),
+            "DATA_OUTLIER_THRESHOLD": str(self.data_outlier_threshold),
             "ARTIFACTS_DIR": str(self.artifacts_dir),
             "MLFLOW_TRACKING_URI": mask_url_password(self.mlflow_tracking_uri),
             "DRY_RUN": str(self.dry_run).lower(),

@@ -95,6 +95,9 @@ def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
         ("REDIS_URL", "unix://", "socket path"),
         ("BROKER_TIMEOUT_SECONDS", "nan", "finite number"),
         ("BROKER_TIMEOUT_SECONDS", "inf", "finite number"),
+        ("DATA_OUTLIER_THRESHOLD", "0", "greater than 0"),
+        ("DATA_OUTLIER_THRESHOLD", "30%", "valid number"),
+        ("DATA_OUTLIER_THRESHOLD", "nan", "finite number"),
     ],
 )
 def test_invalid_value_names_the_variable(

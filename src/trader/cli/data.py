@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.status import Status
 from sqlalchemy import Engine
@@ -17,6 +18,7 @@ from trader.cli.output import console, key_value_table
 from trader.config import Settings, load_settings
 from trader.data.paths import DataPaths
 from trader.data.pipeline import DataPipeline, IngestReport
+from trader.data.quality import GateConfig
 from trader.data.sources import BarSource, SourceError
 from trader.errors import TraderError, UsageError
 from trader.store.db import make_engine
@@ -65,7 +67,9 @@ def pipeline_for(settings: Settings, engine: Engine) -> DataPipeline:
         online = OnlineStore(
             redis.Redis.from_url(settings.redis_url), prefix=settings.redis_key_prefix + KEY_PREFIX
         )
-    return DataPipeline(DataPaths(settings.data_dir), engine=engine, online=online)
+    return DataPipeline(
+        DataPaths(settings.data_dir), engine=engine, online=online, gate=GateConfig.from_settings(settings)
+    )
 
 
 @contextmanager
@@ -315,11 +319,109 @@ def synth(
 
 
 @app.command()
+def accept(
+    symbol: Annotated[str, typer.Argument(help="The symbol, e.g. NFLX.")],
+    day: Annotated[str, typer.Argument(metavar="DATE", help="The bar's date, YYYY-MM-DD (a session).")],
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why the move is real (e.g. 'Q1 earnings: subscriber loss'); kept with it."),
+    ] = None,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Take an acceptance back: the outlier rule judges the bar again.")
+    ] = False,
+) -> None:
+    """Accept a bar's close-to-close move as real, so the outlier rule stops quarantining it.
+
+    The quality gate quarantines a move beyond DATA_OUTLIER_THRESHOLD (30 %) with no corporate action
+    between the two bars, because most such moves are bad ticks. Real ones happen (an earnings gap, a
+    takeover bid): check the price elsewhere, then accept that one bar. The symbol's recorded history
+    is re-checked at once (the bar moves to the adjusted store) and every later ingest keeps it clean.
+    Each acceptance is journaled (event data_move_accepted); list them with
+    `trader data sql "select * from accepted_moves"`.
+    """
+    settings = load_settings()
+    name = _one_symbol(symbol)
+    when = parse_day(day, "DATE")
+    _require_session(when)
+    if undo and reason is not None:
+        raise UsageError("--reason is not used with --undo: give one or the other")
+    text = None if undo else _reason(reason)
+    from trader.data.pipeline import DataError
+    from trader.store.migrate import upgrade
+
+    with _pipeline(settings) as pipeline:
+        assert pipeline.engine is not None
+        upgrade(pipeline.engine)
+        try:
+            if text is None:
+                report = pipeline.revoke_move(name, when)
+            else:
+                report = pipeline.accept_move(name, when, text)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        still = _refusals_of(pipeline, name, when, accepted=text is not None)
+    verb = "took back the acceptance of" if text is None else "accepted the move of"
+    console.print(f"{verb} {name} on {when}; {name}'s recorded history was checked again")
+    _print_report(report, settings.data_dir)
+    if still:
+        console.print(f"{name} on {when} is quarantined: {still}")
+    else:
+        console.print(f"{name} on {when} is clean")
+
+
+def _one_symbol(value: str) -> str:
+    symbol = value.strip().upper()
+    if not symbol or any(c in symbol for c in ", \t"):
+        raise UsageError(f"SYMBOL: '{value}' is not one symbol; give one such as NFLX")
+    return symbol
+
+
+def _require_session(day: date) -> None:
+    from trader.data.calendar import trading_calendar
+
+    calendar = trading_calendar()
+    if not calendar.knows(day):
+        raise UsageError(f"DATE {day} is outside the calendar: it knows {calendar.range_text()}")
+    if not calendar.is_session(day):
+        raise UsageError(f"DATE {day} is not a {calendar.name} session: give the date of the bar")
+
+
+def _reason(value: str | None) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise UsageError("--reason is required: say why the move is real (it is kept with the acceptance)")
+    if len(text) > 500:
+        raise UsageError(f"--reason is {len(text)} characters long: keep it to 500")
+    return text
+
+
+def _refusals_of(pipeline: DataPipeline, symbol: str, day: date, *, accepted: bool) -> str | None:
+    """Why the bar of ``symbol`` on ``day`` is not in the adjusted store now, or None when it is.
+
+    Quarantine is a log: an accepted bar's earlier ``outlier`` row stays in it, so once the move is
+    accepted, another rule is what keeps the bar out.
+    """
+    from trader.data.store import AdjustedStore, QuarantineStore
+
+    clean = AdjustedStore(pipeline.paths).read(symbols=[symbol], start=day, end=day)
+    if not clean.is_empty():
+        return None
+    rows = QuarantineStore(pipeline.paths).read(start=day, end=day).filter(pl.col("symbol") == symbol)
+    if accepted and not rows.filter(pl.col("rule") != "outlier").is_empty():
+        rows = rows.filter(pl.col("rule") != "outlier")
+    if rows.is_empty():
+        return "no bar"
+    last = rows.row(-1, named=True)
+    return f"{last['rule']}: {last['reason']}"
+
+
+@app.command()
 def sql(
     query: Annotated[
         str,
         typer.Argument(
-            help="SQL over the views bars_raw, bars_adj, corporate_actions, quarantine, universe, gaps."
+            help="SQL over the views bars_raw, bars_adj, corporate_actions, quarantine, universe, gaps, "
+            "accepted_moves."
         ),
     ],
     csv: Annotated[
@@ -361,7 +463,12 @@ def status(
     settings = load_settings()
     as_of = parse_moment(now, "--now") if now is not None else datetime.now(UTC)
     check_in_calendar(as_of, "--now" if now is not None else "the current time")
-    report = data_status(DataPaths(settings.data_dir), as_of, symbols=parse_symbols(symbols))
+    report = data_status(
+        DataPaths(settings.data_dir),
+        as_of,
+        symbols=parse_symbols(symbols),
+        threshold=settings.data_outlier_threshold,
+    )
     render_status(report, console, limit=None if show_all else 50)
     if report.empty:
         raise typer.Exit(1)

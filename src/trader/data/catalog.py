@@ -27,6 +27,7 @@ view                   columns
 ``quarantine``         ``symbol, date, source, rule, reason, payload``
 ``universe``           ``symbol, start_date, end_date, tradable, sector``
 ``gaps``               ``symbol, date, reason``
+``accepted_moves``     ``symbol, date, reason, accepted_at`` (``trader data accept``)
 =====================  ===========================================================================
 """
 
@@ -44,7 +45,7 @@ import pyarrow.dataset as pads
 from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, LISTING_SCHEMA, QUARANTINE_SCHEMA, RAW_BAR_SCHEMA
 from trader.data.paths import DataPaths
 from trader.data.raw import RawRecorder
-from trader.data.store import GAP_SCHEMA, AdjustedStore, QuarantineStore
+from trader.data.store import ACCEPTED_MOVE_SCHEMA, GAP_SCHEMA, AdjustedStore, QuarantineStore
 
 #: Statement types a catalog query may be: reading only (``DESCRIBE``/``SHOW``/``SUMMARIZE`` parse
 #: as SELECT; EXPLAIN is checked further by :func:`_check_explain`). ``COPY ... TO``, ``SET``,
@@ -154,6 +155,7 @@ class Catalog:
             "quarantine": (QUARANTINE_SCHEMA, quarantine.files),
             "universe": (LISTING_SCHEMA, lambda: _existing(paths.universe)),
             "gaps": (GAP_SCHEMA, lambda: _existing(paths.gaps)),
+            "accepted_moves": (ACCEPTED_MOVE_SCHEMA, lambda: _existing(paths.accepted_moves)),
         }
         self.refresh()
 

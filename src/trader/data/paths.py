@@ -14,6 +14,7 @@ class DataPaths:
     - ``adjusted/bars/year=YYYY/data.parquet``: back-adjusted bars that passed the gate (derived; rebuilt).
     - ``reference/corporate_actions.parquet``, ``reference/universe.parquet``: merged reference data.
     - ``reference/derived_listings.parquet``: which universe rows the pipeline derived from bars.
+    - ``reference/accepted_moves.parquet``: bars a person confirmed as real moves (outlier rule).
     - ``quality/quarantine/year=YYYY/<ingest-id>.parquet``: refused rows with rule and reason.
     - ``quality/gaps.parquet``: sessions missing inside a symbol's listing.
     - ``catalog.duckdb``: DuckDB views over all of the above.
@@ -40,6 +41,10 @@ class DataPaths:
     @property
     def derived_listings(self) -> Path:
         return self.root / "reference" / "derived_listings.parquet"
+
+    @property
+    def accepted_moves(self) -> Path:
+        return self.root / "reference" / "accepted_moves.parquet"
 
     @property
     def quarantine(self) -> Path:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from trader.data.adjust import adjust
-from trader.data.bars import BAR_SCHEMA
+from trader.data.bars import BAR_SCHEMA, BarBatch
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.freshness import judge_symbols
 from trader.data.online import OnlineStore
@@ -31,8 +31,9 @@ from trader.data.paths import DataPaths
 from trader.data.quality import GateConfig, gate
 from trader.data.raw import RawRecorder, as_recorded, newest_arrival
 from trader.data.raw import ingest_id as raw_ingest_id
-from trader.data.sources import BarSource, SourceError
+from trader.data.sources import BarSource, SourceError, SourceHealth
 from trader.data.store import (
+    AcceptedMoveStore,
     ActionStore,
     AdjustedStore,
     GapStore,
@@ -131,6 +132,7 @@ class DataPipeline:
         self.raw = RawRecorder(paths)
         self.adjusted = AdjustedStore(paths)
         self.actions = ActionStore(paths)
+        self.accepted = AcceptedMoveStore(paths)
         self.universe = UniverseStore(paths)
         self.quarantine = QuarantineStore(paths)
         self.gaps = GapStore(paths)
@@ -169,6 +171,102 @@ class DataPipeline:
                 require_fresh=require_fresh,
                 on_stage=on_stage,
                 leftovers_removed=len(leftovers),
+            )
+
+    def accept_move(
+        self, symbol: str, day: date, reason: str, *, now: datetime | None = None
+    ) -> IngestReport:
+        """Confirm that ``symbol``'s move into its bar on ``day`` is real, and re-check the symbol.
+
+        The outlier rule then never quarantines that bar (here and in every later ingest: each one
+        hands the gate the accepted moves). The symbol's recorded raw history goes through adjust and
+        the gate again at once, so the bar moves from quarantine to the adjusted store. Raises
+        :class:`DataError` when the raw record holds no bar of ``symbol`` on ``day`` (nothing to
+        accept: a typo in the symbol or the date). If the re-check fails, the acceptance is taken
+        back, so the stores never disagree with it.
+        """
+        now = now or datetime.now(UTC)
+        with exclusive_ingest(self.paths):
+            leftovers = sweep_leftovers(self.paths, now=time.time())
+            history = _RecordedHistory(self.raw, symbol)
+            if history.bars.filter(pl.col("date") == day).is_empty():
+                raise DataError(f"the raw record holds no bar of {symbol} on {day}: nothing to accept")
+            self._require_outlier(symbol, day)
+            before = self.accepted.read()
+            self.accepted.accept(symbol, day, reason, at=now)
+            try:
+                report = self._recheck(history, now, leftovers)
+            except BaseException:
+                self.accepted.replace(before)
+                raise
+        self._journal_move("data_move_accepted", symbol, day, reason, report)
+        return report
+
+    def _require_outlier(self, symbol: str, day: date) -> None:
+        """Refuse to accept a bar the outlier rule is not keeping out: a clean bar needs nothing, and
+        one refused by another rule (a broken row, a conflict) would stay out all the same."""
+        if not self.adjusted.read(symbols=[symbol], start=day, end=day).is_empty():
+            raise DataError(f"{symbol} on {day} is clean (not quarantined): nothing to accept")
+        rules = set(
+            self.quarantine.read(start=day, end=day).filter(pl.col("symbol") == symbol).get_column("rule")
+        )
+        if "outlier" not in rules:
+            named = ", ".join(sorted(rules)) or "no rule on record"
+            raise DataError(
+                f"{symbol} on {day} is not quarantined as an outlier ({named}): accepting its move "
+                "would not bring it back; fix the row at its source and ingest it again"
+            )
+
+    def revoke_move(self, symbol: str, day: date, *, now: datetime | None = None) -> IngestReport:
+        """Take back :meth:`accept_move` for ``symbol`` on ``day`` and re-check the symbol, so the
+        outlier rule judges that bar again. Raises :class:`DataError` when it was not accepted."""
+        now = now or datetime.now(UTC)
+        with exclusive_ingest(self.paths):
+            leftovers = sweep_leftovers(self.paths, now=time.time())
+            before = self.accepted.read()
+            if not self.accepted.revoke(symbol, day):
+                raise DataError(f"no accepted move of {symbol} on {day} to take back")
+            try:
+                report = self._recheck(_RecordedHistory(self.raw, symbol), now, leftovers)
+            except BaseException:
+                self.accepted.replace(before)
+                raise
+        self._journal_move("data_move_revoked", symbol, day, None, report)
+        return report
+
+    def _recheck(self, history: _RecordedHistory, now: datetime, leftovers: list[Any]) -> IngestReport:
+        """The recorded history through every stage again (the raw record gains nothing)."""
+        first, last = history.span()
+        return self._ingest(
+            history,
+            [history.symbol],
+            first,
+            last,
+            now=now,
+            require_fresh=False,
+            on_stage=None,
+            leftovers_removed=len(leftovers),
+        )
+
+    def _journal_move(
+        self, kind: str, symbol: str, day: date, reason: str | None, report: IngestReport
+    ) -> None:
+        if self.engine is None:
+            return
+        with transaction(session_factory(self.engine)) as session:
+            session.add(
+                Event(
+                    kind=kind,
+                    source="data.pipeline",
+                    correlation_id=f"{symbol}:{day.isoformat()}",
+                    payload={
+                        "symbol": symbol,
+                        "date": day.isoformat(),
+                        "reason": reason,
+                        "ingest_id": report.ingest_id,
+                        "quarantined_rows": report.quarantined_rows,
+                    },
+                )
             )
 
     def _ingest(
@@ -237,7 +335,8 @@ class DataPipeline:
                 with timer("validate"):
                     universe = self.universe.plan(batch.listings, first_bars=_first_bars(adjusted))
                     listings = universe.listings
-                    gated = gate(adjusted, actions, self.calendar, config=self.gate)
+                    accepted = self.accepted.read(affected)
+                    gated = gate(adjusted, actions, self.calendar, config=self.gate, accepted=accepted)
                     # The clean rows are final: their year files are encoded in the background, under
                     # temporary names that the store stage publishes, while the gaps are looked for.
                     staging = background.submit(self.adjusted.stage, gated.clean, affected)
@@ -349,6 +448,30 @@ class _Stage:
 
     def __exit__(self, *exc: object) -> None:
         self.timer.stages[self.name] = round(time.perf_counter() - self.start, 4)
+
+
+class _RecordedHistory:
+    """A :class:`~trader.data.sources.BarSource` over one symbol's recorded raw history (the newest
+    arrival of each row, with the source that sent it): ingesting it records nothing new and re-runs
+    adjust and the gate on that history with the stored actions."""
+
+    name = "recorded"
+
+    def __init__(self, raw: RawRecorder, symbol: str) -> None:
+        self.symbol = symbol
+        self.bars = raw.read([symbol]).select(*BAR_SCHEMA, "source")
+
+    def span(self) -> tuple[date, date]:
+        first, last = self.bars.get_column("date").min(), self.bars.get_column("date").max()
+        if not isinstance(first, date) or not isinstance(last, date):
+            raise DataError(f"the raw record holds no bar of {self.symbol}")
+        return first, last
+
+    def health(self) -> SourceHealth:
+        return SourceHealth(source=self.name, ok=True)
+
+    def fetch(self, symbols: Sequence[str] | None, start: date, end: date) -> BarBatch:
+        return BarBatch(bars=self.bars)  # no new actions or listings: the stored ones apply
 
 
 def _newest_date(bars: pl.DataFrame) -> date:

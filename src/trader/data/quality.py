@@ -13,7 +13,9 @@ Rules, in the fixed order in which they are checked (stable names, stored in the
    we cannot tell which one is right.
 7. ``outlier`` -- an adjusted close-to-close return beyond ``GateConfig.outlier_threshold`` with no
    corporate action between the two bars, computed on the rows that passed 1-6 (so an earlier bad
-   row cannot make its clean neighbour look like a jump).
+   row cannot make its clean neighbour look like a jump). A bar a person accepted as a real move
+   (``accepted``: ``trader data accept``) is never an outlier: its return in is excused like a
+   corporate action's.
 
 A row that breaks several rules is recorded once, under the first rule in this order; the reason
 names the values that broke it, and ``payload`` holds the row as JSON (JSON has no NaN, so a NaN is
@@ -38,6 +40,7 @@ so (``bar quarantined (outlier)``). Weekends and holidays are never gaps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -53,6 +56,9 @@ from trader.data.bars import (
 )
 from trader.data.calendar import TradingCalendar
 from trader.data.store import sorted_by, symbol_starts
+
+if TYPE_CHECKING:
+    from trader.config import Settings
 
 #: Stable rule names, in the order they are checked.
 RULES = (
@@ -89,6 +95,11 @@ class GateConfig:
     outlier_threshold: float = 0.30
     max_spike_days: int = 1
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateConfig:
+        """The gate of ``settings`` (``DATA_OUTLIER_THRESHOLD``): every ingest and replay uses it."""
+        return cls(outlier_threshold=settings.data_outlier_threshold)
+
     def __post_init__(self) -> None:
         if not self.outlier_threshold > 0:
             raise ValueError(f"outlier_threshold must be > 0, got {self.outlier_threshold}")
@@ -116,6 +127,7 @@ def validate(
     calendar: TradingCalendar,
     listings: pl.DataFrame | None = None,
     config: GateConfig = GateConfig(),  # frozen, so sharing the default instance is safe
+    accepted: pl.DataFrame | None = None,
 ) -> GateResult:
     """Split back-adjusted bars into clean and quarantined rows and list the calendar gaps.
 
@@ -129,7 +141,7 @@ def validate(
     The same as :func:`gate` followed by :meth:`Gated.result` (the pipeline starts writing the clean
     rows in between).
     """
-    return gate(adj_bars, actions, calendar, config).result(calendar, listings)
+    return gate(adj_bars, actions, calendar, config, accepted).result(calendar, listings)
 
 
 @dataclass(frozen=True)
@@ -156,8 +168,13 @@ def gate(
     actions: pl.DataFrame,
     calendar: TradingCalendar,
     config: GateConfig = GateConfig(),
+    accepted: pl.DataFrame | None = None,
 ) -> Gated:
-    """Rules 1-7 of the module docstring: every row of ``adj_bars`` ends clean or quarantined."""
+    """Rules 1-7 of the module docstring: every row of ``adj_bars`` ends clean or quarantined.
+
+    ``accepted`` (``symbol, date``, other columns ignored) lists the bars confirmed as real moves,
+    which the outlier rule leaves alone.
+    """
     frame = _row_rules(conform(adj_bars, ADJ_BAR_SCHEMA).with_row_index(_ROW), calendar)
     rows = frame.drop(_CODE)  # every row with its values; ``_ROW`` is its position here
 
@@ -175,7 +192,7 @@ def gate(
     duplicates = _duplicate_rules(keys, rows)
     if duplicates.height:
         keys = keys.filter(~pl.col(_ROW).is_in(duplicates.get_column(_ROW).implode()))
-    outliers = _outlier_rule(keys, actions, config)
+    outliers = _outlier_rule(keys, _excusing_dates(actions, accepted), config)
     outlier_rows = outliers.get_column(_ROW).implode()
 
     flagged = pl.concat(
@@ -372,14 +389,24 @@ def _duplicate_rules(keys: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     ).select(*rows.columns, "rule", "reason")
 
 
-def _outlier_rule(survivors: pl.DataFrame, actions: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
+def _excusing_dates(actions: pl.DataFrame, accepted: pl.DataFrame | None) -> pl.DataFrame:
+    """``symbol, date`` (sorted, unique) of the days that excuse a large return: corporate actions'
+    ex-dates and accepted moves' bar dates."""
+    dates = action_dates(actions)
+    if accepted is None or accepted.is_empty():
+        return dates
+    moves = accepted.select(pl.col("symbol").cast(pl.String), pl.col("date").cast(pl.Date))
+    return pl.concat([dates, moves]).unique().sort("symbol", "date")
+
+
+def _outlier_rule(survivors: pl.DataFrame, excusing: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
     """``(__row, rule, reason)`` of the outlier rows among ``survivors`` (sorted, unique per key).
 
     One pass over all rows finds the large returns; the spike and jump rules then run on the few bars
     around them (:func:`_near_large_returns`), which gives the same verdicts as running them on
     every bar, at a fraction of the cost.
     """
-    return _outliers_among(_near_large_returns(survivors, config), actions, config)
+    return _outliers_among(_near_large_returns(survivors, config), excusing, config)
 
 
 def _near_large_returns(survivors: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
@@ -411,15 +438,16 @@ def _near_large_returns(survivors: pl.DataFrame, config: GateConfig) -> pl.DataF
     )
 
 
-def _outliers_among(ordered: pl.DataFrame, actions: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
+def _outliers_among(ordered: pl.DataFrame, excusing: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
     """``(__row, rule, reason)`` of the outliers among ``ordered`` (``_ROW, symbol, date, close,
     group``), where consecutive rows of one ``group`` are consecutive bars of one symbol.
 
-    Exemptions (a corporate action between two bars) are looked up for the large returns only, and
-    reason texts are built for flagged rows.
+    Exemptions (an ``excusing`` date after the previous bar, up to the bar: a corporate action, or
+    the bar's own accepted move) are looked up for the large returns only, and reason texts are
+    built for flagged rows.
     """
     threshold = config.outlier_threshold
-    events = action_dates(actions).rename({"date": "action_date"})
+    events = excusing.rename({"date": "action_date"})
 
     def same_symbol(offset: int) -> pl.Expr:
         return (pl.col("group").shift(offset) == pl.col("group")).fill_null(False)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -643,6 +643,59 @@ class ActionStore(_KeyedFile):
         )
         merged = pl.concat([kept, incoming]).sort(list(self.key))
         return _symbol_filter(merged.lazy(), symbols).collect()
+
+
+#: A bar whose close-to-close move a person confirmed as real (an earnings gap, a takeover bid): the
+#: outlier rule does not quarantine its move in. ``accepted_at`` is when it was confirmed (UTC).
+ACCEPTED_MOVE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    "reason": pl.String(),
+    "accepted_at": pl.Datetime("us", "UTC"),
+}
+
+
+class AcceptedMoveStore(_KeyedFile):
+    """Accepted moves (:data:`ACCEPTED_MOVE_SCHEMA`) in ``reference/accepted_moves.parquet``.
+
+    One row per (symbol, date); accepting a bar again replaces its reason. Every ingest hands the
+    affected symbols' accepted moves to the quality gate, so an accepted bar stays clean when the
+    history is re-checked (see :meth:`trader.data.pipeline.DataPipeline.accept_move`).
+    """
+
+    schema = ACCEPTED_MOVE_SCHEMA
+    key = ("symbol", "date")
+    what = "accepted moves"
+
+    def __init__(self, paths: DataPaths) -> None:
+        super().__init__(paths.accepted_moves)
+
+    def read(self, symbols: Sequence[str] | None = None) -> pl.DataFrame:
+        """Accepted moves, optionally of ``symbols`` only, sorted by symbol and date."""
+        return _symbol_filter(self._read_all().lazy(), symbols).collect()
+
+    def accept(self, symbol: str, day: date, reason: str, at: datetime) -> None:
+        """Record (or re-record with a new reason) the move into ``symbol``'s bar on ``day``."""
+        row = pl.DataFrame(
+            {"symbol": [symbol], "date": [day], "reason": [reason], "accepted_at": [at]},
+            schema=self.schema,
+        )
+        self._merge(row)
+
+    def revoke(self, symbol: str, day: date) -> bool:
+        """Forget the acceptance of ``symbol`` on ``day``; False when there was none."""
+        current = self._read_all()
+        kept = current.filter(~((pl.col("symbol") == symbol) & (pl.col("date") == day)))
+        if kept.height == current.height:
+            return False
+        self.replace(kept)
+        return True
+
+    def replace(self, moves: pl.DataFrame) -> None:
+        """Make ``moves`` the whole store (an empty frame removes the file's rows)."""
+        if moves.is_empty() and not self.path.is_file():
+            return  # nothing accepted, nothing to write
+        write_replace(conform(moves, self.schema).sort(list(self.key)), self.path)
 
 
 #: The universe rows the pipeline derived from bars (no source listed the symbol), one per symbol.

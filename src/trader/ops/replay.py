@@ -36,9 +36,10 @@ from trader.data.bars import BarBatch
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.paths import DataPaths
 from trader.data.pipeline import DataPipeline
+from trader.data.quality import GateConfig
 from trader.data.raw import RawRecorder
 from trader.data.sources import SourceHealth
-from trader.data.store import ActionStore, UniverseStore, write_atomic
+from trader.data.store import AcceptedMoveStore, ActionStore, UniverseStore, write_atomic
 from trader.domain.enums import OrderStatus
 from trader.errors import TraderError
 from trader.execution.orders import OrderIntent
@@ -149,14 +150,18 @@ class _RecordedBars:
         return BarBatch(bars=self.bars, actions=self.actions, listings=self.listings)
 
 
-def rebuild_point_in_time(paths: DataPaths, as_of: date, target: DataPaths) -> None:
-    """Run the raw recorded bars up to ``as_of`` through the pipeline into ``target``."""
+def rebuild_point_in_time(
+    paths: DataPaths, as_of: date, target: DataPaths, gate: GateConfig | None = None
+) -> None:
+    """Run the raw recorded bars up to ``as_of`` through the pipeline into ``target``, with the
+    quality gate ``gate`` and the moves accepted in ``paths`` (the same verdicts as the day's)."""
     source = _RecordedBars(paths, as_of)
     if source.bars.is_empty():
         raise ReplayError(f"no raw recorded bars up to {as_of} in {paths.raw_bars}")
     first = source.bars.get_column("date").min()
     assert isinstance(first, date)
-    DataPipeline(target).ingest(source, None, first, as_of)
+    AcceptedMoveStore(target).replace(AcceptedMoveStore(paths).read())
+    DataPipeline(target, gate=gate).ingest(source, None, first, as_of)
 
 
 class Replayer:
@@ -227,7 +232,7 @@ class Replayer:
         run, plan, orders, verdicts = self._recorded(day)
         report = ReplayReport(day, self.strategy, run.model_version)
         target = DataPaths(scratch / "data")
-        rebuild_point_in_time(self._paths, plan.as_of, target)
+        rebuild_point_in_time(self._paths, plan.as_of, target, GateConfig.from_settings(self._settings))
         loaded = self._model(run.model_version)
         held = [s for s, holding in plan.snapshot.positions.items() if holding.qty > 0]
         signals = SignalService(self._engine, target, strategy=self.strategy, calendar=self._calendar)

@@ -91,6 +91,96 @@ def test_csv_ingest_with_aliases_and_require_fresh(
     assert "stale data" in capsys.readouterr().err
 
 
+def test_status_reports_a_split_recorded_a_day_early(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AAPL's 4-for-1 split went ex on 2020-08-31; the actions file says 08-28. The gate excuses the
+    # wrong jump and quarantines the right bar, so only status can tell: 125.01 -> 499.23 across 08-28.
+    closes = [("08-26", 506.09), ("08-27", 500.04), ("08-28", 499.23), ("08-31", 129.04), ("09-01", 134.18)]
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "symbol,date,open,high,low,close,volume\n"
+        + "".join(f"AAPL,2020-{day},{c},{c * 1.01:.2f},{c * 0.99:.2f},{c},1000\n" for day, c in closes)
+    )
+    actions = tmp_path / "actions.csv"
+    actions.write_text("symbol,ex_date,split_ratio,cash_dividend\nAAPL,2020-08-28,4,0\n")
+    ingest = ["data", "ingest", "--source", "csv", "--path", str(bars), "--actions", str(actions)]
+    assert run([*ingest, "--start", "2020-08-24", "--end", "2020-09-01"]) == 0
+    capsys.readouterr()
+
+    assert run(["data", "status", "--now", "2020-09-01T22:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "suspect corporate actions: 1" in out
+    assert "+299.4%" in out and "125.01 (2020-08-27)" in out and "499.23 (2020-08-28)" in out
+    assert "hint: the ex-date or the ratio may be wrong" in out
+
+    # The command judges with DATA_OUTLIER_THRESHOLD: at 300 % the +299.4 % is not suspect.
+    monkeypatch.setenv("DATA_OUTLIER_THRESHOLD", "3")
+    assert run(["data", "status", "--now", "2020-09-01T22:00:00Z"]) == 0
+    assert "suspect corporate actions" not in capsys.readouterr().out
+
+
+def test_accept_a_real_move_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    days = ["2022-04-14", "2022-04-18", "2022-04-19", "2022-04-20", "2022-04-21"]
+    closes = [340.0, 337.0, 348.0, 226.0, 218.0]  # NFLX: -35.1 % on 2022-04-20
+    bars = tmp_path / "nflx.csv"
+    bars.write_text(
+        "symbol,date,open,high,low,close,volume\n"
+        + "".join(f"NFLX,{d},{c},{c + 1},{c - 1},{c},1000\n" for d, c in zip(days, closes, strict=True))
+    )
+    ingest = ["data", "ingest", "--source", "csv", "--path", str(bars), "--start", "2022-04-14"]
+    ingest += ["--end", "2022-04-21"]
+    assert run(ingest) == 0
+    assert "outlier 1" in capsys.readouterr().out
+
+    assert run(["data", "accept", "nflx", "2022-04-20", "--reason", "Q1 earnings"]) == 0
+    out = capsys.readouterr().out
+    assert "accepted the move of NFLX on 2022-04-20" in out
+    assert "NFLX on 2022-04-20 is clean" in out
+    assert run(["data", "sql", "select symbol, date, reason from accepted_moves", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "NFLX,2022-04-20,Q1 earnings"
+    assert run(["data", "status", "--now", "2022-04-22T14:00:00Z"]) == 0
+    assert "quarantined by rule: none" in capsys.readouterr().out
+
+    assert run(["data", "accept", "NFLX", "2022-04-20", "--undo"]) == 0
+    assert (
+        "NFLX on 2022-04-20 is quarantined: outlier: close-to-close return -35.1%" in capsys.readouterr().out
+    )
+
+    # A wider threshold in the configuration lets the move through without an acceptance.
+    monkeypatch.setenv("DATA_OUTLIER_THRESHOLD", "0.4")
+    assert run(ingest) == 0
+    assert "0 (none)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data", "accept", "NFLX", "2022-04-16", "--reason", "x"], "DATE 2022-04-16 is not a XNYS session"),
+        (["data", "accept", "NFLX", "2022-13-01", "--reason", "x"], "DATE: '2022-13-01' is not a date"),
+        (["data", "accept", "NFLX", "2022-04-20"], "--reason is required"),
+        (["data", "accept", "NFLX", "2022-04-20", "--reason", "  "], "--reason is required"),
+        (
+            ["data", "accept", "NFLX,AAPL", "2022-04-20", "--reason", "x"],
+            "SYMBOL: 'NFLX,AAPL' is not one symbol",
+        ),
+        (
+            ["data", "accept", "NFLX", "2022-04-20", "--undo", "--reason", "x"],
+            "--reason is not used with --undo",
+        ),
+        (["data", "accept", "NFLX", "2022-04-20", "--reason", "x"], "the raw record holds no bar of NFLX"),
+        (["data", "accept", "NFLX", "2022-04-20", "--undo"], "no accepted move of NFLX on 2022-04-20"),
+    ],
+)
+def test_accept_refuses_bad_input_with_a_usage_error(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert run(args) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

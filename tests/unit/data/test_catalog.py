@@ -22,7 +22,15 @@ from trader.data.bars import (
 from trader.data.catalog import Catalog, CatalogError, format_table, sandboxed_connection
 from trader.data.paths import DataPaths
 from trader.data.raw import RECORD_SCHEMA, RawRecorder
-from trader.data.store import GAP_SCHEMA, ActionStore, AdjustedStore, GapStore, QuarantineStore, UniverseStore
+from trader.data.store import (
+    ACCEPTED_MOVE_SCHEMA,
+    GAP_SCHEMA,
+    ActionStore,
+    AdjustedStore,
+    GapStore,
+    QuarantineStore,
+    UniverseStore,
+)
 
 VIEWS = {
     "bars_raw": RAW_BAR_SCHEMA,
@@ -31,6 +39,7 @@ VIEWS = {
     "quarantine": QUARANTINE_SCHEMA,
     "universe": LISTING_SCHEMA,
     "gaps": GAP_SCHEMA,
+    "accepted_moves": ACCEPTED_MOVE_SCHEMA,
 }
 T1 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

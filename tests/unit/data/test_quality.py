@@ -242,6 +242,41 @@ def test_an_action_on_a_missing_day_excuses_the_next_bar(calendar: TradingCalend
     assert result.gaps.rows() == [("AAA", SESSIONS[5], "no bar for this session")]
 
 
+def accepted(*moves: tuple[str, date]) -> pl.DataFrame:
+    return pl.DataFrame(moves, schema={"symbol": pl.String, "date": pl.Date}, orient="row")
+
+
+def test_an_accepted_move_is_not_an_outlier_and_only_that_bar_is_excused(calendar: TradingCalendar) -> None:
+    # A real -35 % earnings gap on SESSIONS[5], then a second unexplained +50 % jump on SESSIONS[8].
+    closes = CLOSES[:5] + [c * 0.65 for c in CLOSES[5:8]] + [c * 0.65 * 1.5 for c in CLOSES[8:]]
+    frame = bars(closes)
+    assert quarantined(validate(frame, NO_ACTIONS, calendar)) == [
+        (SESSIONS[5], "outlier"),
+        (SESSIONS[8], "outlier"),
+    ]
+
+    result = validate(frame, NO_ACTIONS, calendar, accepted=accepted(("AAA", SESSIONS[5])))
+    assert quarantined(result) == [(SESSIONS[8], "outlier")]
+    assert SESSIONS[5] in result.clean.get_column("date").to_list()
+    assert_accounted_for(frame, result)
+    # Another symbol's acceptance, or another day's, excuses nothing here.
+    others = accepted(("BBB", SESSIONS[5]), ("AAA", SESSIONS[4]))
+    assert len(quarantined(validate(frame, NO_ACTIONS, calendar, accepted=others))) == 2
+
+
+def test_an_accepted_one_day_move_that_looks_like_a_spike_is_kept(calendar: TradingCalendar) -> None:
+    closes = CLOSES.copy()
+    closes[5] = 160.0  # +57 % in, -37 % out: a spike shape, but a real (squeezed) day
+    frame = bars(closes)
+    assert quarantined(validate(frame, NO_ACTIONS, calendar)) == [(SESSIONS[5], "outlier")]
+
+    result = validate(frame, NO_ACTIONS, calendar, accepted=accepted(("AAA", SESSIONS[5])))
+    # The day itself is accepted; the fall back out of it is a move of its own, beyond 30 % too.
+    assert quarantined(result) == [(SESSIONS[6], "outlier")]
+    both = accepted(("AAA", SESSIONS[5]), ("AAA", SESSIONS[6]))
+    assert validate(frame, NO_ACTIONS, calendar, accepted=both).quarantined.is_empty()
+
+
 def test_returns_run_across_gaps_and_symbols_are_separate(calendar: TradingCalendar) -> None:
     days = SESSIONS[:3] + SESSIONS[6:]
     closes = CLOSES[:3] + [c * 2 for c in CLOSES[6:]]
@@ -395,7 +430,7 @@ def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
     # bar they must flag the same rows for the same reasons. Spikes of one to five days, moves near
     # the threshold, small moves that add up to large returns across the bars left out, and
     # corporate actions on bar dates and between them (bars are two days apart).
-    from trader.data.quality import _near_large_returns, _outliers_among
+    from trader.data.quality import _excusing_dates, _near_large_returns, _outliers_among
 
     levels: dict[str, float] = {}
     rows: list[tuple[int, str, date, float]] = []
@@ -436,7 +471,120 @@ def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
         group=(pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum()
     )
 
-    near = _outliers_among(_near_large_returns(survivors, config), actions, config).sort("__row")
-    full = _outliers_among(every_bar, actions, config).sort("__row")
+    excusing = _excusing_dates(actions, None)
+    near = _outliers_among(_near_large_returns(survivors, config), excusing, config).sort("__row")
+    full = _outliers_among(every_bar, excusing, config).sort("__row")
 
     assert near.to_dicts() == full.to_dicts()
+
+
+# --- real market history ----------------------------------------------------------------------------
+
+
+def weekdays(first: date, last: date) -> list[date]:
+    return [
+        first + timedelta(days=n)
+        for n in range((last - first).days + 1)
+        if (first + timedelta(n)).weekday() < 5
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "closed"),
+    [
+        (date(2012, 10, 25), date(2012, 11, 2), [date(2012, 10, 29), date(2012, 10, 30)]),  # Sandy
+        (date(2018, 12, 3), date(2018, 12, 7), [date(2018, 12, 5)]),  # G.H.W. Bush's funeral
+        (date(2025, 1, 6), date(2025, 1, 10), [date(2025, 1, 9)]),  # Carter's day of mourning
+        (date(2022, 6, 16), date(2022, 6, 22), [date(2022, 6, 20)]),  # Juneteenth, first observed
+        (date(2021, 6, 17), date(2021, 6, 22), []),  # Juneteenth 2021: the NYSE still traded
+        (date(2024, 3, 27), date(2024, 4, 2), [date(2024, 3, 29)]),  # Good Friday
+        (date(2024, 11, 26), date(2024, 12, 3), [date(2024, 11, 28)]),  # Thanksgiving; the 29th a half day
+    ],
+)
+def test_real_closures_are_not_gaps_and_a_bar_on_one_is_not_a_session(
+    calendar: TradingCalendar, first: date, last: date, closed: list[date]
+) -> None:
+    traded = [day for day in weekdays(first, last) if day not in closed]
+    result = validate(bars([100.0] * len(traded), days=traded), NO_ACTIONS, calendar)
+    assert result.quarantined.is_empty()
+    assert result.gaps.is_empty()
+
+    every_weekday = weekdays(first, last)
+    result = validate(bars([100.0] * len(every_weekday), days=every_weekday), NO_ACTIONS, calendar)
+    assert quarantined(result) == [(day, "not_a_session") for day in closed]
+    assert result.gaps.is_empty()
+
+
+def test_a_real_move_beyond_the_threshold_is_quarantined_with_its_numbers(calendar: TradingCalendar) -> None:
+    # NFLX fell 35.1 % on 2022-04-20 (earnings, no corporate action): the gate cannot tell news from
+    # a bad tick, so the bar is quarantined, with a reason that says why; the bars after it stay clean.
+    days = [date(2022, 4, 18), date(2022, 4, 19), date(2022, 4, 20), date(2022, 4, 21), date(2022, 4, 22)]
+    frame = bars([338.43, 348.61, 226.19, 218.22, 215.52], symbol="NFLX", days=days)
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert quarantined(result) == [(date(2022, 4, 20), "outlier")]
+    assert result.quarantined.item(0, "reason") == (
+        "close-to-close return -35.1% with no corporate action "
+        "(close 348.61 on 2022-04-19, 226.19 on 2022-04-20)"
+    )
+    assert result.gaps.rows() == [("NFLX", date(2022, 4, 20), "bar quarantined (outlier)")]
+    # A wider threshold accepts it.
+    assert validate(
+        frame, NO_ACTIONS, calendar, config=GateConfig(outlier_threshold=0.4)
+    ).quarantined.is_empty()
+
+
+def test_real_corporate_actions_leave_no_outlier_after_adjustment(calendar: TradingCalendar) -> None:
+    # AAPL 4-for-1 (2020-08-31), GE 1-for-8 (2021-08-02, approximate closes), a $35 special dividend
+    # on a $50 stock: raw moves of -74 %, +703 % and -69 %, none left after adjustment.
+    raw = pl.concat(
+        [
+            bars(
+                [500.04, 499.23, 129.04, 134.18],
+                symbol="AAPL",
+                days=weekdays(date(2020, 8, 27), date(2020, 9, 1)),
+            ),
+            bars(
+                [13.0, 12.94, 103.92, 104.5], symbol="GE", days=weekdays(date(2021, 7, 29), date(2021, 8, 3))
+            ),
+            bars(
+                [49.5, 50.0, 15.5, 15.6], symbol="BIG", days=weekdays(date(2023, 12, 26), date(2023, 12, 29))
+            ),
+        ]
+    ).drop("factor")
+    actions = pl.DataFrame(
+        [
+            ("AAPL", date(2020, 8, 31), 4.0, 0.0, "test"),
+            ("GE", date(2021, 8, 2), 0.125, 0.0, "test"),
+            ("BIG", date(2023, 12, 28), 1.0, 35.0, "test"),
+        ],
+        schema=ACTION_SCHEMA,
+        orient="row",
+    )
+    adjusted = adjust(raw, actions)
+    result = validate(adjusted, actions, calendar)
+
+    assert result.quarantined.is_empty()
+    assert result.gaps.is_empty()
+    returns = adjusted.select(
+        (pl.col("close") / pl.col("close").shift(1) - 1).over("symbol").abs().max()
+    ).item()
+    assert returns < 0.05
+
+
+def test_a_halt_leaves_gaps_and_an_ipo_does_not(calendar: TradingCalendar) -> None:
+    # HALT stops after 2024-03-12 and resumes on 2024-03-18; NEWCO lists on 2024-03-14.
+    halted = [date(2024, 3, day) for day in (11, 12, 18, 19)]
+    listed = [date(2024, 3, day) for day in (14, 15, 18, 19)]
+    frame = pl.concat(
+        [
+            bars([20.0, 20.2, 16.5, 16.4], symbol="HALT", days=halted),
+            bars([50.0] * 4, symbol="NEWCO", days=listed),
+        ]
+    )
+    result = validate(frame, NO_ACTIONS, calendar)
+
+    assert result.quarantined.is_empty()  # -18 % on resumption is within the threshold
+    assert result.gaps.rows() == [
+        ("HALT", date(2024, 3, day), "no bar for this session") for day in (13, 14, 15)
+    ]
