@@ -107,12 +107,13 @@ def test_reads_every_csv_of_a_directory_in_name_order(tmp_path: Path) -> None:
     header = "symbol,date,open,high,low,close,volume\n"
     write(tmp_path / "b.csv.gz", header + "B,2024-01-02,1,2,1,1,1\n")
     write(tmp_path / "a.csv", "Ticker,Date,O,H,L,C,V\nA,2024-01-02,1,2,1,1,1\n")
-    write(tmp_path / "notes.txt", "not a csv\n")
+    write(tmp_path / "notes.md", "not a csv\n")
     (tmp_path / "sub.csv").mkdir()  # a directory named like a CSV is not read
     source = CsvSource(tmp_path)
     assert [p.name for p in source.files()] == ["a.csv", "b.csv.gz"]
     assert fetch_all(source)["symbol"].to_list() == ["A", "B"]
     assert source.last_report.files == [tmp_path / "a.csv", tmp_path / "b.csv.gz"]
+    assert source.last_report.skipped_files == ["notes.md"]  # named in a note, not read
 
 
 def test_a_directory_read_takes_upper_case_extensions_too(tmp_path: Path) -> None:
@@ -173,6 +174,7 @@ def test_a_row_with_more_cells_than_the_header_keeps_no_numbers(tmp_path: Path) 
         ("B", date(2024, 1, 2), 1.0, 2.0, 1.0, 1.0, None),  # quoted "1,000" is one (unreadable) cell
     ]
     assert source.last_report.ragged_rows == 1
+    assert "1 row(s) have more cells than the header (an unquoted comma in a value?)" in source.last_notes[0]
 
 
 def test_a_file_without_a_required_column_is_refused_naming_file_column_and_aliases(tmp_path: Path) -> None:
@@ -411,14 +413,31 @@ def test_a_file_without_a_symbol_column_holds_the_ticker_it_is_named_after(tmp_p
         ("BRK-B.CSV.GZ", "BRK-B"),
         ("msft.us.csv", "MSFT.US"),
     ]
-    assert source.last_notes == [
+    assert source.last_notes[0] == (
         "3 file(s) without a symbol column took the ticker from their name: AAPL.csv -> AAPL, "
         "BRK-B.CSV.GZ -> BRK-B, msft.us.csv -> MSFT.US"
-    ]
+    )
 
 
 @pytest.mark.parametrize(
-    "name", ["yahoo_AAPL.csv", "2024.csv", "MY PRICES.csv", "prices.csv", "nasdaq.csv", "Aapl.csv"]
+    "name",
+    [
+        "yahoo_AAPL.csv",
+        "2024.csv",
+        "MY PRICES.csv",
+        "prices.csv",
+        "nasdaq.csv",
+        "Aapl.csv",
+        "DATA.CSV",
+        "EXPORT.csv",
+        "HISTORICAL.csv",
+        "AAPL-2024.csv",
+        "AAPL.2024.csv",
+        "SPY-1D.csv",
+        "SPY-15MIN.csv.gz",
+        "data.us.csv",
+        "AAPL-DAILY.txt",
+    ],
 )
 def test_a_file_without_a_symbol_column_whose_name_is_no_ticker_is_refused(tmp_path: Path, name: str) -> None:
     path = write(tmp_path / name, "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,1,1,1\n")
@@ -449,8 +468,8 @@ def test_reads_yfinance_multi_row_headers_one_row_per_ticker_and_day(tmp_path: P
     assert "skipped 1 day(s) of a multi-ticker yfinance file" in source.last_notes[0]
     by_ticker = write(
         tmp_path / "by_ticker.csv",
-        "Ticker,MSFT,MSFT,MSFT,MSFT,MSFT\nPrice,Open,High,Low,Close,Volume\nDate,,,,,\n"
-        "2024-01-02 00:00:00+00:00,373.86,375.9,366.77,370.87,25258600\n",
+        "Ticker,MSFT,MSFT,MSFT,MSFT,MSFT,MSFT\nPrice,Open,High,Low,Close,Adj Close,Volume\nDate,,,,,,\n"
+        "2024-01-02 00:00:00+00:00,373.86,375.9,366.77,370.87,369.5,25258600\n",
     )
     assert fetch_all(CsvSource(by_ticker)).rows() == [
         ("MSFT", date(2024, 1, 2), 373.86, 375.9, 366.77, 370.87, 25258600.0)
@@ -570,6 +589,11 @@ def test_lines_repeating_the_header_are_no_rows_and_are_counted(tmp_path: Path) 
         ),
         ("bars.csv.gz", bytes(range(256)), "is named .gz but is neither gzip data nor text"),
         ("bars.csv", b"PK\x03\x04" + bytes(40), "is a zip archive: unzip it"),
+        (
+            "prices.xlsx",
+            b"PK\x03\x04" + bytes(26) + b"[Content_Types].xml",
+            r"is an Excel workbook: save it as CSV \(UTF-8\)",
+        ),
         ("bars.csv", "symbol,date\r\n".encode("utf-16"), "is UTF-16 text .*save it as 'CSV UTF-8'"),
         (
             "bars.csv",
@@ -579,7 +603,7 @@ def test_lines_repeating_the_header_are_no_rows_and_are_counted(tmp_path: Path) 
         ("bars.csv", b"", r"is empty \(not even a header line\)"),
         ("bars.csv", b"\n\r\n", r"is empty \(not even a header line\)"),
     ],
-    ids=["truncated-gzip", "binary-gz", "zip", "utf16", "latin1", "empty", "blank"],
+    ids=["truncated-gzip", "binary-gz", "zip", "xlsx", "utf16", "latin1", "empty", "blank"],
 )
 def test_unreadable_files_are_refused_saying_what_to_do(
     tmp_path: Path, name: str, content: bytes, expected: str
@@ -648,3 +672,130 @@ def test_impossible_split_ratio_forms_are_refused(tmp_path: Path, written: str) 
     actions_path = write(tmp_path / "actions.csv", f"symbol,ex_date,split_ratio\nA,2024-03-01,{written}\n")
     with pytest.raises(SourceError, match=rf"line 2 .*split_ratio '{written}' (is not a ratio|must be > 0)"):
         CsvSource(bars_file(tmp_path), actions_path).read_actions()
+
+
+def test_a_yfinance_file_without_adj_close_is_refused_as_already_adjusted(tmp_path: Path) -> None:
+    # yfinance >= 0.2.51 writes this by default (auto_adjust=True): prices adjusted for everything.
+    path = write(
+        tmp_path / "XYZ.csv",
+        "Price,Close,High,Low,Open,Volume\nTicker,XYZ,XYZ,XYZ,XYZ,XYZ\nDate,,,,,\n"
+        "2024-01-02,10.5,11,9,10,1000\n",
+    )
+    with pytest.raises(SourceError, match=r"XYZ.csv: is a yfinance file without an Adj Close") as error:
+        fetch_all(CsvSource(path))
+    assert "download with yf.download(..., auto_adjust=False)" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,1,1.5,1.4,10\n",
+        "Price,Adj Close,Close,High,Low,Open,Volume\nTicker,XYZ,XYZ,XYZ,XYZ,XYZ,XYZ\nDate,,,,,,\n"
+        "2024-01-02,1.4,1.5,2,1,1,10\n",
+    ],
+    ids=["single-row-header", "multi-row-header"],
+)
+def test_yahoo_files_get_a_note_that_their_close_is_already_split_adjusted(tmp_path: Path, text: str) -> None:
+    source = CsvSource(write(tmp_path / "XYZ.csv", text))
+    assert fetch_all(source).select("symbol", "close").rows() == [("XYZ", 1.5)]
+    assert source.last_report.yahoo_files == ["XYZ.csv"]
+    assert any(
+        note.startswith(
+            "1 file(s) have Yahoo's layout (an Adj Close column): XYZ.csv. Yahoo's Close is "
+            "already split-adjusted, so the --actions file must not repeat these symbols' splits"
+        )
+        for note in source.last_notes
+    )
+
+
+def test_files_without_adj_close_get_no_yahoo_note(tmp_path: Path) -> None:
+    source = CsvSource(
+        write(tmp_path / "b.csv", "symbol,date,open,high,low,close,volume\nA,2024-01-02,1,2,1,1,1\n")
+    )
+    fetch_all(source)
+    assert source.last_report.yahoo_files == [] and source.last_notes == []
+
+
+def test_a_folder_reads_stooq_txt_files_and_notes_the_files_it_skips(tmp_path: Path) -> None:
+    stooq = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>\n"
+    write(tmp_path / "msft.us.txt", stooq + "MSFT.US,D,20240102,000000,1,2,1,1.5,10,0\n")
+    write(tmp_path / "IBM.TXT.GZ", stooq + "IBM.US,D,20240102,000000,1,2,1,1.5,10,0\n")
+    write(tmp_path / "prices.xlsx", "not read")
+    write(tmp_path / ".DS_Store", "hidden")
+    source = CsvSource(tmp_path)
+    assert [p.name for p in source.files()] == ["IBM.TXT.GZ", "msft.us.txt"]
+    assert fetch_all(source)["symbol"].to_list() == ["IBM.US", "MSFT.US"]
+    assert source.last_report.skipped_files == ["prices.xlsx"]
+    assert source.last_notes == [
+        "skipped 1 file(s) of the folder not named *.csv, *.txt, *.csv.gz or *.txt.gz: prices.xlsx"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "symbol"),
+    [("BRK.B", "BRK.B"), ("BRK.B.csv", "BRK.B"), ("0700.HK.csv", "0700.HK"), ("7203.jp.txt", "7203.JP")],
+)
+def test_only_known_extensions_are_taken_off_a_file_name(tmp_path: Path, name: str, symbol: str) -> None:
+    path = write(tmp_path / name, "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,1,1,1\n")
+    assert fetch_all(CsvSource(path))["symbol"].to_list() == [symbol]  # BRK.B, not BRK
+
+
+def test_a_header_starting_with_an_unnamed_index_column_keeps_its_columns_in_place(tmp_path: Path) -> None:
+    # pandas' to_csv(sep="\t") writes the index column with an empty name: the line starts with a tab.
+    text = "\n\tsymbol\tdate\topen\thigh\tlow\tclose\tvolume\n0\tA\t2024-01-02\t1\t2\t0.5\t1.5\t10\n"
+    source = CsvSource(write(tmp_path / "bars.csv", text))
+    assert fetch_all(source).rows() == [("A", date(2024, 1, 2), 1.0, 2.0, 0.5, 1.5, 10.0)]
+    assert source.last_notes == []
+
+
+def test_blank_lines_after_a_bom_are_skipped_and_counted_in_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf\r\n \r\nsymbol,date,open,high,low,close,volume\r\nA,2024-01-02,x,2,1,1,1\r\n"
+    )
+    source = CsvSource(path)
+    assert fetch_all(source)["symbol"].to_list() == ["A"]
+    assert source.last_report.unreadable == {"open": (1, ("x", "bars.csv", 4))}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "symbol,date,time,open,high,low,close,volume\n"
+        "A,2024-01-02,09:30,1,2,1,1.5,10\nA,2024-01-02,09:35,1,2,1,1.6,10\n",
+        "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>\n"
+        "A,5,20240102,093000,1,2,1,1.5,10,0\nA,5,20240102,093500,1,2,1,1.6,10,0\n",
+    ],
+    ids=["date-time", "stooq"],
+)
+def test_intraday_bars_with_a_separate_time_column_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(SourceError, match=r"A has rows at 2 times of 2024-01-02 .*intraday bars\?"):
+        fetch_all(CsvSource(write(tmp_path / "bars.csv", text)))
+
+
+def test_a_time_column_with_one_time_per_day_is_read(tmp_path: Path) -> None:
+    text = (
+        "symbol,date,time,open,high,low,close,volume\n"
+        "A,2024-01-02,16:00,1,2,1,1.5,10\nA,2024-01-03,16:00,1,2,1,1.6,10\n"
+    )
+    assert fetch_all(CsvSource(write(tmp_path / "bars.csv", text))).height == 2
+
+
+def test_a_header_line_in_another_column_order_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "joined.csv",
+        "symbol,date,open,high,low,close,volume\nA,2024-01-02,1,2,1,1.5,10\n"
+        "symbol,date,close,high,low,open,volume\nB,2024-01-02,1.5,2,1,1,10\n",
+    )
+    with pytest.raises(SourceError, match=r"joined.csv: line 3 repeats the header's names in another order"):
+        fetch_all(CsvSource(path))
+
+
+def test_comment_lines_before_the_header_are_skipped_and_counted_in_line_numbers(tmp_path: Path) -> None:
+    text = (
+        "# exported 2024-02-01\n#source: broker\n"
+        "symbol,date,open,high,low,close,volume\nA,2024-01-02,x,2,1,1,1\n"
+    )
+    source = CsvSource(write(tmp_path / "bars.csv", text))
+    assert fetch_all(source)["symbol"].to_list() == ["A"]
+    assert source.last_report.unreadable == {"open": (1, ("x", "bars.csv", 4))}

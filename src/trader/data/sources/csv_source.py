@@ -1,7 +1,7 @@
 """Daily bars and corporate actions from CSV files (plain or gzipped).
 
-Bars: one file, or every ``*.csv`` / ``*.csv.gz`` in a directory (any case: ``*.CSV`` too; sorted by
-name), with the header
+Bars: one file, or every ``*.csv`` / ``*.txt`` (Stooq) / ``*.csv.gz`` / ``*.txt.gz`` in a directory
+(any case: ``*.CSV`` too; sorted by name; other files are listed in a note), with the header
 ``symbol,date,open,high,low,close,volume``. Header names are matched case-insensitively and common
 aliases are accepted (:data:`BAR_ALIASES`; Stooq's ``<TICKER>``-style brackets are ignored); other
 columns are ignored. ``Adj Close`` is deliberately *not* taken as the close: the pipeline wants raw
@@ -18,8 +18,12 @@ prices and adjusts them itself. The files real users bring are read as follows:
   header line; CR-only line endings (old Excel for Mac) are read.
 - Refused, naming the file: two columns for one field, a ``.gz`` that is damaged, cut short or
   binary (plain text named ``.gz`` is read as it is), a zip archive, text that is not UTF-8, an
-  empty file, and intraday bars (one symbol at several times of one day). In a directory every file
+  empty file, an Excel workbook, intraday bars (one symbol at several times of one day, in the date
+  cell or a separate time column), a yfinance file without ``Adj Close`` (``auto_adjust=True``: its
+  prices are adjusted already) and a line of header names in another order. In a directory every file
   is checked and all problems are listed.
+- Blank and ``#`` comment lines before the header are skipped (line numbers still count them). A
+  file with ``Adj Close`` (Yahoo) gets a note: its Close is split-adjusted already.
 
 A cell that cannot be read (a number like ``1,234``, a date like ``02/01/2024`` in a file that never
 shows the day-month order, an empty symbol) is not an error and the row is not dropped: it becomes
@@ -85,8 +89,22 @@ _NUMBER_COLUMNS = ("open", "high", "low", "close", "volume")
 _TICKER_NAME = re.compile(
     r"(?=.*[A-Z])[A-Z0-9^][A-Z0-9.\-^=]{0,19}|(?=.*[a-z])[a-z0-9^][a-z0-9\-^=]{0,15}\.[a-z]{2}"
 )
+#: Words naming an export rather than a ticker; a file named with one is refused.
+_GENERIC_NAMES = frozenset(
+    {
+        *("DATA", "EXPORT", "EXPORTS", "PRICE", "PRICES", "HISTORY", "HISTORICAL", "QUOTE", "QUOTES"),
+        *("DOWNLOAD", "DOWNLOADS", "OUTPUT", "FILE", "FILES", "SHEET", "SHEET1", "TABLE", "BARS"),
+        *("DAILY", "WEEKLY", "MONTHLY", "INTRADAY", "OHLC", "OHLCV", "STOCK", "STOCKS", "SAMPLE", "TEST"),
+    }
+)
+#: A bar length written in a file name (``1D``, ``5M``, ``15MIN``, ``1H``): not part of a ticker.
+_TIMEFRAME = r"\d+(?:S|M|MIN|MINS|H|HR|D|W|WK|MO|MON|Y)"
 #: ``2:1``, ``1/8``, ``2-for-1``, ``1 for 8``: new shares for old ones.
 _RATIO = r"(?i)^\s*(\d+(?:\.\d+)?)\s*(?::|/|-?\s*for\s*-?)\s*(\d+(?:\.\d+)?)\s*$"
+#: Yahoo's adjusted close, whose presence marks Yahoo's layout (its Close is split-adjusted).
+_ADJ_CLOSE = ("adj close", "adj_close", "adjclose", "adjusted close")
+#: The files of a folder read as bars (any case): Stooq's per-ticker files are ``.txt``.
+_BAR_EXTENSIONS = (".csv", ".csv.gz", ".txt", ".txt.gz")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -114,6 +132,10 @@ class CsvReport:
     #: Days of a yfinance multi-ticker file where a ticker has no value at all (not listed yet, or
     #: delisted): no bar, left out.
     empty_ticker_days: int = 0
+    #: Files with Yahoo's layout (an ``Adj Close`` column): their Close is already split-adjusted.
+    yahoo_files: list[str] = field(default_factory=list)
+    #: Files of the folder that are not bar files by their name (``notes.md``, ``prices.xlsx``).
+    skipped_files: list[str] = field(default_factory=list)
 
     @property
     def bad_cell_count(self) -> int:
@@ -136,12 +158,23 @@ class CsvSource:
         return "csv"
 
     def files(self) -> list[Path]:
-        """The bar files this source reads: ``path`` itself, or the CSVs in it sorted by name."""
+        """The bar files this source reads: ``path`` itself, or the CSV and TXT files in it by name."""
         if self.path.is_dir():
             # Case-insensitive: files exported on Windows are often DATA.CSV.
-            found = [p for p in self.path.iterdir() if p.name.lower().endswith((".csv", ".csv.gz"))]
+            found = [p for p in self.path.iterdir() if p.name.lower().endswith(_BAR_EXTENSIONS)]
             return sorted(p for p in found if p.is_file())
         return [self.path]
+
+    def skipped_files(self) -> list[str]:
+        """Names of the files of a folder that are not read (not hidden ones), so none goes unnoticed."""
+        if not self.path.is_dir():
+            return []
+        read = set(self.files())
+        return sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.is_file() and p not in read and not p.name.startswith(".")
+        )
 
     def health(self) -> SourceHealth:
         """OK when the bar path (and actions file, if any) exists and can be read."""
@@ -156,7 +189,7 @@ class CsvSource:
         if not os.access(self.path, os.R_OK):
             return f"{self.path} is not readable"
         if self.path.is_dir() and not self.files():
-            return f"{self.path} holds no *.csv or *.csv.gz files"
+            return f"{self.path} holds no *.csv, *.txt, *.csv.gz or *.txt.gz files"
         if self.actions_path is not None:
             if not self.actions_path.is_file():
                 return f"actions file {self.actions_path} does not exist"
@@ -189,6 +222,7 @@ class CsvSource:
         if wanted is not None:
             actions = actions.filter(pl.col("symbol").is_in(wanted))
         self.last_report = report
+        report.skipped_files = self.skipped_files()
         self.last_notes = _notes(report, start, end)
         return BarBatch(bars=bars, actions=actions)
 
@@ -215,6 +249,8 @@ class CsvSource:
         table = _read_text_table(file, report)
         table = _unstack_yfinance(file, table, report)
         mapping = _match_columns(file, table.header, BAR_ALIASES, required=_REQUIRED_BAR_COLUMNS)
+        if any(_key(name) in _ADJ_CLOSE for name in table.header):
+            report.yahoo_files.append(file.name)
         if "symbol" in mapping:
             symbol = pl.col(mapping["symbol"])
         else:
@@ -232,7 +268,7 @@ class CsvSource:
             ),
             ragged,
         )
-        _refuse_intraday(file, parsed, dates)
+        _refuse_intraday(file, parsed, _time_of_day(table, dates))
         report.files.append(file)
         report.rows += parsed.height
         report.ragged_rows += int(parsed["_ragged"].sum())
@@ -336,6 +372,21 @@ def _notes(report: CsvReport, start: date, end: date) -> list[str]:
             f"skipped {report.empty_ticker_days:,} day(s) of a multi-ticker yfinance file where a "
             "ticker has no value at all (not listed then)"
         )
+    if report.skipped_files:
+        shown = ", ".join(report.skipped_files[:5])
+        more = len(report.skipped_files) - 5
+        notes.append(
+            f"skipped {len(report.skipped_files):,} file(s) of the folder not named *.csv, *.txt, "
+            f"*.csv.gz or *.txt.gz: {shown}" + (f" and {more:,} more" if more > 0 else "")
+        )
+    if report.yahoo_files:
+        notes.append(_yahoo_note(report.yahoo_files))
+    if report.ragged_rows:
+        notes.append(
+            f"{report.ragged_rows:,} row(s) have more cells than the header (an unquoted comma in a "
+            "value?): their numbers are not trusted, so such rows in the dates asked for are "
+            "quarantined as missing_value (quote the value or remove the comma)"
+        )
     if report.out_of_range_rows:
         notes.append(f"skipped {report.out_of_range_rows:,} row(s) dated outside {start}..{end}")
     for column, (count, (example, file, row)) in sorted(report.unreadable.items()):
@@ -347,6 +398,17 @@ def _notes(report: CsvReport, start: date, end: date) -> list[str]:
     return notes
 
 
+def _yahoo_note(files: Sequence[str]) -> str:
+    """Yahoo's Close is split-adjusted even with auto_adjust=False (only Adj Close adds dividends):
+    an actions file repeating those splits would adjust the history twice."""
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3:,} more" if len(files) > 3 else "")
+    return (
+        f"{len(files):,} file(s) have Yahoo's layout (an Adj Close column): {shown}. Yahoo's Close is "
+        "already split-adjusted, so the --actions file must not repeat these symbols' splits (give "
+        "their dividends only)"
+    )
+
+
 def _normalize_symbols(symbols: Sequence[str] | None) -> list[str] | None:
     if symbols is None:
         return None
@@ -355,8 +417,9 @@ def _normalize_symbols(symbols: Sequence[str] | None) -> list[str] | None:
 
 def _symbol_from_name(file: Path, report: CsvReport) -> str:
     """The ticker a file without a symbol column is named after (``AAPL.csv``, ``aapl.us.csv.gz``)."""
-    stem = re.sub(r"(?i)\.gz$", "", file.name).rsplit(".", 1)[0].strip()
-    if not _TICKER_NAME.fullmatch(stem):
+    # Only known extensions go: BRK.B (no extension) is Berkshire's class B, not BRK.
+    stem = re.sub(r"(?i)(\.(csv|txt|tsv))?(\.gz)?$", "", file.name).strip()
+    if not _TICKER_NAME.fullmatch(stem) or not _names_a_ticker(stem):
         raise SourceError(
             f"csv: {file}: has no symbol column (accepted names, any case: "
             f"{', '.join(BAR_ALIASES['symbol'])}) and its name {stem!r} is not a ticker in capitals: add a "
@@ -366,11 +429,38 @@ def _symbol_from_name(file: Path, report: CsvReport) -> str:
     return stem.upper()
 
 
-def _refuse_intraday(file: Path, parsed: pl.DataFrame, dates: pl.Series) -> None:
+def _names_a_ticker(stem: str) -> bool:
+    """False for names a ticker-like regex lets through but that name an export: a generic word
+    (``DATA.CSV``, ``data.us``), a year (``AAPL-2024``), a timeframe (``SPY-1D``). A digits-only
+    first part followed by a market is a ticker (``0700.HK``, ``7203.T``)."""
+    parts = re.split(r"[.\-]", stem.upper())
+    for index, part in enumerate(parts):
+        if part in _GENERIC_NAMES or re.fullmatch(_TIMEFRAME, part):
+            return False
+        if part.isdigit() and not (index == 0 and len(parts) == 2 and re.fullmatch(r"[A-Z]{1,2}", parts[1])):
+            return False
+    return True
+
+
+def _time_of_day(table: _TextTable, dates: pl.Series) -> pl.Series:
+    """Each row's time of day: the one in the date cell (``2024-01-02T14:30``) and the one of a
+    separate time column (``date,time`` or Stooq's ``<DATE>,<TIME>``), which the column matching
+    ignores, so intraday bars split over two columns are caught too."""
+    in_date = dates.str.extract(_TIME_OF_DAY, 1)
+    keys = _header_keys(table.header, BAR_ALIASES)
+    columns = [f"_{i}" for i, name in enumerate(table.header) if _key(name) == "time" and keys[i] == ""]
+    if not columns:
+        return in_date  # no time column, as in most files: no joining
+    parts = [pl.lit(in_date), *(_text(pl.col(column)) for column in columns)]
+    # All parts null joins to "": made null again, or a date without a time would count as one.
+    return table.cells.select(_text(pl.concat_str(parts, separator=" ", ignore_nulls=True))).to_series()
+
+
+def _refuse_intraday(file: Path, parsed: pl.DataFrame, times_of_day: pl.Series) -> None:
     """Refuse a file holding one symbol at several times of one day: intraday bars, every one of which
     the gate would otherwise quarantine as a conflicting duplicate of the others."""
     times = (
-        parsed.select("symbol", "date", dates.str.extract(_TIME_OF_DAY, 1).alias("time"))
+        parsed.select("symbol", "date", times_of_day.alias("time"))
         .drop_nulls()
         .group_by("symbol", "date", maintain_order=True)
         .agg(pl.col("time").unique(maintain_order=True))
@@ -401,11 +491,9 @@ class _TextTable:
 def _read_text_table(file: Path, report: CsvReport) -> _TextTable:
     """Every cell as text, so reading never fails on a cell; parsing then happens column by column."""
     data = _load_bytes(file)
-    # Blank lines before the header would be taken for it; the line numbers still count them.
-    skipped = 0
-    if data[:1].isspace():
-        stripped = data.lstrip()
-        skipped, data = data.count(b"\n", 0, len(data) - len(stripped)), stripped
+    skipped, data = _skip_blank_lines(data)
+    if not data.strip():
+        raise SourceError(f"csv: {file}: holds only comment (#) and blank lines, no header line")
     separator = _separator(data)
     try:
         width = len(pl.read_csv(data, n_rows=0, infer_schema=False, separator=separator).columns)
@@ -427,7 +515,7 @@ def _read_text_table(file: Path, report: CsvReport) -> _TextTable:
     # An empty line (or one of only commas) holds no row, nor does a line repeating the header.
     blank = pl.all_horizontal(pl.exclude("_line").is_null())
     cells = cells.with_row_index("_line", offset=1 + skipped).slice(1).filter(~blank)
-    repeats = _repeated_header_lines(cells, header)
+    repeats = _repeated_header_lines(file, cells, header)
     report.repeated_headers += repeats.len()
     if repeats.len():
         cells = cells.filter(~pl.col("_line").is_in(repeats.implode()))
@@ -435,13 +523,35 @@ def _read_text_table(file: Path, report: CsvReport) -> _TextTable:
     return _TextTable(header, cells)
 
 
-def _repeated_header_lines(cells: pl.DataFrame, header: Sequence[str]) -> pl.Series:
-    """The lines that say the header again (files joined with ``cat``); only rows starting like the
-    header are compared in full, so an ordinary file costs one column's check."""
-    first = rf"(?i)^\s*\ufeff?\s*<?\s*{re.escape(_key(header[0]))}"  # a cheap scan, no string copies
+def _skip_blank_lines(data: bytes) -> tuple[int, bytes]:
+    """``data`` without the whole blank and ``#`` comment lines before the header (also after a BOM),
+    which would be taken for it, and how many there were so line numbers still count them. Only
+    whole lines go: a header starting with a tab or space (an unnamed index column) keeps it, or
+    every column shifts."""
+    blank = re.match(rb"(?:\xef\xbb\xbf)?((?:[ \t\r]*(?:#[^\n]*)?\n)+)", data)
+    if blank is None:
+        return 0, data
+    return blank.group(1).count(b"\n"), data[blank.end() :]
+
+
+def _repeated_header_lines(file: Path, cells: pl.DataFrame, header: Sequence[str]) -> pl.Series:
+    """The lines that say the header again (files joined with ``cat``); only rows starting with a
+    header name are compared in full, so an ordinary file costs one column's check. A line of header
+    names in another order is refused: the rows after it would be read in the wrong columns."""
+    keys = [_key(name) for name in header]
+    names = "|".join(re.escape(key) for key in keys)
+    first = rf"(?i)^\s*\ufeff?\s*<?\s*(?:{names})\s*>?\s*$"  # a cheap scan, no string copies
     candidates = cells.filter(pl.col("_0").fill_null("").str.contains(first))
-    same = (_header_key(pl.col(f"_{i}").fill_null("")) == _key(name) for i, name in enumerate(header))
-    return candidates.filter(pl.all_horizontal(same)).get_column("_line")
+    cell_keys = [_header_key(pl.col(f"_{i}").fill_null("")) for i in range(len(header))]
+    same = pl.all_horizontal(cell == key for cell, key in zip(cell_keys, keys, strict=True))
+    reordered = candidates.filter(pl.all_horizontal(cell.is_in(keys) for cell in cell_keys) & ~same)
+    if not reordered.is_empty():
+        raise SourceError(
+            f"csv: {file}: line {reordered['_line'][0]} repeats the header's names in another order "
+            "(files with different column orders joined?): the rows after it would be read in the "
+            "wrong columns; give each layout its own file"
+        )
+    return candidates.filter(same).get_column("_line")
 
 
 def _load_bytes(file: Path) -> bytes:
@@ -467,6 +577,9 @@ def _load_bytes(file: Path) -> bytes:
             "download it again"
         )
     elif data.startswith(_ZIP_MAGIC):
+        # An .xlsx is a zip too; unzipping it gives XML, not the CSV the user needs.
+        if file.name.lower().endswith((".xlsx", ".xlsm")) or b"[Content_Types].xml" in data[:4096]:
+            raise SourceError(f"csv: {file}: is an Excel workbook: save it as CSV (UTF-8)")
         raise SourceError(f"csv: {file}: is a zip archive: unzip it and give the CSV inside")
     if data.startswith(_UTF16_BOMS):
         raise SourceError(
@@ -515,6 +628,14 @@ def _unstack_yfinance(file: Path, table: _TextTable, report: CsvReport) -> _Text
         return table
     fields, tickers = levels
     names = list(dict.fromkeys(fields[1:]))
+    if not any(_key(name) in _ADJ_CLOSE for name in fields[1:]):
+        # yfinance >= 0.2.51 defaults to auto_adjust=True: every price split- and dividend-adjusted,
+        # which corporate actions would then adjust a second time.
+        raise SourceError(
+            f"csv: {file}: is a yfinance file without an Adj Close field, so its prices are already "
+            "adjusted for splits and dividends (yfinance's default auto_adjust=True) and cannot be "
+            "stored as raw prices: download with yf.download(..., auto_adjust=False)"
+        )
     days = table.cells.slice(2)
     frames = []
     for ticker in dict.fromkeys(t for t in tickers[1:] if t):
