@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     #: The quality gate's outlier rule: an adjusted close-to-close return beyond this fraction (0.30 =
     #: 30 %) with no corporate action between the two bars is quarantined. Every ingest re-checks the
     #: affected symbols' whole history with it, so a change applies to all bars from the next ingest.
-    data_outlier_threshold: float = Field(default=0.30, gt=0, le=100, allow_inf_nan=False)
+    #: A fraction, at most 10 (1,000 %): "30" for 30 % would switch the rule off without a word.
+    data_outlier_threshold: float = Field(default=0.30, gt=0, le=10, allow_inf_nan=False)
     artifacts_dir: Path = Path("artifacts")
     mlflow_tracking_uri: str = Field(default_factory=_default_mlflow_uri)
 

@@ -436,3 +436,11 @@ def test_the_live_host_can_never_be_declared_paper(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PAPER_BROKER_HOSTS", "paper.internal,API.alpaca.markets.")
     with pytest.raises(ConfigError, match=r"PAPER_BROKER_HOSTS: api\.alpaca\.markets is Alpaca.s live"):
         load_settings()
+
+
+def test_an_outlier_threshold_written_as_a_percentage_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_OUTLIER_THRESHOLD", "30")  # meant 30 %: 3,000 % would switch the rule off
+    with pytest.raises(ConfigError, match="DATA_OUTLIER_THRESHOLD: Input should be less than or equal to 10"):
+        load_settings()
+    monkeypatch.setenv("DATA_OUTLIER_THRESHOLD", "0.5")
+    assert load_settings().data_outlier_threshold == 0.5

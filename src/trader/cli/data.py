@@ -320,7 +320,7 @@ def synth(
 
 @app.command()
 def accept(
-    symbol: Annotated[str, typer.Argument(help="The symbol, e.g. NFLX.")],
+    symbol: Annotated[str, typer.Argument(metavar="SYMBOL", help="The symbol, e.g. NFLX.")],
     day: Annotated[str, typer.Argument(metavar="DATE", help="The bar's date, YYYY-MM-DD (a session).")],
     reason: Annotated[
         str | None,

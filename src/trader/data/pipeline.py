@@ -178,63 +178,79 @@ class DataPipeline:
     ) -> IngestReport:
         """Confirm that ``symbol``'s move into its bar on ``day`` is real, and re-check the symbol.
 
-        The outlier rule then never quarantines that bar (here and in every later ingest: each one
-        hands the gate the accepted moves). The symbol's recorded raw history goes through adjust and
-        the gate again at once, so the bar moves from quarantine to the adjusted store. Raises
-        :class:`DataError` when the raw record holds no bar of ``symbol`` on ``day`` (nothing to
-        accept: a typo in the symbol or the date). If the re-check fails, the acceptance is taken
-        back, so the stores never disagree with it.
+        The acceptance is tied to the bar's recorded raw close: while a source does not re-deliver
+        the bar with another close, the outlier rule leaves its move in alone, here and in every
+        later ingest. The symbol's recorded raw history goes through adjust and the gate again at
+        once, so the bar moves from quarantine to the adjusted store. Raises :class:`DataError` when
+        the raw record holds no bar of ``symbol`` on ``day`` (a typo in the symbol or the date), when
+        the bar is clean, or when another rule keeps it out (see :meth:`_change_accepted` for a
+        failed re-check). Accepting an accepted bar again re-checks it and keeps the new reason.
         """
-        now = now or datetime.now(UTC)
-        with exclusive_ingest(self.paths):
-            leftovers = sweep_leftovers(self.paths, now=time.time())
-            history = _RecordedHistory(self.raw, symbol)
-            if history.bars.filter(pl.col("date") == day).is_empty():
-                raise DataError(f"the raw record holds no bar of {symbol} on {day}: nothing to accept")
-            self._require_outlier(symbol, day)
-            before = self.accepted.read()
-            self.accepted.accept(symbol, day, reason, at=now)
-            try:
-                report = self._recheck(history, now, leftovers)
-            except BaseException:
-                self.accepted.replace(before)
-                raise
-        self._journal_move("data_move_accepted", symbol, day, reason, report)
-        return report
+        at = now or datetime.now(UTC)
 
-    def _require_outlier(self, symbol: str, day: date) -> None:
-        """Refuse to accept a bar the outlier rule is not keeping out: a clean bar needs nothing, and
-        one refused by another rule (a broken row, a conflict) would stay out all the same."""
-        if not self.adjusted.read(symbols=[symbol], start=day, end=day).is_empty():
-            raise DataError(f"{symbol} on {day} is clean (not quarantined): nothing to accept")
-        rules = set(
-            self.quarantine.read(start=day, end=day).filter(pl.col("symbol") == symbol).get_column("rule")
-        )
-        if "outlier" not in rules:
-            named = ", ".join(sorted(rules)) or "no rule on record"
-            raise DataError(
-                f"{symbol} on {day} is not quarantined as an outlier ({named}): accepting its move "
-                "would not bring it back; fix the row at its source and ingest it again"
-            )
+        def record(history: _RecordedHistory) -> None:
+            close = history.close_on(day)
+            already = self.accepted.matching(history.bars, [symbol]).filter(pl.col("date") == day)
+            if already.is_empty():
+                self._require_outlier(history, day)
+            self.accepted.accept(symbol, day, close, reason, at=at)
+            self._journal_move("data_move_accepted", symbol, day, {"close": close, "reason": reason})
+
+        return self._change_accepted(symbol, record, at)
 
     def revoke_move(self, symbol: str, day: date, *, now: datetime | None = None) -> IngestReport:
         """Take back :meth:`accept_move` for ``symbol`` on ``day`` and re-check the symbol, so the
         outlier rule judges that bar again. Raises :class:`DataError` when it was not accepted."""
-        now = now or datetime.now(UTC)
-        with exclusive_ingest(self.paths):
-            leftovers = sweep_leftovers(self.paths, now=time.time())
-            before = self.accepted.read()
+
+        def forget(history: _RecordedHistory) -> None:
             if not self.accepted.revoke(symbol, day):
                 raise DataError(f"no accepted move of {symbol} on {day} to take back")
-            try:
-                report = self._recheck(_RecordedHistory(self.raw, symbol), now, leftovers)
-            except BaseException:
-                self.accepted.replace(before)
-                raise
-        self._journal_move("data_move_revoked", symbol, day, None, report)
-        return report
+            self._journal_move("data_move_revoked", symbol, day, {})
 
-    def _recheck(self, history: _RecordedHistory, now: datetime, leftovers: list[Any]) -> IngestReport:
+        return self._change_accepted(symbol, forget, now or datetime.now(UTC))
+
+    def _change_accepted(
+        self, symbol: str, change: Callable[[_RecordedHistory], None], now: datetime
+    ) -> IngestReport:
+        """Under the ingest lock: ``change`` the accepted moves (recorded and journaled), then re-check
+        ``symbol``'s recorded history with them.
+
+        A failed re-check leaves the change in place: it is what a person decided, and the stores it
+        derives are rebuilt by the next ingest of the symbol or by running the command again. The
+        error says so.
+        """
+        with exclusive_ingest(self.paths):
+            leftovers = sweep_leftovers(self.paths, now=time.time())
+            history = _RecordedHistory(self.raw, symbol)
+            change(history)
+            try:
+                return self._recheck(history, now, len(leftovers))
+            except Exception as exc:
+                raise DataError(
+                    f"the change to {symbol}'s accepted moves is recorded, but re-checking its history "
+                    f"failed ({type(exc).__name__}: {exc}); run the command again, or the next ingest "
+                    f"of {symbol} applies it"
+                ) from exc
+
+    def _require_outlier(self, history: _RecordedHistory, day: date) -> None:
+        """Refuse to accept a bar the outlier rule is not keeping out now (judged on the recorded
+        history, as an ingest would): a clean bar needs nothing, and one refused by another rule (a
+        broken row, a conflict) would stay out all the same."""
+        symbol = history.symbol
+        actions = self.actions.read([symbol])
+        adjusted = _adjust_or_refuse(history.bars, actions, self.gate.outlier_threshold)
+        accepted = self.accepted.matching(history.bars, [symbol])
+        gated = gate(adjusted, actions, self.calendar, config=self.gate, accepted=accepted)
+        rules = set(gated.quarantined.filter(pl.col("date") == day).get_column("rule").to_list())
+        if not rules:
+            raise DataError(f"{symbol} on {day} is clean (not quarantined): nothing to accept")
+        if rules != {"outlier"}:
+            raise DataError(
+                f"{symbol} on {day} is quarantined as {', '.join(sorted(rules))}, not as an outlier: "
+                "accepting its move would not bring it back; fix the row at its source and ingest it again"
+            )
+
+    def _recheck(self, history: _RecordedHistory, now: datetime, leftovers: int) -> IngestReport:
         """The recorded history through every stage again (the raw record gains nothing)."""
         first, last = history.span()
         return self._ingest(
@@ -245,12 +261,10 @@ class DataPipeline:
             now=now,
             require_fresh=False,
             on_stage=None,
-            leftovers_removed=len(leftovers),
+            leftovers_removed=leftovers,
         )
 
-    def _journal_move(
-        self, kind: str, symbol: str, day: date, reason: str | None, report: IngestReport
-    ) -> None:
+    def _journal_move(self, kind: str, symbol: str, day: date, details: dict[str, Any]) -> None:
         if self.engine is None:
             return
         with transaction(session_factory(self.engine)) as session:
@@ -259,13 +273,7 @@ class DataPipeline:
                     kind=kind,
                     source="data.pipeline",
                     correlation_id=f"{symbol}:{day.isoformat()}",
-                    payload={
-                        "symbol": symbol,
-                        "date": day.isoformat(),
-                        "reason": reason,
-                        "ingest_id": report.ingest_id,
-                        "quarantined_rows": report.quarantined_rows,
-                    },
+                    payload={"symbol": symbol, "date": day.isoformat(), **details},
                 )
             )
 
@@ -335,7 +343,8 @@ class DataPipeline:
                 with timer("validate"):
                     universe = self.universe.plan(batch.listings, first_bars=_first_bars(adjusted))
                     listings = universe.listings
-                    accepted = self.accepted.read(affected)
+                    # An acceptance holds while the bar's raw close is the one a person confirmed.
+                    accepted = self.accepted.matching(history, affected)
                     gated = gate(adjusted, actions, self.calendar, config=self.gate, accepted=accepted)
                     # The clean rows are final: their year files are encoded in the background, under
                     # temporary names that the store stage publishes, while the gaps are looked for.
@@ -459,7 +468,21 @@ class _RecordedHistory:
 
     def __init__(self, raw: RawRecorder, symbol: str) -> None:
         self.symbol = symbol
-        self.bars = raw.read([symbol]).select(*BAR_SCHEMA, "source")
+        # The newest arrival of each date, whichever source sent it: exactly what the raw record
+        # compares a delivery with, so none of these rows is recorded again.
+        self.bars = newest_arrival(raw.read([symbol])).select(*BAR_SCHEMA, "source")
+
+    def close_on(self, day: date) -> float:
+        """The recorded raw close of the bar on ``day``; :class:`DataError` when there is none."""
+        closes = self.bars.filter(pl.col("date") == day).get_column("close").drop_nulls().unique()
+        if closes.is_empty():
+            raise DataError(f"the raw record holds no bar of {self.symbol} on {day}: nothing to accept")
+        if closes.len() > 1:
+            raise DataError(
+                f"{self.symbol} on {day} has conflicting versions in the raw record "
+                f"({', '.join(str(c) for c in closes.sort().to_list())}): resolve them at the source first"
+            )
+        return float(closes.item())
 
     def span(self) -> tuple[date, date]:
         first, last = self.bars.get_column("date").min(), self.bars.get_column("date").max()

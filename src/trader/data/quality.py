@@ -14,8 +14,8 @@ Rules, in the fixed order in which they are checked (stable names, stored in the
 7. ``outlier`` -- an adjusted close-to-close return beyond ``GateConfig.outlier_threshold`` with no
    corporate action between the two bars, computed on the rows that passed 1-6 (so an earlier bad
    row cannot make its clean neighbour look like a jump). A bar a person accepted as a real move
-   (``accepted``: ``trader data accept``) is never an outlier: its return in is excused like a
-   corporate action's.
+   (``accepted``: ``trader data accept``) is not an outlier for its own return in; the bar after it
+   is judged as any other.
 
 A row that breaks several rules is recorded once, under the first rule in this order; the reason
 names the values that broke it, and ``payload`` holds the row as JSON (JSON has no NaN, so a NaN is
@@ -192,7 +192,7 @@ def gate(
     duplicates = _duplicate_rules(keys, rows)
     if duplicates.height:
         keys = keys.filter(~pl.col(_ROW).is_in(duplicates.get_column(_ROW).implode()))
-    outliers = _outlier_rule(keys, _excusing_dates(actions, accepted), config)
+    outliers = _outlier_rule(keys, action_dates(actions), config, _accepted_keys(accepted))
     outlier_rows = outliers.get_column(_ROW).implode()
 
     flagged = pl.concat(
@@ -389,24 +389,24 @@ def _duplicate_rules(keys: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     ).select(*rows.columns, "rule", "reason")
 
 
-def _excusing_dates(actions: pl.DataFrame, accepted: pl.DataFrame | None) -> pl.DataFrame:
-    """``symbol, date`` (sorted, unique) of the days that excuse a large return: corporate actions'
-    ex-dates and accepted moves' bar dates."""
-    dates = action_dates(actions)
+def _accepted_keys(accepted: pl.DataFrame | None) -> pl.DataFrame | None:
+    """``symbol, date`` of the accepted moves, or None when there are none."""
     if accepted is None or accepted.is_empty():
-        return dates
-    moves = accepted.select(pl.col("symbol").cast(pl.String), pl.col("date").cast(pl.Date))
-    return pl.concat([dates, moves]).unique().sort("symbol", "date")
+        return None
+    return accepted.select(pl.col("symbol").cast(pl.String), pl.col("date").cast(pl.Date)).unique()
 
 
-def _outlier_rule(survivors: pl.DataFrame, excusing: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
+def _outlier_rule(
+    survivors: pl.DataFrame, events: pl.DataFrame, config: GateConfig, accepted: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """``(__row, rule, reason)`` of the outlier rows among ``survivors`` (sorted, unique per key).
 
-    One pass over all rows finds the large returns; the spike and jump rules then run on the few bars
-    around them (:func:`_near_large_returns`), which gives the same verdicts as running them on
-    every bar, at a fraction of the cost.
+    ``events`` are the corporate actions' ``symbol, date`` (:func:`~trader.data.adjust.action_dates`);
+    ``accepted`` the bars whose move in was confirmed. One pass over all rows finds the large returns;
+    the spike and jump rules then run on the few bars around them (:func:`_near_large_returns`),
+    which gives the same verdicts as running them on every bar, at a fraction of the cost.
     """
-    return _outliers_among(_near_large_returns(survivors, config), excusing, config)
+    return _outliers_among(_near_large_returns(survivors, config), events, config, accepted)
 
 
 def _near_large_returns(survivors: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
@@ -438,16 +438,18 @@ def _near_large_returns(survivors: pl.DataFrame, config: GateConfig) -> pl.DataF
     )
 
 
-def _outliers_among(ordered: pl.DataFrame, excusing: pl.DataFrame, config: GateConfig) -> pl.DataFrame:
+def _outliers_among(
+    ordered: pl.DataFrame, actions: pl.DataFrame, config: GateConfig, accepted: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """``(__row, rule, reason)`` of the outliers among ``ordered`` (``_ROW, symbol, date, close,
     group``), where consecutive rows of one ``group`` are consecutive bars of one symbol.
 
-    Exemptions (an ``excusing`` date after the previous bar, up to the bar: a corporate action, or
-    the bar's own accepted move) are looked up for the large returns only, and reason texts are
-    built for flagged rows.
+    Exemptions (a corporate action of ``actions``, ``symbol, date``, after the previous bar and up to
+    the bar; or the bar itself in ``accepted``) are looked up for the large returns only, and reason
+    texts are built for flagged rows.
     """
     threshold = config.outlier_threshold
-    events = excusing.rename({"date": "action_date"})
+    events = actions.rename({"date": "action_date"})
 
     def same_symbol(offset: int) -> pl.Expr:
         return (pl.col("group").shift(offset) == pl.col("group")).fill_null(False)
@@ -480,6 +482,10 @@ def _outliers_among(ordered: pl.DataFrame, excusing: pl.DataFrame, config: GateC
             .filter(pl.col("action_date") > pl.col("prev_date"))
             .get_column(_ROW)
         )
+        if accepted is not None:
+            # Only the accepted bar's own move in: not the next bar's after it is refused again.
+            confirmed = large.join(accepted, on=["symbol", "date"], how="semi").get_column(_ROW)
+            excused = pl.concat([excused, confirmed])
         return frame.with_columns(jump_in=big(pl.col("ret_in")) & ~pl.col(_ROW).is_in(excused.implode()))
 
     # Pass 1: spikes. A run of ``days`` bad bars starting at a row: a jump in, (for longer runs) a

@@ -267,13 +267,19 @@ def _day_key(symbol_id: pl.Expr, day: str) -> pl.Expr:
 
 def _outliers_between(joined: pl.DataFrame, quarantined: pl.DataFrame | None) -> pl.DataFrame:
     """``symbol, ex_date, outliers, first_outlier``: the ``quarantined`` bars of each action's symbol
-    after its ``prev_date`` and before its ``next_date`` (a missing bound is open), when any."""
+    after its ``prev_date`` (none: open) and before its ``next_date``, when any. Without a clean bar
+    after the action, only bars from its ex-date on count: an action declared ahead of its ex-date
+    (a dividend) is not to blame for an outlier before it."""
     schema = {"symbol": pl.String(), "ex_date": pl.Date(), "outliers": pl.Int64(), "first_outlier": pl.Date()}
     if quarantined is None or quarantined.is_empty():
         return empty(schema)
     refused = quarantined.select(pl.col("symbol").cast(pl.String), pl.col("date").cast(pl.Date)).drop_nulls()
     after_prev = pl.col("prev_date").is_null() | (pl.col("date") > pl.col("prev_date"))
-    before_next = pl.col("next_date").is_null() | (pl.col("date") < pl.col("next_date"))
+    before_next = (
+        pl.when(pl.col("next_date").is_null())
+        .then(pl.col("date") >= pl.col("ex_date"))
+        .otherwise(pl.col("date") < pl.col("next_date"))
+    )
     return (
         joined.select("symbol", "ex_date", "prev_date", "next_date")
         .join(refused.unique(), on="symbol")

@@ -646,10 +646,12 @@ class ActionStore(_KeyedFile):
 
 
 #: A bar whose close-to-close move a person confirmed as real (an earnings gap, a takeover bid): the
-#: outlier rule does not quarantine its move in. ``accepted_at`` is when it was confirmed (UTC).
+#: outlier rule does not quarantine its move in while the bar's raw ``close`` is the one confirmed
+#: (a re-delivered bar with another close is judged again). ``accepted_at`` is when (UTC).
 ACCEPTED_MOVE_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "date": pl.Date(),
+    "close": pl.Float64(),
     "reason": pl.String(),
     "accepted_at": pl.Datetime("us", "UTC"),
 }
@@ -658,9 +660,10 @@ ACCEPTED_MOVE_SCHEMA: dict[str, pl.DataType] = {
 class AcceptedMoveStore(_KeyedFile):
     """Accepted moves (:data:`ACCEPTED_MOVE_SCHEMA`) in ``reference/accepted_moves.parquet``.
 
-    One row per (symbol, date); accepting a bar again replaces its reason. Every ingest hands the
-    affected symbols' accepted moves to the quality gate, so an accepted bar stays clean when the
-    history is re-checked (see :meth:`trader.data.pipeline.DataPipeline.accept_move`).
+    One row per (symbol, date); accepting the bar again replaces the row. Every ingest hands the
+    quality gate the affected symbols' accepted moves whose close is still the recorded one, so an
+    accepted bar stays clean when the history is re-checked (see
+    :meth:`trader.data.pipeline.DataPipeline.accept_move`).
     """
 
     schema = ACCEPTED_MOVE_SCHEMA
@@ -674,13 +677,20 @@ class AcceptedMoveStore(_KeyedFile):
         """Accepted moves, optionally of ``symbols`` only, sorted by symbol and date."""
         return _symbol_filter(self._read_all().lazy(), symbols).collect()
 
-    def accept(self, symbol: str, day: date, reason: str, at: datetime) -> None:
-        """Record (or re-record with a new reason) the move into ``symbol``'s bar on ``day``."""
-        row = pl.DataFrame(
-            {"symbol": [symbol], "date": [day], "reason": [reason], "accepted_at": [at]},
-            schema=self.schema,
+    def accept(self, symbol: str, day: date, close: float, reason: str, at: datetime) -> None:
+        """Record the move into ``symbol``'s bar on ``day`` (raw ``close``) as confirmed."""
+        row = {"symbol": [symbol], "date": [day], "close": [close], "reason": [reason], "accepted_at": [at]}
+        self._merge(pl.DataFrame(row, schema=self.schema))
+
+    def matching(self, bars: pl.DataFrame, symbols: Sequence[str] | None = None) -> pl.DataFrame:
+        """The accepted moves (of ``symbols``) whose bar in ``bars`` (raw: ``symbol, date, close``)
+        still has the confirmed close: the ones the quality gate honours."""
+        accepted = self.read(symbols)
+        if accepted.is_empty():
+            return accepted
+        return accepted.join(
+            bars.select("symbol", "date", "close"), on=["symbol", "date", "close"], how="semi"
         )
-        self._merge(row)
 
     def revoke(self, symbol: str, day: date) -> bool:
         """Forget the acceptance of ``symbol`` on ``day``; False when there was none."""

@@ -91,6 +91,9 @@ class Plan:
     #: The circuit breaker's reason when it was TRIPPED (or could not be read) as the orders were
     #: checked; ``None`` when it was OPEN.
     breaker: str | None = None
+    #: The quality gate's outlier threshold (``DATA_OUTLIER_THRESHOLD``) the day's data was checked
+    #: with (``None`` in plans journaled before it was: a replay then uses today's).
+    outlier_threshold: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         snap = self.snapshot
@@ -112,6 +115,7 @@ class Plan:
             "orders": [[symbol, side, str(qty)] for symbol, side, qty in self.orders],
             "limits": None if self.limits is None else _limits_json(self.limits),
             "breaker": self.breaker,
+            "outlier_threshold": self.outlier_threshold,
         }
 
     @classmethod
@@ -146,6 +150,7 @@ class Plan:
             orders=[(symbol, side, Decimal(qty)) for symbol, side, qty in data["orders"]],
             limits=None if data.get("limits") is None else _limits_from_json(data["limits"]),
             breaker=data.get("breaker"),
+            outlier_threshold=data.get("outlier_threshold"),
         )
 
 
@@ -386,6 +391,7 @@ class PaperDay:
             orders=[(o.symbol, o.side.value, o.qty) for o in allocation.orders],
             limits=limits,
             breaker=self._breaker_reason(),
+            outlier_threshold=self._settings.data_outlier_threshold,
         )
         with Session(self._engine) as session, session.begin():
             session.add(

@@ -37,7 +37,7 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.paths import DataPaths
 from trader.data.pipeline import DataPipeline
 from trader.data.quality import GateConfig
-from trader.data.raw import RawRecorder
+from trader.data.raw import RawRecorder, newest_arrival
 from trader.data.sources import SourceHealth
 from trader.data.store import AcceptedMoveStore, ActionStore, UniverseStore, write_atomic
 from trader.domain.enums import OrderStatus
@@ -138,7 +138,9 @@ class _RecordedBars:
     name = "recorded"
 
     def __init__(self, paths: DataPaths, as_of: date) -> None:
-        raw = RawRecorder(paths).read(end=as_of)
+        # The newest arrival of each (symbol, date), whichever source sent it, as the live ingest
+        # uses: a bar two sources delivered is not a conflict here when it was none there.
+        raw = newest_arrival(RawRecorder(paths).read(end=as_of))
         self.bars = raw.select("symbol", "date", "open", "high", "low", "close", "volume", "source")
         self.actions = ActionStore(paths).read().filter(pl.col("ex_date") <= as_of)
         self.listings = UniverseStore(paths).read().filter(pl.col("start_date") <= as_of)
@@ -220,6 +222,12 @@ class Replayer:
             session.expunge_all()
         return run, Plan.from_json(event.payload), orders, verdicts
 
+    def _gate(self, plan: Plan) -> GateConfig:
+        """The quality gate the day's data was checked with (today's for a plan that did not say)."""
+        if plan.outlier_threshold is None:
+            return GateConfig.from_settings(self._settings)
+        return GateConfig(outlier_threshold=plan.outlier_threshold)
+
     def _model(self, version: str) -> LoadedModel:
         entry = ModelRegistry(self._engine).get(self.strategy, version)
         folder = artifact_path(entry.artifact_uri)
@@ -232,7 +240,7 @@ class Replayer:
         run, plan, orders, verdicts = self._recorded(day)
         report = ReplayReport(day, self.strategy, run.model_version)
         target = DataPaths(scratch / "data")
-        rebuild_point_in_time(self._paths, plan.as_of, target, GateConfig.from_settings(self._settings))
+        rebuild_point_in_time(self._paths, plan.as_of, target, self._gate(plan))
         loaded = self._model(run.model_version)
         held = [s for s, holding in plan.snapshot.positions.items() if holding.qty > 0]
         signals = SignalService(self._engine, target, strategy=self.strategy, calendar=self._calendar)

@@ -65,13 +65,7 @@ def test_an_accepted_move_leaves_quarantine_stays_clean_and_can_be_taken_back(
         ("NFLX", GAP_DAY, "Q1 earnings: subscriber loss")
     ]
     assert events(migrated_engine, "data_move_accepted") == [
-        {
-            "symbol": "NFLX",
-            "date": "2022-04-20",
-            "reason": "Q1 earnings: subscriber loss",
-            "ingest_id": report.ingest_id,
-            "quarantined_rows": 0,
-        }
+        {"symbol": "NFLX", "date": "2022-04-20", "close": 226.0, "reason": "Q1 earnings: subscriber loss"}
     ]
 
     # The next day's ingest re-checks the whole history: the accepted bar stays clean.
@@ -100,7 +94,7 @@ def test_accept_refuses_what_it_would_not_clear_and_records_nothing(tmp_path: Pa
     cases = [
         (date(2022, 4, 25), "the raw record holds no bar of NFLX on 2022-04-25"),
         (date(2022, 4, 19), "NFLX on 2022-04-19 is clean (not quarantined): nothing to accept"),
-        (date(2022, 4, 22), "not quarantined as an outlier (ohlc_inconsistent)"),
+        (date(2022, 4, 22), "quarantined as ohlc_inconsistent, not as an outlier"),
     ]
     for day, message in cases:
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -111,19 +105,62 @@ def test_accept_refuses_what_it_would_not_clear_and_records_nothing(tmp_path: Pa
     assert not pipeline.paths.accepted_moves.exists()
 
 
-def test_a_failed_re_check_takes_the_acceptance_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_re_check_keeps_the_acceptance_and_running_it_again_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pipeline = DataPipeline(DataPaths(tmp_path / "data"))
     ingest(pipeline, write_bars(tmp_path / "a.csv", DAYS, CLOSES))
 
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "_ingest", fail)
-    with pytest.raises(OSError, match="disk full"):
-        pipeline.accept_move("NFLX", GAP_DAY, "earnings", now=NOW)
-
-    assert pipeline.accepted.read().is_empty()
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "_ingest", fail)
+        with pytest.raises(
+            DataError, match=r"recorded, but re-checking its history failed \(OSError: disk full\)"
+        ):
+            pipeline.accept_move("NFLX", GAP_DAY, "earnings", now=NOW)
+    # The person's decision stands; the stores catch up when the command runs again.
+    assert pipeline.accepted.read().get_column("date").to_list() == [GAP_DAY]
     assert GAP_DAY not in clean_dates(pipeline)
+
+    pipeline.accept_move("NFLX", GAP_DAY, "earnings, checked twice", now=NOW)
+    assert GAP_DAY in clean_dates(pipeline)
+    assert pipeline.accepted.read().get_column("reason").to_list() == ["earnings, checked twice"]
+
+
+def test_a_bar_delivered_again_with_another_close_is_judged_again(tmp_path: Path) -> None:
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    ingest(pipeline, write_bars(tmp_path / "a.csv", DAYS, CLOSES))
+    pipeline.accept_move("NFLX", GAP_DAY, "earnings", now=NOW)
+
+    # The vendor re-sends the accepted day with a price in dollars where cents were meant.
+    later = datetime(2022, 4, 30, 23, tzinfo=UTC)
+    report = pipeline.ingest(
+        CsvSource(write_bars(tmp_path / "b.csv", ["2022-04-20"], [2.26])), None, *SPAN, now=later
+    )
+    # 2.26 is refused, and so is 04-21's real -37 % from 04-19: that move was never accepted.
+    assert report.quarantined_by_rule == {"outlier": 2}
+    assert clean_dates(pipeline)[-2:] == [date(2022, 4, 18), date(2022, 4, 19)]
+
+
+def test_a_bar_two_sources_delivered_is_re_checked_without_recording_anything(tmp_path: Path) -> None:
+    pipeline = DataPipeline(DataPaths(tmp_path / "data"))
+    first = datetime(2022, 4, 22, 23, tzinfo=UTC)
+    pipeline.ingest(CsvSource(write_bars(tmp_path / "a.csv", DAYS, CLOSES)), None, *SPAN, now=first)
+
+    class Fallback(CsvSource):
+        name = "fallback"
+
+    fallback = Fallback(write_bars(tmp_path / "b.csv", ["2022-04-19"], [348.5]))
+    pipeline.ingest(fallback, None, *SPAN, now=NOW)
+    raw_rows = pipeline.raw.read(latest_only=False).height
+
+    report = pipeline.accept_move("NFLX", GAP_DAY, "earnings", now=NOW)
+
+    assert (report.raw_new_rows, report.quarantined_rows) == (0, 0)
+    assert pipeline.raw.read(latest_only=False).height == raw_rows
+    assert clean_dates(pipeline) == [date.fromisoformat(d) for d in DAYS]
 
 
 def test_the_replay_rebuild_keeps_accepted_moves_and_the_configured_threshold(tmp_path: Path) -> None:

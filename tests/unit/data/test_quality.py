@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trader.data.adjust import adjust
+from trader.data.adjust import action_dates, adjust
 from trader.data.bars import ACTION_SCHEMA, ADJ_BAR_SCHEMA, LISTING_SCHEMA, QUARANTINE_SCHEMA
 from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.quality import GAP_SCHEMA, GateConfig, GateResult, validate
@@ -264,6 +264,15 @@ def test_an_accepted_move_is_not_an_outlier_and_only_that_bar_is_excused(calenda
     assert len(quarantined(validate(frame, NO_ACTIONS, calendar, accepted=others))) == 2
 
 
+def test_an_accepted_bar_refused_by_another_rule_excuses_nothing_after_it(calendar: TradingCalendar) -> None:
+    # The accepted bar is re-delivered broken (high below low): the next bar's -94 % tick is not
+    # excused by an acceptance that was only for the accepted bar's own move.
+    closes = [*CLOSES[:6], CLOSES[6] * 0.06, *CLOSES[7:]]
+    frame = with_row(bars(closes), 5, high=1.0, low=200.0)
+    result = validate(frame, NO_ACTIONS, calendar, accepted=accepted(("AAA", SESSIONS[5])))
+    assert quarantined(result) == [(SESSIONS[5], "ohlc_inconsistent"), (SESSIONS[6], "outlier")]
+
+
 def test_an_accepted_one_day_move_that_looks_like_a_spike_is_kept(calendar: TradingCalendar) -> None:
     closes = CLOSES.copy()
     closes[5] = 160.0  # +57 % in, -37 % out: a spike shape, but a real (squeezed) day
@@ -430,7 +439,7 @@ def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
     # bar they must flag the same rows for the same reasons. Spikes of one to five days, moves near
     # the threshold, small moves that add up to large returns across the bars left out, and
     # corporate actions on bar dates and between them (bars are two days apart).
-    from trader.data.quality import _excusing_dates, _near_large_returns, _outliers_among
+    from trader.data.quality import _near_large_returns, _outliers_among
 
     levels: dict[str, float] = {}
     rows: list[tuple[int, str, date, float]] = []
@@ -471,9 +480,9 @@ def test_outliers_found_around_large_returns_match_a_scan_of_every_bar(
         group=(pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).cum_sum()
     )
 
-    excusing = _excusing_dates(actions, None)
-    near = _outliers_among(_near_large_returns(survivors, config), excusing, config).sort("__row")
-    full = _outliers_among(every_bar, excusing, config).sort("__row")
+    events = action_dates(actions)
+    near = _outliers_among(_near_large_returns(survivors, config), events, config).sort("__row")
+    full = _outliers_among(every_bar, events, config).sort("__row")
 
     assert near.to_dicts() == full.to_dicts()
 

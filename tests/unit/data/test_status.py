@@ -179,6 +179,15 @@ def test_actions_without_a_bar_on_one_side_have_no_return() -> None:
     assert suspect_actions(clean, outside).is_empty()
 
 
+def test_a_dividend_declared_ahead_is_not_blamed_for_an_earlier_outlier() -> None:
+    # The last clean bar is 09-01, 09-02 is quarantined, and a dividend goes ex on 09-30 (not yet
+    # reached): nothing lies between, the quarantined bar is not next to that ex-date.
+    clean = bars("AAPL", {d: c for d, c in RAW.items() if d <= D(2020, 9, 1)})
+    quarantined = pl.DataFrame({"symbol": ["AAPL"], "date": [D(2020, 9, 2)]})
+    ahead = actions(("AAPL", D(2020, 9, 30), 1.0, 0.82))
+    assert suspect_actions(clean, ahead, quarantined=quarantined).is_empty()
+
+
 # -- the fast path agrees with a plain loop ----------------------------------------------------------
 
 
