@@ -27,7 +27,7 @@ view                   columns
 ``quarantine``         ``symbol, date, source, rule, reason, payload``
 ``universe``           ``symbol, start_date, end_date, tradable, sector``
 ``gaps``               ``symbol, date, reason``
-``accepted_moves``     ``symbol, date, reason, accepted_at`` (``trader data accept``)
+``accepted_moves``     ``symbol, date, close, reason, accepted_at`` (``trader data accept``)
 =====================  ===========================================================================
 """
 

@@ -196,7 +196,7 @@ class DataPipeline:
             self.accepted.accept(symbol, day, close, reason, at=at)
             self._journal_move("data_move_accepted", symbol, day, {"close": close, "reason": reason})
 
-        return self._change_accepted(symbol, record, at)
+        return self._change_accepted(symbol, record, at, retry="run the command again")
 
     def revoke_move(self, symbol: str, day: date, *, now: datetime | None = None) -> IngestReport:
         """Take back :meth:`accept_move` for ``symbol`` on ``day`` and re-check the symbol, so the
@@ -207,17 +207,19 @@ class DataPipeline:
                 raise DataError(f"no accepted move of {symbol} on {day} to take back")
             self._journal_move("data_move_revoked", symbol, day, {})
 
-        return self._change_accepted(symbol, forget, now or datetime.now(UTC))
+        return self._change_accepted(
+            symbol, forget, now or datetime.now(UTC), retry=f"ingest {symbol} again to apply it"
+        )
 
     def _change_accepted(
-        self, symbol: str, change: Callable[[_RecordedHistory], None], now: datetime
+        self, symbol: str, change: Callable[[_RecordedHistory], None], now: datetime, *, retry: str
     ) -> IngestReport:
         """Under the ingest lock: ``change`` the accepted moves (recorded and journaled), then re-check
         ``symbol``'s recorded history with them.
 
         A failed re-check leaves the change in place: it is what a person decided, and the stores it
-        derives are rebuilt by the next ingest of the symbol or by running the command again. The
-        error says so.
+        derives are rebuilt by the next ingest of the symbol. The error says so, with ``retry``:
+        what else finishes the job.
         """
         with exclusive_ingest(self.paths):
             leftovers = sweep_leftovers(self.paths, now=time.time())
@@ -228,8 +230,8 @@ class DataPipeline:
             except Exception as exc:
                 raise DataError(
                     f"the change to {symbol}'s accepted moves is recorded, but re-checking its history "
-                    f"failed ({type(exc).__name__}: {exc}); run the command again, or the next ingest "
-                    f"of {symbol} applies it"
+                    f"failed ({type(exc).__name__}: {exc}); {retry}, or the next ingest of {symbol} "
+                    "applies it"
                 ) from exc
 
     def _require_outlier(self, history: _RecordedHistory, day: date) -> None:

@@ -722,13 +722,26 @@ def test_a_folder_reads_stooq_txt_files_and_notes_the_files_it_skips(tmp_path: P
     write(tmp_path / "IBM.TXT.GZ", stooq + "IBM.US,D,20240102,000000,1,2,1,1.5,10,0\n")
     write(tmp_path / "prices.xlsx", "not read")
     write(tmp_path / ".DS_Store", "hidden")
+    # Companions a folder of data often holds: not bars, and they must not refuse the whole folder.
+    write(tmp_path / "README.txt", "Daily bars from Stooq, downloaded 2024-01-03.\n")
+    write(tmp_path / "tickers.txt", "MSFT\nIBM\n")
     source = CsvSource(tmp_path)
     assert [p.name for p in source.files()] == ["IBM.TXT.GZ", "msft.us.txt"]
     assert fetch_all(source)["symbol"].to_list() == ["IBM.US", "MSFT.US"]
-    assert source.last_report.skipped_files == ["prices.xlsx"]
+    assert source.last_report.skipped_files == ["README.txt", "prices.xlsx", "tickers.txt"]
     assert source.last_notes == [
-        "skipped 1 file(s) of the folder not named *.csv, *.txt, *.csv.gz or *.txt.gz: prices.xlsx"
+        "skipped 3 file(s) of the folder that hold no bars (not *.csv or *.csv.gz, nor a *.txt with a "
+        "close column): README.txt, prices.xlsx, tickers.txt"
     ]
+
+
+def test_a_header_whose_first_column_is_named_hash_is_the_header_not_a_comment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "rows.csv",
+        "# exported 2024-01-03\n#,symbol,date,open,high,low,close,volume\n1,AAPL,2024-01-02,1,2,1,1.5,10\n",
+    )
+    bars = fetch_all(CsvSource(path))
+    assert bars.select("symbol", "date", "close").rows() == [("AAPL", date(2024, 1, 2), 1.5)]
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,7 @@ class CsvSource:
         if self.path.is_dir():
             # Case-insensitive: files exported on Windows are often DATA.CSV.
             found = [p for p in self.path.iterdir() if p.name.lower().endswith(_BAR_EXTENSIONS)]
-            return sorted(p for p in found if p.is_file())
+            return sorted(p for p in found if p.is_file() and (_is_csv(p) or _txt_of_bars(p)))
         return [self.path]
 
     def skipped_files(self) -> list[str]:
@@ -376,8 +376,9 @@ def _notes(report: CsvReport, start: date, end: date) -> list[str]:
         shown = ", ".join(report.skipped_files[:5])
         more = len(report.skipped_files) - 5
         notes.append(
-            f"skipped {len(report.skipped_files):,} file(s) of the folder not named *.csv, *.txt, "
-            f"*.csv.gz or *.txt.gz: {shown}" + (f" and {more:,} more" if more > 0 else "")
+            f"skipped {len(report.skipped_files):,} file(s) of the folder that hold no bars (not *.csv "
+            f"or *.csv.gz, nor a *.txt with a close column): {shown}"
+            + (f" and {more:,} more" if more > 0 else "")
         )
     if report.yahoo_files:
         notes.append(_yahoo_note(report.yahoo_files))
@@ -528,7 +529,9 @@ def _skip_blank_lines(data: bytes) -> tuple[int, bytes]:
     which would be taken for it, and how many there were so line numbers still count them. Only
     whole lines go: a header starting with a tab or space (an unnamed index column) keeps it, or
     every column shifts."""
-    blank = re.match(rb"(?:\xef\xbb\xbf)?((?:[ \t\r]*(?:#[^\n]*)?\n)+)", data)
+    # A comment is ``#`` not followed by a separator: ``#,symbol,date,...`` is a header whose first
+    # column is named ``#`` (a row number), and skipping it would take the first row for the header.
+    blank = re.match(rb"(?:\xef\xbb\xbf)?((?:[ \t\r]*(?:#(?![,;\t])[^\n]*)?\n)+)", data)
     if blank is None:
         return 0, data
     return blank.group(1).count(b"\n"), data[blank.end() :]
@@ -829,3 +832,25 @@ def _check_actions(file: Path, parsed: pl.DataFrame) -> None:
                 f"csv: {file}: {where}: {column} {row[f'{column}_text'] or ''!r} {why}"
                 + (f" ({rows.height} such rows)" if rows.height > 1 else "")
             )
+
+
+def _is_csv(path: Path) -> bool:
+    return path.name.lower().endswith((".csv", ".csv.gz"))
+
+
+def _txt_of_bars(path: Path) -> bool:
+    """Whether a ``.txt`` file of a folder is a table of bars (Stooq's ``msft.us.txt``) rather than a
+    companion such as ``README.txt`` or ``tickers.txt``, which would otherwise refuse the whole folder:
+    its first line that is neither blank nor a ``#`` comment names a close column."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        if path.name.lower().endswith(".gz"):
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head)
+    except (OSError, zlib.error):
+        return True  # unreadable: read it, so the error names the file instead of skipping it
+    for line in head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines():
+        text = line.strip().lower()
+        if text and not text.startswith("#"):
+            return "close" in text and any(sep in text for sep in (",", ";", "\t"))
+    return False
