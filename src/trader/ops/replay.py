@@ -156,7 +156,8 @@ def rebuild_point_in_time(
     paths: DataPaths, as_of: date, target: DataPaths, gate: GateConfig | None = None
 ) -> None:
     """Run the raw recorded bars up to ``as_of`` through the pipeline into ``target``, with the
-    quality gate ``gate`` and the moves accepted in ``paths`` (the same verdicts as the day's)."""
+    quality gate ``gate`` (the day's journaled threshold) and the moves accepted in ``paths`` now:
+    like a bar a vendor corrected later, a move accepted after the day ran shows in its replay."""
     source = _RecordedBars(paths, as_of)
     if source.bars.is_empty():
         raise ReplayError(f"no raw recorded bars up to {as_of} in {paths.raw_bars}")
