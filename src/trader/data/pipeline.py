@@ -470,9 +470,7 @@ class _RecordedHistory:
 
     def __init__(self, raw: RawRecorder, symbol: str) -> None:
         self.symbol = symbol
-        # The newest arrival of each date, whichever source sent it: exactly what the raw record
-        # compares a delivery with, so none of these rows is recorded again.
-        self.bars = newest_arrival(raw.read([symbol])).select(*BAR_SCHEMA, "source")
+        self.bars = raw.read_newest([symbol]).select(*BAR_SCHEMA, "source")
 
     def close_on(self, day: date) -> float:
         """The recorded raw close of the bar on ``day``; :class:`DataError` when there is none."""

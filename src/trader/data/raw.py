@@ -270,6 +270,13 @@ class RawRecorder:
         lazy = self.scan(symbols, start, end, latest_only)
         return lazy.sort([*ROW_KEY, "ingested_at"], nulls_last=True).collect()
 
+    def read_newest(
+        self, symbols: Sequence[str] | None = None, start: date | None = None, end: date | None = None
+    ) -> pl.DataFrame:
+        """:meth:`read`, then :func:`newest_arrival`: the bars downstream uses, one arrival per
+        (symbol, date) whichever source sent it. Ingesting them again records nothing."""
+        return newest_arrival(self.read(symbols, start, end))
+
 
 def not_yet_recorded(incoming: pl.DataFrame, recorded: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``incoming`` to append, given the newest ``recorded`` arrival of each (symbol, date).

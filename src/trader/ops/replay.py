@@ -37,7 +37,7 @@ from trader.data.calendar import TradingCalendar, trading_calendar
 from trader.data.paths import DataPaths
 from trader.data.pipeline import DataPipeline
 from trader.data.quality import GateConfig
-from trader.data.raw import RawRecorder, newest_arrival
+from trader.data.raw import RawRecorder
 from trader.data.sources import SourceHealth
 from trader.data.store import AcceptedMoveStore, ActionStore, UniverseStore, write_atomic
 from trader.domain.enums import OrderStatus
@@ -140,7 +140,7 @@ class _RecordedBars:
     def __init__(self, paths: DataPaths, as_of: date) -> None:
         # The newest arrival of each (symbol, date), whichever source sent it, as the live ingest
         # uses: a bar two sources delivered is not a conflict here when it was none there.
-        raw = newest_arrival(RawRecorder(paths).read(end=as_of))
+        raw = RawRecorder(paths).read_newest(end=as_of)
         self.bars = raw.select("symbol", "date", "open", "high", "low", "close", "volume", "source")
         self.actions = ActionStore(paths).read().filter(pl.col("ex_date") <= as_of)
         self.listings = UniverseStore(paths).read().filter(pl.col("start_date") <= as_of)

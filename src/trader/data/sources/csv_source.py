@@ -841,7 +841,7 @@ def _is_csv(path: Path) -> bool:
 def _txt_of_bars(path: Path) -> bool:
     """Whether a ``.txt`` file of a folder is a table of bars (Stooq's ``msft.us.txt``) rather than a
     companion such as ``README.txt`` or ``tickers.txt``, which would otherwise refuse the whole folder:
-    its first line that is neither blank nor a ``#`` comment names a close column."""
+    its header line (after the lines :func:`_skip_blank_lines` skips) names a close column."""
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
@@ -849,8 +849,6 @@ def _txt_of_bars(path: Path) -> bool:
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head)
     except (OSError, zlib.error):
         return True  # unreadable: read it, so the error names the file instead of skipping it
-    for line in head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines():
-        text = line.strip().lower()
-        if text and not text.startswith("#"):
-            return "close" in text and any(sep in text for sep in (",", ";", "\t"))
-    return False
+    _, rest = _skip_blank_lines(head)
+    header = rest.split(b"\n", 1)[0].decode("utf-8", errors="replace").lower()
+    return "close" in header and any(sep in header for sep in (",", ";", "\t"))
